@@ -1,0 +1,224 @@
+"""Range checks of a composed config, run at start before any data is touched.
+
+The typed schema (:mod:`weightshare.config.schema`) already rejects unknown keys and wrong
+types; these checks reject values of the right type that make no sense (a negative learning
+rate, an augmentation level of 1.5, fold 7 of 5). Each failure is one
+:class:`~weightshare.errors.ConfigError` naming the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from weightshare.errors import ConfigError
+
+DATASETS = ("mnist", "cifar10", "digits", "synthetic")
+SPLITS = ("kfold", "standard")
+PAPER_MODELS = ("cnn", "fcn")
+RESNET_MODELS = ("resnet", "sharesnet")
+RESNET_ARCHS = ("cifar_preact", "wide", "imagenet")
+CONNECTIVITY_MODES = ("weight", "input")
+FCN_INITS = ("conv", "keras")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULERS = ("none", "multistep", "cosine")
+EVAL_VARIANTS = ("clean", "translate", "rotate", "noise", "edge_noise", "quadrant_swap")
+LOGGERS = ("csv", "tensorboard", "wandb")
+PROGRESS_BARS = ("rich", "tqdm", "none")
+BUDGETS = ("small", "full")
+PRECISIONS = (
+    "32-true", "32", "64-true", "64", "16-mixed", "16", "bf16-mixed", "bf16", "bf16-true", "16-true",
+    "transformer-engine", "transformer-engine-float16",
+)
+LEVEL_KEYS = ("translate", "rotate", "noise", "edge_noise")
+
+
+def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(key, value, allowed)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _in_range(key: str, value: Any, lo: float, hi: float, *, hi_open: bool = True, lo_open: bool = False) -> None:
+    ok = _number(value)
+    if ok:
+        ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+    left = "(" if lo_open else "["
+    right = ")" if hi_open else "]"
+    _require(ok, key, value, f"a number in {left}{lo:g}, {hi:g}{right}")
+
+
+def _positive_int(key: str, value: Any, minimum: int = 1) -> None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+    _require(ok, key, value, f"an integer >= {minimum}")
+
+
+def _one_of(key: str, value: Any, allowed: Iterable[str]) -> None:
+    allowed = tuple(allowed)
+    _require(value in allowed, key, value, f"one of {list(allowed)}")
+
+
+def _subset(key: str, values: Any, allowed: Iterable[str]) -> None:
+    allowed = tuple(allowed)
+    for v in values:
+        _require(v in allowed, key, v, f"names from {list(allowed)}")
+
+
+def _check_data(d: DictConfig) -> None:
+    _one_of("data.name", d.name, DATASETS)
+    _one_of("data.split", d.split, SPLITS)
+    _positive_int("data.n_folds", d.n_folds, 2)
+    ok = isinstance(d.fold, int) and 0 <= d.fold < d.n_folds
+    _require(ok, "data.fold", d.fold, f"an integer in [0, {d.n_folds - 1}] (data.n_folds={d.n_folds})")
+    _positive_int("data.batch_size", d.batch_size)
+    for key in ("eval_batch_size", "limit_train", "limit_val"):
+        if d[key] is not None:
+            _positive_int(f"data.{key}", d[key])
+    _positive_int("data.synthetic_size", d.synthetic_size, 16)
+    _positive_int("data.synthetic_image_size", d.synthetic_image_size, 12)
+    _positive_int("data.digits_image_size", d.digits_image_size, 8)
+    _positive_int("data.max_epochs", d.max_epochs)
+    _positive_int("data.patience", d.patience, 0)
+    _in_range("data.lr", d.lr, 0.0, 10.0, lo_open=True, hi_open=False)
+
+
+def _check_model(m: DictConfig) -> None:
+    _one_of("model.name", m.name, PAPER_MODELS + RESNET_MODELS)
+    if m.name in PAPER_MODELS:
+        _one_of("model.arch", m.arch, ("paper",))
+        _require(m.depth in (2, 3), "model.depth", m.depth, "2 or 3 for the paper networks")
+    else:
+        _one_of("model.arch", m.arch, RESNET_ARCHS)
+        _positive_int("model.depth", m.depth, 8)
+        _positive_int("model.widen_factor", m.widen_factor)
+    _positive_int("model.hidden", m.hidden)
+    _in_range("model.connectivity", m.connectivity, 0.0, 1.0)
+    _one_of("model.connectivity_mode", m.connectivity_mode, CONNECTIVITY_MODES)
+    _one_of("model.fcn_init", m.fcn_init, FCN_INITS)
+    if m.share_tile is not None:
+        _positive_int("model.share_tile", m.share_tile)
+        _require(m.name == "fcn", "model.share_tile", m.share_tile, "null unless model=fcn")
+    _in_range("model.share_penalty", m.share_penalty, 0.0, math.inf)
+    _positive_int("model.penalty_radius", m.penalty_radius)
+    if m.share_penalty > 0:
+        _require(m.name == "fcn", "model.share_penalty", m.share_penalty, "0 unless model=fcn")
+    if m.connectivity > 0:
+        _require(m.name == "fcn", "model.connectivity", m.connectivity, "0 unless model=fcn")
+    if m.init_from is not None:
+        _require(m.name == "fcn", "model.init_from", m.init_from, "null unless model=fcn (a CNN checkpoint to unshare)")
+
+
+def _check_optim(o: DictConfig, s: DictConfig) -> None:
+    _one_of("optimizer.name", o.name, OPTIMIZERS)
+    _in_range("optimizer.lr", o.lr, 0.0, 10.0, lo_open=True, hi_open=False)
+    _in_range("optimizer.weight_decay", o.weight_decay, 0.0, 1.0)
+    _in_range("optimizer.momentum", o.momentum, 0.0, 1.0)
+    _in_range("optimizer.eps", o.eps, 0.0, 1.0, lo_open=True)
+    _require(len(o.betas) == 2, "optimizer.betas", list(o.betas), "two numbers in [0, 1)")
+    for i, b in enumerate(o.betas):
+        _in_range(f"optimizer.betas[{i}]", b, 0.0, 1.0)
+    _one_of("scheduler.name", s.name, SCHEDULERS)
+    _in_range("scheduler.gamma", s.gamma, 0.0, 1.0, lo_open=True, hi_open=False)
+    for i, mstone in enumerate(s.milestones):
+        _positive_int(f"scheduler.milestones[{i}]", mstone)
+    _positive_int("scheduler.warmup_epochs", s.warmup_epochs, 0)
+
+
+def _check_aug(a: DictConfig, e: DictConfig) -> None:
+    for key in LEVEL_KEYS:
+        _in_range(f"aug.{key}", a[key], 0.0, 1.0)
+    _positive_int("aug.edge_width", a.edge_width)
+    _positive_int("aug.crop_padding", a.crop_padding, 0)
+    _subset("eval.variants", e.variants, EVAL_VARIANTS)
+    _require(len(e.variants) > 0, "eval.variants", list(e.variants), "at least one variant name")
+    _in_range("eval.translate", e.translate, 0.0, 1.0)
+    _in_range("eval.rotate_degrees", e.rotate_degrees, 0.0, 360.0, hi_open=False)
+    _in_range("eval.noise", e.noise, 0.0, math.inf)
+    _in_range("eval.edge_noise", e.edge_noise, 0.0, math.inf)
+    _positive_int("eval.edge_width", e.edge_width)
+
+
+def _check_callbacks(c: DictConfig) -> None:
+    _positive_int("callbacks.early_stopping.patience", c.early_stopping.patience, 0)
+    _one_of("callbacks.early_stopping.mode", c.early_stopping.mode, ("min", "max"))
+    _one_of("callbacks.checkpoint.mode", c.checkpoint.mode, ("min", "max"))
+    for i, r in enumerate(c.filter_metrics.radii):
+        _positive_int(f"callbacks.filter_metrics.radii[{i}]", r)
+    _positive_int("callbacks.filter_metrics.every_n_epochs", c.filter_metrics.every_n_epochs)
+    for i, ep in enumerate(c.filter_images.epochs):
+        _positive_int(f"callbacks.filter_images.epochs[{i}]", ep, -1)
+    _positive_int("callbacks.filter_images.filter_index", c.filter_images.filter_index, 0)
+    _one_of("callbacks.progress_bar", c.progress_bar, PROGRESS_BARS)
+
+
+def _check_trainer(t: DictConfig) -> None:
+    ok = isinstance(t.max_epochs, int) and (t.max_epochs >= 1 or t.max_epochs == -1)
+    _require(ok, "trainer.max_epochs", t.max_epochs, "an integer >= 1 (or -1 for no limit)")
+    _positive_int("trainer.min_epochs", t.min_epochs, 0)
+    _one_of("trainer.precision", str(t.precision), PRECISIONS)
+    _positive_int("trainer.accumulate_grad_batches", t.accumulate_grad_batches)
+    _positive_int("trainer.check_val_every_n_epoch", t.check_val_every_n_epoch)
+    for key in ("limit_train_batches", "limit_val_batches"):
+        v = t[key]
+        if v is not None:
+            _require(_number(v) and v > 0, f"trainer.{key}", v, "a fraction in (0, 1] or a batch count >= 1")
+
+
+def _check_top(cfg: DictConfig) -> None:
+    _positive_int("seed", cfg.seed, 0)
+    _one_of("budget", cfg.budget, BUDGETS)
+    _subset("logger.names", cfg.logger.names, LOGGERS)
+    if cfg.threads is not None:
+        _positive_int("threads", cfg.threads)
+    _one_of("float32_matmul_precision", cfg.float32_matmul_precision, ("highest", "high", "medium"))
+    _positive_int("divergence.cnn_epochs", cfg.divergence.cnn_epochs, 0)
+    if cfg.divergence.cnn_epochs > 0:
+        _require(cfg.model.name == "fcn" and cfg.model.init_from is None, "divergence.cnn_epochs",
+                 cfg.divergence.cnn_epochs, "0 unless model=fcn without model.init_from")
+    if cfg.ckpt_path is not None:
+        _require(isinstance(cfg.ckpt_path, str) and cfg.ckpt_path != "", "ckpt_path", cfg.ckpt_path,
+                 "'last' or the path of a checkpoint file")
+
+
+CHECKS: tuple[Callable[[DictConfig], None], ...] = (
+    lambda c: _check_data(c.data),
+    lambda c: _check_model(c.model),
+    lambda c: _check_optim(c.optimizer, c.scheduler),
+    lambda c: _check_aug(c.aug, c.eval),
+    lambda c: _check_callbacks(c.callbacks),
+    lambda c: _check_trainer(c.trainer),
+    _check_top,
+)
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` for the first out-of-range value; resolves interpolations.
+
+    Interpolation errors (``${data.lr}`` pointing nowhere) and type errors that only show on
+    resolution are turned into ConfigErrors too.
+    """
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        for check in CHECKS:
+            check(cfg)
+    except OmegaConfBaseException as exc:  # a bad interpolation or a missing mandatory value
+        key = getattr(exc, "full_key", None) or "config"
+        raise ConfigError(str(key), getattr(exc, "msg", str(exc)), "a resolvable value") from None
+
+
+def resolved_container(cfg: DictConfig) -> dict:
+    """The config as a plain dict with interpolations resolved (for results.json and W&B)."""
+    out = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    assert isinstance(out, dict)
+    out.pop("defaults", None)
+    return out
+
+
+__all__ = ["DATASETS", "EVAL_VARIANTS", "resolved_container", "validate_config"]

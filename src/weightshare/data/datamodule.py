@@ -1,0 +1,182 @@
+"""The Lightning data module: the whole dataset as one uint8 tensor on the training device.
+
+Why not a torchvision-style Dataset of PIL images: the paper's networks are tiny, so a
+per-sample Python pipeline (decode, transform, collate) would cost more than the training
+step. Here the loader yields only index batches; the images are moved to the device once,
+and gathering, scaling to [0, 1] and augmentation happen batched on the device in
+:meth:`TensorDataModule.on_after_batch_transfer`.
+
+Randomness: the training order and the training augmentations of epoch ``e`` come from
+generators seeded with ``(seed, fold, e)``, so a run resumed from an epoch-end checkpoint
+sees exactly the batches an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from weightshare.augment import EvalVariants, TrainAugmenter
+from weightshare.data import ArrayDataset, load_dataset, make_split
+from weightshare.models.paper_nets import DataInfo
+
+_SEED_MIX = 1_000_003
+
+
+def mix_seed(*parts: int) -> int:
+    """A stable 63-bit seed from integer parts (Python's hash() is salted per process)."""
+    s = 0x9E3779B97F4A7C15
+    for p in parts:
+        s = (s * _SEED_MIX + int(p) + 0x632BE59BD9B4E019) & 0x7FFFFFFFFFFFFFFF
+    return s
+
+
+class EpochBatchSampler(Sampler[torch.Tensor]):
+    """Yields index tensors; the shuffle of epoch ``e`` is seeded by ``(seed, e)``.
+
+    Lightning calls :meth:`set_epoch` before every epoch (also after a resume), which is
+    what makes the order reproducible without saving sampler state.
+    """
+
+    def __init__(self, indices: torch.Tensor, batch_size: int, *, shuffle: bool, seed: int) -> None:
+        self.indices = indices
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return (len(self.indices) + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        idx = self.indices
+        if self.shuffle:
+            gen = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
+            idx = idx[torch.randperm(len(idx), generator=gen)]
+        yield from torch.split(idx, self.batch_size)
+
+
+class _IndexIdentity(Dataset):
+    """``dataset[index_batch] -> index_batch``: the loader only carries indices."""
+
+    def __getitem__(self, index: torch.Tensor) -> torch.Tensor:
+        return index
+
+    def __len__(self) -> int:  # pragma: no cover - never asked with batch_size=None
+        return 0
+
+
+class TensorDataModule(pl.LightningDataModule):
+    """Dataset on the device, index batches, device-side gather/scale/augment."""
+
+    def __init__(self, data: DictConfig, aug: DictConfig, eval_cfg: DictConfig, seed: int = 0) -> None:
+        super().__init__()
+        self.cfg = data
+        self.seed = seed
+        self.augmenter = TrainAugmenter(aug)
+        self.eval_variants = EvalVariants(eval_cfg)
+        self.dataset: ArrayDataset | None = None
+        self.train_idx: torch.Tensor | None = None
+        self.val_idx: torch.Tensor | None = None
+        self._images: torch.Tensor | None = None
+        self._labels: torch.Tensor | None = None
+        self._train_gen: torch.Generator | None = None
+        self._train_gen_epoch: int | None = None
+
+    # ------------------------------------------------------------------ setup
+    def load(self) -> ArrayDataset:
+        """Read the dataset once (readers verify checksums and raise DataError)."""
+        if self.dataset is None:
+            c = self.cfg
+            opts: dict[str, Any] = {}
+            if c.name == "synthetic":
+                opts = {"size": c.synthetic_size, "image_size": c.synthetic_image_size, "seed": c.synthetic_seed}
+            elif c.name == "digits":
+                opts = {"image_size": c.digits_image_size}
+            self.dataset = load_dataset(
+                c.name, c.root, download=c.download, verify_checksums=c.verify_checksums, **opts
+            )
+            self._images = self.dataset.images
+            self._labels = self.dataset.labels
+        return self.dataset
+
+    def setup(self, stage: str | None = None) -> None:
+        ds = self.load()
+        if self.train_idx is not None:
+            return
+        split = make_split(self.cfg.split, len(ds.labels), ds.n_train, fold=self.cfg.fold, n_folds=self.cfg.n_folds)
+        self.train_idx, self.val_idx = split.train_idx, split.val_idx
+        if self.cfg.limit_train is not None:
+            self.train_idx = self.train_idx[: self.cfg.limit_train]
+        if self.cfg.limit_val is not None:
+            self.val_idx = self.val_idx[: self.cfg.limit_val]
+
+    @property
+    def info(self) -> DataInfo:
+        ds = self.load()
+        _, c, h, w = ds.images.shape
+        return DataInfo(name=ds.name, in_channels=c, height=h, width=w, num_classes=ds.num_classes)
+
+    # ------------------------------------------------------------ dataloaders
+    def _loader(self, indices: torch.Tensor, batch_size: int, shuffle: bool) -> DataLoader:
+        sampler = EpochBatchSampler(indices, batch_size, shuffle=shuffle, seed=mix_seed(self.seed, self.cfg.fold))
+        return DataLoader(_IndexIdentity(), sampler=sampler, batch_size=None, num_workers=0)
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_idx is not None, "setup() first"
+        return self._loader(self.train_idx, self.cfg.batch_size, shuffle=True)
+
+    def _eval_loader(self) -> DataLoader:
+        assert self.val_idx is not None, "setup() first"
+        return self._loader(self.val_idx, self.cfg.eval_batch_size or self.cfg.batch_size, shuffle=False)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader()
+
+    def test_dataloader(self) -> DataLoader:
+        """The protocol has no separate test set: the test stage scores the held-out fold."""
+        return self._eval_loader()
+
+    # ------------------------------------------------------- device-side batch
+    def _on_device(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self._images is not None and self._labels is not None
+        if self._images.device != device:
+            self._images = self._images.to(device)
+            self._labels = self._labels.to(device)
+        return self._images, self._labels
+
+    def train_generator(self, device: torch.device, epoch: int) -> torch.Generator:
+        """The augmentation generator of ``epoch``, reseeded at each new epoch."""
+        if self._train_gen is None or self._train_gen.device != device:
+            self._train_gen = torch.Generator(device=device)
+            self._train_gen_epoch = None
+        if self._train_gen_epoch != epoch:
+            self._train_gen.manual_seed(mix_seed(self.seed, self.cfg.fold, epoch, 7))
+            self._train_gen_epoch = epoch
+        return self._train_gen
+
+    def gather(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images of ``index`` scaled to [0, 1] (float32) and their labels, on index's device."""
+        images, labels = self._on_device(index.device)
+        return images[index].float().div_(255.0), labels[index]
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        index = batch
+        x, y = self.gather(index)
+        trainer = self.trainer
+        training = trainer is not None and trainer.training
+        if training:
+            if self.augmenter.active:
+                x = self.augmenter(x, self.train_generator(x.device, trainer.current_epoch))
+            return x, y
+        # evaluation: the perturbation is keyed by the batch's first sample, so every model
+        # (and every epoch) is scored on the same perturbed images
+        return {"x": self.eval_variants(x, int(index[0])), "y": y}

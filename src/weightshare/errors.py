@@ -1,0 +1,34 @@
+"""Errors the project raises on bad input.
+
+Every error a user can cause derives from :class:`WeightshareError`, so the command-line
+entry point can print it as one line (no deep traceback) and exit with status 2.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class WeightshareError(Exception):
+    """Base class of the project's user-facing errors."""
+
+
+class ConfigError(WeightshareError, ValueError):
+    """A config value is out of range, of the wrong type, or unknown.
+
+    The message names the key, the bad value and what is allowed, in one line.
+    """
+
+    def __init__(self, key: str, value: Any, allowed: str) -> None:
+        self.key = key
+        self.value = value
+        self.allowed = allowed
+        super().__init__(f"config error: {key}={value!r} is not allowed; expected {allowed}")
+
+
+class DataError(WeightshareError, OSError):
+    """A dataset file is missing, fails its checksum, or is malformed. Names the file."""
+
+
+class CheckpointError(WeightshareError, RuntimeError):
+    """A checkpoint is missing, unreadable, or would run code when unpickled."""

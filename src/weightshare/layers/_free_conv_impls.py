@@ -1,0 +1,274 @@
+"""Implementations of the free (locally connected) convolution, selectable by name.
+
+All take the input ``x`` (B, C, H, W), the weight in the layer's kernel-view layout
+``(oh, ow, out, in, kh, kw)`` (any strides: a permuted view, an ``expand()``-ed tensor, ...),
+an optional bias ``(oh, ow, out)`` and a :class:`FreeConvGeometry`, and return (B, out, oh, ow).
+
+Why several: an FCN layer does exactly the FLOPs of the convolution it replaces, so whatever
+it loses is overhead (unfolded copies, the scatter of the input gradient, layout changes,
+small products). The implementations differ only in that overhead and are kept side by side
+so ``scripts/bench_layers.py`` can compare them on the machine at hand:
+
+``unfold``
+    ``nn.Unfold`` + ``einsum``: the straightforward layer, plain autograd (also the path used
+    under ``torch.func`` transforms, since it is built from ordinary differentiable ops).
+``bmm``
+    one gather copy of the patches into a position-major ``(P, B, K)`` block (a strided view of the
+    input's memory, whatever its layout, copied once; no ``F.unfold``/permute pair), then one batched
+    matmul over positions with the weight already laid out ``(P, K, O)``; a custom autograd
+    Function computes the weight gradient as one more batched matmul and the input gradient
+    as one batched matmul plus ``kh*kw`` strided in-place adds (no ``F.fold``/scatter).
+    The output is returned as a (B, O, oh, ow) *view* of position-major memory, which the next
+    free convolution reads without a copy.
+``bmm_lowmem``
+    the same, but saves only the input and weight for backward and gathers the patches again
+    (less memory, one more gather).
+``offset``
+    per kernel offset (i, j): the strided slice of the input is multiplied into the output
+    (``kh*kw`` batched matmuls with ``in_channels`` as inner size), never building the patch
+    block; saves only input and weight.
+
+The weight's canonical internal layout is ``(oh, ow, kh, kw, in, out)``: then
+``(P, kh*kw*in, out)`` is a free view, and :class:`FreeConv2d` stores its parameter that way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from weightshare.layers._free_conv_geometry import FreeConvGeometry
+
+# (kh, kw, sh, sw, dh, dw, oh, ow): the hashable part of the geometry the Functions need.
+Spec = tuple[int, int, int, int, int, int, int, int]
+
+# Inputs with at least this many channels in (B, C, H, W)-contiguous layout are first copied to
+# position-major (H, W, B, C) memory before the gather: the gather then copies contiguous runs of
+# C values instead of reading every element at stride H*W.
+_TRANSPOSE_MIN_CHANNELS = 8
+
+
+def weight_to_pko(weight: Tensor, g: FreeConvGeometry) -> Tensor:
+    """Kernel-view ``(oh, ow, O, C, kh, kw)`` -> ``(P, kh*kw*C, O)`` (a view for the stored layout)."""
+    return weight.permute(0, 1, 4, 5, 3, 2).reshape(g.positions, g.fan, g.out_channels)
+
+
+def _spec(g: FreeConvGeometry) -> Spec:
+    return (g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.out_h, g.out_w)
+
+
+def _prepare_input(x: Tensor, g: FreeConvGeometry) -> Tensor:
+    """Pad, and move to position-major memory where that makes the gather cheaper.
+
+    Returns a (B, C, Hp, Wp) tensor (possibly a permuted view). Plain autograd ops, so the
+    Functions below see an already padded input and never deal with padding.
+    """
+    if g.has_padding:
+        t, b, l, r = g.pad
+        # Padding the (H, W, B, C) view gives padded position-major memory in one copy.
+        return F.pad(x.permute(2, 3, 0, 1), (0, 0, 0, 0, l, r, t, b)).permute(2, 3, 0, 1)
+    if x.stride(1) != 1 and x.shape[1] >= _TRANSPOSE_MIN_CHANNELS:
+        return x.permute(2, 3, 0, 1).contiguous().permute(2, 3, 0, 1)
+    return x
+
+
+def _patch_view(x: Tensor, spec: Spec) -> Tensor:
+    """(oh, ow, B, kh, kw, C) strided view of the patches of a padded (B, C, Hp, Wp) input.
+
+    Built from view ops only (``Tensor.unfold`` makes sliding windows without copying), so
+    ``torch.compile`` traces it; the dilation is a step slice of each window.
+    """
+    kh, kw, sh, sw, dh, dw, oh, ow = spec
+    v = x.permute(2, 3, 0, 1).unfold(0, dh * (kh - 1) + 1, sh).unfold(1, dw * (kw - 1) + 1, sw)
+    return v[:oh, :ow, :, :, ::dh, ::dw].permute(0, 1, 2, 4, 5, 3)
+
+
+def _gather(x: Tensor, spec: Spec) -> Tensor:
+    """Patches as one contiguous (P, B, kh*kw*C) block: the only copy of the forward pass."""
+    kh, kw, _, _, _, _, oh, ow = spec
+    return _patch_view(x, spec).reshape(oh * ow, x.shape[0], kh * kw * x.shape[1])
+
+
+def _offset_slice(x: Tensor, spec: Spec, i: int, j: int) -> Tensor:
+    """(oh, ow, B, C) strided view of the inputs seen by kernel offset (i, j) at every position."""
+    _, _, sh, sw, dh, dw, oh, ow = spec
+    xh = x.permute(2, 3, 0, 1)
+    return xh[i * dh : i * dh + sh * (oh - 1) + 1 : sh, j * dw : j * dw + sw * (ow - 1) + 1 : sw]
+
+
+def _scatter_input_grad(dpatches: Tensor, x_shape: torch.Size, spec: Spec) -> Tensor:
+    """Sum patch gradients (P, B, kh*kw*C) back onto the padded input.
+
+    ``kh*kw`` strided in-place adds into position-major memory (each a dense elementwise add),
+    instead of ``F.fold``'s scatter; returns a (B, C, Hp, Wp) view.
+    """
+    kh, kw, sh, sw, dh, dw, oh, ow = spec
+    B, C, Hp, Wp = x_shape
+    d6 = dpatches.view(oh, ow, B, kh, kw, C)
+    buf = dpatches.new_zeros(Hp, Wp, B, C)
+    for i in range(kh):
+        for j in range(kw):
+            buf[i * dh : i * dh + sh * (oh - 1) + 1 : sh, j * dw : j * dw + sw * (ow - 1) + 1 : sw].add_(
+                d6[:, :, :, i, j, :]
+            )
+    return buf.permute(2, 3, 0, 1)
+
+
+def _bias_grad(g: Tensor) -> Tensor:
+    return g.sum(1)
+
+
+class _GatherBmm(torch.autograd.Function):
+    """Gather + batched matmul over positions; saves the gathered patches for backward."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, w: Tensor, b: Tensor | None, spec: Spec) -> Tensor:  # type: ignore[override]
+        patches = _gather(x, spec)
+        out = torch.bmm(patches, w) if b is None else torch.baddbmm(b.unsqueeze(1), patches, w)
+        ctx.save_for_backward(patches, w)
+        ctx.spec = spec
+        ctx.x_shape = x.shape
+        return out
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # type: ignore[override]
+        patches, w = ctx.saved_tensors
+        g = g.contiguous()
+        dx = dw = db = None
+        if ctx.needs_input_grad[0]:
+            dx = _scatter_input_grad(torch.bmm(g, w.transpose(1, 2)), ctx.x_shape, ctx.spec)
+        if ctx.needs_input_grad[1]:
+            dw = torch.bmm(patches.transpose(1, 2), g)
+        if ctx.needs_input_grad[2]:
+            db = _bias_grad(g)
+        return dx, dw, db, None
+
+
+class _GatherBmmLowMem(torch.autograd.Function):
+    """As :class:`_GatherBmm` but saves the (padded) input instead of the patches."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, w: Tensor, b: Tensor | None, spec: Spec) -> Tensor:  # type: ignore[override]
+        patches = _gather(x, spec)
+        out = torch.bmm(patches, w) if b is None else torch.baddbmm(b.unsqueeze(1), patches, w)
+        ctx.save_for_backward(x, w)
+        ctx.spec = spec
+        return out
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # type: ignore[override]
+        x, w = ctx.saved_tensors
+        g = g.contiguous()
+        dx = dw = db = None
+        if ctx.needs_input_grad[0]:
+            dx = _scatter_input_grad(torch.bmm(g, w.transpose(1, 2)), x.shape, ctx.spec)
+        if ctx.needs_input_grad[1]:
+            dw = torch.bmm(_gather(x, ctx.spec).transpose(1, 2), g)
+        if ctx.needs_input_grad[2]:
+            db = _bias_grad(g)
+        return dx, dw, db, None
+
+
+class _OffsetAccumulate(torch.autograd.Function):
+    """Per kernel offset accumulation: ``kh*kw`` batched matmuls, no patch block."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, w: Tensor, b: Tensor | None, spec: Spec) -> Tensor:  # type: ignore[override]
+        kh, kw, _, _, _, _, oh, ow = spec
+        B, C = x.shape[0], x.shape[1]
+        P, O = oh * ow, w.shape[2]
+        w5 = w.view(P, kh, kw, C, O)
+        out = w.new_zeros(P, B, O) if b is None else b.unsqueeze(1).expand(P, B, O).contiguous()
+        for i in range(kh):
+            for j in range(kw):
+                xs = _offset_slice(x, spec, i, j).reshape(P, B, C)
+                out.baddbmm_(xs, w5[:, i, j])
+        ctx.save_for_backward(x, w)
+        ctx.spec = spec
+        return out
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # type: ignore[override]
+        x, w = ctx.saved_tensors
+        kh, kw, sh, sw, dh, dw_, oh, ow = ctx.spec
+        B, C, Hp, Wp = x.shape
+        P, O = oh * ow, w.shape[2]
+        g = g.contiguous()
+        w5 = w.view(P, kh, kw, C, O)
+        dx = dw = db = None
+        if ctx.needs_input_grad[0]:
+            buf = g.new_zeros(Hp, Wp, B, C)
+        if ctx.needs_input_grad[1]:
+            dw = w.new_empty(P, kh, kw, C, O)
+        for i in range(kh):
+            for j in range(kw):
+                if ctx.needs_input_grad[1]:
+                    xs = _offset_slice(x, ctx.spec, i, j).reshape(P, B, C)
+                    dw[:, i, j].copy_(torch.bmm(xs.transpose(1, 2), g))
+                if ctx.needs_input_grad[0]:
+                    part = torch.bmm(g, w5[:, i, j].transpose(1, 2)).view(oh, ow, B, C)
+                    buf[
+                        i * dh : i * dh + sh * (oh - 1) + 1 : sh, j * dw_ : j * dw_ + sw * (ow - 1) + 1 : sw
+                    ].add_(part)
+        if ctx.needs_input_grad[0]:
+            dx = buf.permute(2, 3, 0, 1)
+        if dw is not None:
+            dw = dw.view(P, kh * kw * C, O)
+        if ctx.needs_input_grad[2]:
+            db = _bias_grad(g)
+        return dx, dw, db, None
+
+
+def _autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The autocast compute dtype active for this device type, or None.
+
+    The custom Functions run their matmuls on whatever dtype they are given, so the cast that
+    autocast would apply to ``bmm`` is done here, outside them, as ordinary (differentiable) ops.
+    """
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return None
+
+
+def _function_impl(fn: type[torch.autograd.Function]) -> Callable[..., Tensor]:
+    def run(x: Tensor, weight: Tensor, bias: Tensor | None, g: FreeConvGeometry) -> Tensor:
+        w = weight_to_pko(weight, g)
+        b = None if bias is None else bias.reshape(g.positions, g.out_channels)
+        dtype = _autocast_dtype(x.device.type)
+        if dtype is not None:
+            x, w = x.to(dtype), w.to(dtype)
+            b = None if b is None else b.to(dtype)
+        elif x.dtype != w.dtype:
+            raise TypeError(
+                f"free_conv2d: input dtype {x.dtype} != weight dtype {w.dtype} (outside autocast)"
+            )
+        out = fn.apply(_prepare_input(x, g), w, b, _spec(g))
+        # (P, B, O) -> (B, O, oh, ow) as a view of position-major memory.
+        return out.view(g.out_h, g.out_w, x.shape[0], g.out_channels).permute(2, 3, 0, 1)
+
+    run.__name__ = f"free_conv_{fn.__name__.strip('_').lower()}"
+    return run
+
+
+def unfold_einsum(x: Tensor, weight: Tensor, bias: Tensor | None, g: FreeConvGeometry) -> Tensor:
+    """Baseline: ``F.unfold`` (im2col) + ``einsum`` over positions, plain autograd."""
+    t, b_, l, r = g.pad
+    if g.has_padding:
+        x = F.pad(x, (l, r, t, b_))
+    cols = F.unfold(x, (g.kh, g.kw), dilation=(g.dh, g.dw), stride=(g.sh, g.sw))  # (B, C*kh*kw, P)
+    w = weight.reshape(g.positions, g.out_channels, g.fan)  # K ordered (c, i, j) like unfold
+    out = torch.einsum("bkp,pok->bop", cols, w)
+    if bias is not None:
+        out = out + bias.reshape(g.positions, g.out_channels).t().to(out.dtype)
+    return out.reshape(x.shape[0], g.out_channels, g.out_h, g.out_w)
+
+
+IMPLS: dict[str, Callable[[Tensor, Tensor, Tensor | None, FreeConvGeometry], Tensor]] = {
+    "unfold": unfold_einsum,
+    "bmm": _function_impl(_GatherBmm),
+    "bmm_lowmem": _function_impl(_GatherBmmLowMem),
+    "offset": _function_impl(_OffsetAccumulate),
+}

@@ -1,0 +1,84 @@
+"""Soft weight sharing: an L2 penalty pulling neighbouring positions' filters together.
+
+A free convolution (locally connected layer) has its own filter block at every output
+position; a CNN forces all blocks to be equal. Between the two, *soft sharing* leaves the
+blocks free but adds ``lambda * penalty`` to the loss, where the penalty grows with the
+squared differences between neighbouring blocks. ``lambda = 0`` is the FCN; a large
+``lambda`` drives the layer towards a convolution.
+
+Which pairs are compared (each unordered pair exactly once), for ``radius = r``:
+    positions ``(i, j)`` and ``(i + d, j)`` (vertical) and ``(i, j)`` and ``(i, j + d)``
+    (horizontal) for every ``d`` in ``1..r`` that stays inside the map. Diagonal pairs are
+    not compared: with ``r = 1`` these are the 4-neighbourhood edges of the position grid.
+
+Reduction: the **sum** over those pairs of the squared Euclidean distance between the two
+blocks (all filters, input channels and kernel taps of the position; the bias is not
+included, as in the filter distances of the paper). A sum, not a mean, so ``lambda`` has the
+meaning of weight decay on the differences (the gradient on one block,
+``2 * lambda * sum_q (w_p - w_q)`` over its compared neighbours ``q``, does not shrink as the
+map grows).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from weightshare.errors import ConfigError
+
+__all__ = ["model_share_penalty", "neighbour_penalty"]
+
+
+def _check_radius(radius: int) -> None:
+    if isinstance(radius, bool) or not isinstance(radius, int) or radius < 1:
+        raise ConfigError("model.penalty_radius", radius, "an integer >= 1")
+
+
+def neighbour_penalty(kernel: Tensor, radius: int = 1) -> Tensor:
+    """Sum of squared L2 differences between the filter blocks of neighbouring positions.
+
+    Args:
+        kernel: ``(out_h, out_w, ...)``: the first two dimensions index output positions, the
+            rest is the block compared (e.g. ``(out_channels, in_channels, kh, kw)`` from
+            ``FreeConv2d.kernel_view()``).
+        radius: compare vertical and horizontal pairs at offsets ``1..radius`` (see the module
+            docstring for the exact pairs).
+
+    Returns:
+        A scalar tensor (same dtype and device as ``kernel``), differentiable; zero when
+        every block is equal (a converted CNN) or when the map has a single position.
+    """
+    _check_radius(radius)
+    if kernel.dim() < 2:
+        raise ValueError(f"kernel must have shape (out_h, out_w, ...), got {tuple(kernel.shape)}")
+    total = kernel.new_zeros(())
+    out_h, out_w = kernel.shape[0], kernel.shape[1]
+    for d in range(1, radius + 1):
+        if d < out_h:
+            total = total + (kernel[d:] - kernel[:-d]).pow(2).sum()
+        if d < out_w:
+            total = total + (kernel[:, d:] - kernel[:, :-d]).pow(2).sum()
+    return total
+
+
+def model_share_penalty(module: nn.Module, radius: int = 1) -> Tensor:
+    """``neighbour_penalty`` summed over every sub-module that exposes ``kernel_view()``.
+
+    That covers ``FreeConv2d`` and ``TiledConv2d`` (whose within-tile pairs contribute zero);
+    ordinary ``nn.Conv2d`` layers have no positions and are skipped. A module reachable under
+    several names is counted once. With no such layer the result is a zero scalar on the
+    device of the module's parameters, so ``loss + lambda * penalty`` always works.
+    """
+    _check_radius(radius)
+    total: Tensor | None = None
+    for sub in module.modules():
+        view = getattr(sub, "kernel_view", None)
+        if not callable(view):
+            continue
+        term = neighbour_penalty(view(), radius)
+        total = term if total is None else total + term
+    if total is None:
+        ref = next(module.parameters(), None)
+        total = torch.zeros((), device=ref.device if ref is not None else None,
+                            dtype=ref.dtype if ref is not None else None)
+    return total

@@ -1,0 +1,353 @@
+"""Figures from run directories alone (no W&B, no TensorBoard): the paper's Figures 3-6.
+
+- :func:`accuracy_figure` (Figures 3-4): x = augmentation level, y = train, validation
+  and translated-validation accuracy, CNN vs FCN, median over folds with a min-max band; one
+  figure per data x augmentation type.
+- :func:`filter_distance_figure` (Figure 5): mean Euclidean and cosine distance between
+  neighbouring filters of one FCN layer at each radius vs epoch, one line per augmentation
+  level (median over folds at each epoch; folds that stopped early drop out of later epochs).
+  Epoch 0 is the value at initialisation (``results.json`` ``init``), training epochs are
+  shifted to 1..N.
+- :func:`quadrant_swap_figure` (Figure 6): CNN vs FCN, clean vs quadrant-swapped validation
+  accuracy, median over folds with min-max error bars.
+- :func:`run_figures`: one run's training curves (accuracies of every evaluation variant and
+  losses vs epoch, plus its filter distances when it has any).
+
+Entry points: :func:`plot_sweep` ``(jobs_frame, epochs_frame, out_dir) -> list[Path]`` and
+:func:`plot_run` ``(run_dir, out_dir) -> list[Path]``; the ``*_figure`` builders return the
+figure unsaved (tests read their lines). Inputs are the frames of
+:mod:`weightshare.report.collect` (``jobs`` and ``epochs``, columns documented there).
+Figures are built on :class:`matplotlib.figure.Figure` directly rather than through
+``pyplot``: that renders with the Agg backend whatever backend the caller selected, keeps no
+global figure registry (nothing to close, nothing leaks in a long report) and is safe to call
+from a worker thread.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from weightshare.errors import ConfigError
+from weightshare.report.collect import read_metrics, read_results
+from weightshare.report.reference import level_key
+from weightshare.report.tables import (
+    CONVENTIONS,
+    convention_rows,
+    format_level,
+    model_order,
+    slug,
+    with_shared_level_zero,
+)
+
+DPI = 120
+FD_PATTERN = re.compile(r"^fd/(?P<layer>[^/]+)/r(?P<radius>\d+)/(?P<kind>euclid|cosine)$")
+MODEL_COLORS = {"cnn": "tab:blue", "fcn": "tab:orange"}
+_EXTRA_COLORS = ("tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive")
+ACCURACY_LINES = (("val/acc", "-", "validation"), ("val/translate/acc", "--", "translated validation"),
+                  ("train/acc", ":", "train"))
+VARIANT_NAMES = ("translate", "rotate", "noise", "edge_noise", "quadrant_swap")
+
+
+def _model_color(model: str, models: Sequence[str]) -> str:
+    if model in MODEL_COLORS:
+        return MODEL_COLORS[model]
+    others = [m for m in models if m not in MODEL_COLORS]
+    return _EXTRA_COLORS[others.index(model) % len(_EXTRA_COLORS)]
+
+
+def _natural(text: str) -> tuple:
+    """conv2 before conv10."""
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text))
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+def _style(ax: Axes, title: str, xlabel: str, ylabel: str) -> None:
+    ax.set_title(title, fontsize=12)
+    ax.set_xlabel(xlabel, fontsize=11)
+    ax.set_ylabel(ylabel, fontsize=11)
+    ax.tick_params(labelsize=10)
+    ax.grid(alpha=0.3)
+
+
+def _epoch_axis(ax: Axes) -> None:
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _side_legend(ax: Axes) -> None:
+    """Legend right of the axes: curves of a run overlap wherever ``loc="best"`` would put it."""
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+
+
+def _name(*parts: str) -> str:
+    return "_".join(slug(p) for p in parts if p) + ".png"
+
+
+def fd_columns(columns: Sequence[str]) -> dict[str, list[tuple[int, str, str]]]:
+    """``{layer: [(radius, kind, column), ...]}`` of the ring filter-distance columns present."""
+    layers: dict[str, list[tuple[int, str, str]]] = {}
+    for column in columns:
+        match = FD_PATTERN.match(column)
+        if match:
+            layers.setdefault(match["layer"], []).append((int(match["radius"]), match["kind"], column))
+    return {layer: sorted(layers[layer]) for layer in sorted(layers, key=_natural)}
+
+
+# ----------------------------------------------------------------------------- sweep figures
+
+
+def accuracy_figure(rows: pd.DataFrame, title: str, xlabel: str) -> Figure:
+    """Figures 3-4: accuracy vs level, one colour per model, one line style per metric.
+
+    ``rows``: one table's :func:`~weightshare.report.tables.convention_rows` (per fold, or per
+    epoch row), with numeric ``aug_level``. Lines are labelled ``"<MODEL> <metric label>"``.
+    """
+    fig = Figure(figsize=(8.5, 5.5), layout="constrained")
+    ax = fig.add_subplot()
+    models = model_order(rows["model"])
+    for model in models:
+        color = _model_color(model, models)
+        per_model = rows[rows["model"] == model]
+        for metric, linestyle, label in ACCURACY_LINES:
+            stats = per_model.groupby("aug_level")[metric].agg(["median", "min", "max"]).dropna()
+            if stats.empty:
+                continue
+            ax.plot(stats.index, stats["median"], linestyle=linestyle, marker="o", color=color, linewidth=1.8,
+                    label=f"{model.upper()} {label}")
+            ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.15, linewidth=0)
+    levels = sorted(rows["aug_level"].dropna().unique())
+    ax.set_xticks(levels, [format_level(v) for v in levels])
+    _style(ax, title, xlabel, "accuracy (median over folds, band: min-max)")
+    ax.legend(fontsize=9, loc="best")
+    return fig
+
+
+def filter_distance_figure(epochs: pd.DataFrame, init: pd.DataFrame, layer: str, title: str) -> Figure:
+    """Figure 5 for one layer: a panel per (distance kind, radius), a line per level.
+
+    ``epochs``: epoch rows of one table's FCN jobs (``aug_level``, ``epoch``, ``fd/...``
+    columns); ``init``: their jobs' rows with ``aug_level`` and ``init/fd/...`` columns. Each
+    line is the median over folds at each epoch, x = epoch + 1, preceded by the median value at
+    initialisation at x = 0. Panels are titled ``"<layer>, radius <r>: <kind>"``.
+    """
+    specs = fd_columns(list(epochs.columns))[layer]
+    kinds = [k for k in ("euclid", "cosine") if any(s[1] == k for s in specs)]
+    radii = sorted({s[0] for s in specs})
+    fig = Figure(figsize=(5.2 * len(radii), 4.0 * len(kinds)), layout="constrained")
+    axes = fig.subplots(len(kinds), len(radii), squeeze=False)
+    levels = sorted(epochs["aug_level"].dropna().unique())
+    colors = matplotlib.colormaps["viridis"](np.linspace(0.0, 0.9, max(len(levels), 1)))
+    for radius, kind, column in specs:
+        ax = axes[kinds.index(kind)][radii.index(radius)]
+        for level, color in zip(levels, colors):
+            curve = epochs[epochs["aug_level"] == level].groupby("epoch")[column].median().dropna()
+            x, y = list(curve.index + 1), list(curve.to_numpy())
+            init_column = f"init/{column}"
+            if init_column in init.columns:
+                start = init.loc[init["aug_level"] == level, init_column].median()
+                if not math.isnan(start):
+                    x, y = [0, *x], [start, *y]
+            if x:
+                ax.plot(x, y, color=color, linewidth=1.6, label=format_level(level))
+        _style(ax, f"{layer}, radius {radius}: {kind}", "epoch (0 = initialisation)", f"mean {kind} distance")
+        _epoch_axis(ax)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, title="aug level", fontsize=9, title_fontsize=10, loc="outside right upper")
+    fig.suptitle(title, fontsize=13)
+    return fig
+
+
+def quadrant_swap_figure(rows: pd.DataFrame, title: str) -> Figure:
+    """Figure 6: per model, clean vs quadrant-swapped validation accuracy (median, min-max bars)."""
+    fig = Figure(figsize=(7, 5), layout="constrained")
+    ax = fig.add_subplot()
+    models = model_order(rows["model"])
+    x = np.arange(len(models))
+    width = 0.38
+    bars_spec = (("val/acc", "clean validation", "tab:gray"),
+                 ("val/quadrant_swap/acc", "quadrant-swapped validation", "tab:red"))
+    for offset, (metric, label, color) in zip((-width / 2, width / 2), bars_spec):
+        stats = rows.groupby("model")[metric].agg(["median", "min", "max"]).reindex(models)
+        errors = np.vstack([stats["median"] - stats["min"], stats["max"] - stats["median"]])
+        bars = ax.bar(x + offset, stats["median"], width, yerr=errors, capsize=4, color=color, label=label)
+        ax.bar_label(bars, fmt="%.3f", fontsize=9, padding=2)
+    ax.set_xticks(x, [m.upper() for m in models])
+    ax.set_ylim(0, 1.1)
+    _style(ax, title, "model", "accuracy (median over folds, bars: min-max)")
+    ax.legend(fontsize=9, loc="upper right")
+    return fig
+
+
+def sweep_figures(jobs_frame: pd.DataFrame, epochs_frame: pd.DataFrame, *, convention: str = "early_stopped",
+                  fd_layers: str = "first", quadrant: tuple[str, float] = ("none", 0.0)
+                  ) -> Iterator[tuple[str, Figure]]:
+    """``(file name, figure)`` of every sweep figure, one at a time (see :func:`plot_sweep`)."""
+    if fd_layers not in ("first", "all"):
+        raise ConfigError("fd_layers", fd_layers, "first or all")
+    if convention not in CONVENTIONS:
+        raise ConfigError("convention", convention, " or ".join(CONVENTIONS))
+    rows = convention_rows(jobs_frame, epochs_frame, convention)
+    label = convention.replace("_", "-")
+    if not rows.empty:
+        shared = with_shared_level_zero(rows)
+        for (data, setting, aug_type), table in shared.groupby(["data", "setting", "aug_type"], sort=True):
+            if aug_type == "mixed":
+                continue  # no single level to put on the x axis
+            title = f"{data}: accuracy vs {aug_type} level ({label})" + (f"\n{setting}" if setting else "")
+            yield (_name("accuracy", data, aug_type, setting),
+                   accuracy_figure(table, title, f"{aug_type} augmentation level"))
+        chosen = rows[(rows["aug_type"] == quadrant[0])
+                      & (level_key(rows["aug_level"]) == level_key(quadrant[1])).fillna(False)]
+        runs = "no augmentation" if quadrant[0] == "none" else f"{quadrant[0]} {format_level(quadrant[1])}"
+        for (data, setting), table in chosen.groupby(["data", "setting"], sort=True):
+            if table["val/quadrant_swap/acc"].notna().any():
+                title = f"{data}: quadrant swap, {runs} ({label})" + (f"\n{setting}" if setting else "")
+                yield _name("quadrant_swap", data, setting), quadrant_swap_figure(table, title)
+    yield from _filter_distance_figures(jobs_frame, epochs_frame, fd_layers)
+
+
+def _filter_distance_figures(jobs: pd.DataFrame, epochs: pd.DataFrame, fd_layers: str
+                             ) -> Iterator[tuple[str, Figure]]:
+    layers = fd_columns(list(epochs.columns))
+    if not layers or "status" not in epochs.columns:
+        return
+    columns = [c for specs in layers.values() for _, _, c in specs]
+    keys = ["job_dir", "data", "setting", "aug_type", "aug_level", "model"]
+    done = epochs[epochs["status"] == "completed"]
+    done = done[done[columns].notna().any(axis=1)]  # CNN rows carry no filter distance
+    if done.empty:
+        return
+    curves = with_shared_level_zero(done[[*keys, "epoch", *columns]])
+    init_columns = [f"init/{c}" for c in columns if f"init/{c}" in jobs.columns]
+    init = with_shared_level_zero(jobs.loc[jobs["status"] == "completed", [*keys, *init_columns]])
+    for (data, setting, aug_type, model), table in curves.groupby(["data", "setting", "aug_type", "model"]):
+        if aug_type == "mixed":
+            continue
+        present = [layer for layer, specs in layers.items()
+                   if table[[c for *_, c in specs]].notna().to_numpy().any()]
+        job_init = init[init["job_dir"].isin(table["job_dir"]) & (init["aug_type"] == aug_type)]
+        for layer in present[:1] if fd_layers == "first" else present:
+            title = (f"{data} {model.upper()}: distance between neighbouring filters, {aug_type} augmentation"
+                     + (f"\n{setting}" if setting else ""))
+            yield (_name("filter_distance", data, aug_type, model, layer, setting),
+                   filter_distance_figure(table, job_init, layer, title))
+
+
+def plot_sweep(jobs_frame: pd.DataFrame, epochs_frame: pd.DataFrame, out_dir: Path | str, *,
+               convention: str = "early_stopped", fd_layers: str = "first",
+               quadrant: tuple[str, float] = ("none", 0.0)) -> list[Path]:
+    """Every sweep figure as PNG into ``out_dir``; returns the files written.
+
+    Files: ``accuracy_<data>_<aug_type>[_<setting>].png`` (Figures 3-4),
+    ``quadrant_swap_<data>[_<setting>].png`` (Figure 6),
+    ``filter_distance_<data>_<aug_type>_<model>_<layer>[_<setting>].png`` (Figure 5).
+    ``convention`` picks the values of the accuracy and quadrant figures (see
+    :data:`~weightshare.report.tables.CONVENTIONS`); ``fd_layers`` is ``first`` (the paper)
+    or ``all``; ``quadrant`` is the (aug_type, level) of the runs in the quadrant-swap chart
+    (the level-0 runs by default). Only completed jobs are drawn.
+    """
+    out = Path(out_dir)
+    return [_save(fig, out / name) for name, fig in sweep_figures(
+        jobs_frame, epochs_frame, convention=convention, fd_layers=fd_layers, quadrant=quadrant)]
+
+
+# ----------------------------------------------------------------------------- one run
+
+
+def _run_title(result: dict) -> str:
+    if result.get("data") is None:
+        return Path(result["job_dir"]).name
+    level = result.get("aug_level")
+    parts = [str(result.get("data")), str(result.get("model")), str(result.get("aug_type"))]
+    if isinstance(level, (int, float)) and not math.isnan(float(level)):
+        parts.append(format_level(float(level)))
+    if result.get("fold") is not None:
+        parts.append(f"fold {result['fold']}")
+    return " ".join(parts) + f" ({result['status']})"
+
+
+def run_figures(run_dir: Path | str) -> dict[str, Figure]:
+    """``{"training_curves": fig[, "filter_distance": fig]}`` of one run (see :func:`plot_run`)."""
+    run_dir = Path(run_dir)
+    metrics, problem = read_metrics(run_dir)
+    if metrics is None or metrics.empty:
+        raise ConfigError("RUN_DIR", str(run_dir),
+                          f"a run directory with a readable metrics.csv ({problem or 'empty'})")
+    result = read_results(run_dir)
+    title = _run_title(result)
+    x = metrics["epoch"] + 1
+    best = result.get("best_epoch")
+    figures: dict[str, Figure] = {}
+
+    fig = Figure(figsize=(13, 5), layout="constrained")
+    ax_acc, ax_loss = fig.subplots(1, 2)
+    for column, label in (("train/acc", "train"), ("val/acc", "validation")):
+        if column in metrics.columns:
+            ax_acc.plot(x, metrics[column], linewidth=1.8, label=label)
+    for variant in VARIANT_NAMES:
+        column = f"val/{variant}/acc"
+        if column in metrics.columns and metrics[column].notna().any():
+            ax_acc.plot(x, metrics[column], "--", linewidth=1.3, label=f"validation, {variant}")
+    for column, label in (("train/loss", "train"), ("val/loss", "validation")):
+        if column in metrics.columns:
+            ax_loss.plot(x, metrics[column], linewidth=1.8, label=label)
+    panels = (("accuracy", "accuracy"), ("loss", "cross-entropy loss"))
+    for ax, (name, ylabel) in zip((ax_acc, ax_loss), panels):
+        if isinstance(best, (int, float)) and not math.isnan(best):
+            ax.axvline(best + 1, color="gray", linestyle=":", label="early-stopping epoch")
+        _style(ax, name, "epoch", ylabel)
+        _epoch_axis(ax)
+        _side_legend(ax)
+    fig.suptitle(title, fontsize=13)
+    figures["training_curves"] = fig
+
+    layers = fd_columns(list(metrics.columns))
+    specs = [(layer, radius, kind, column)
+             for layer, items in layers.items() for radius, kind, column in items
+             if metrics[column].notna().any()]
+    if specs:
+        kinds = [k for k in ("euclid", "cosine") if any(s[2] == k for s in specs)]
+        fig = Figure(figsize=(6.5 * len(kinds), 4.8), layout="constrained")
+        axes = fig.subplots(1, len(kinds), squeeze=False)[0]
+        layer_names = list(layers)
+        for layer, radius, kind, column in specs:
+            xs, ys = list(x), list(metrics[column])
+            start = result.get(f"init/{column}")
+            if isinstance(start, float) and not math.isnan(start):
+                xs, ys = [0, *xs], [start, *ys]
+            axes[kinds.index(kind)].plot(
+                xs, ys, linewidth=1.6, linestyle="-" if radius == 1 else "--",
+                color=f"C{layer_names.index(layer) % 10}", label=f"{layer} r{radius}")
+        for ax, kind in zip(axes, kinds):
+            _style(ax, f"mean {kind} distance between neighbouring filters", "epoch (0 = initialisation)",
+                   f"{kind} distance")
+            _epoch_axis(ax)
+            _side_legend(ax)
+        fig.suptitle(title, fontsize=13)
+        figures["filter_distance"] = fig
+    return figures
+
+
+def plot_run(run_dir: Path | str, out_dir: Path | str) -> list[Path]:
+    """One run's curves from its ``metrics.csv`` (and ``results.json`` when readable).
+
+    Writes ``training_curves.png`` (accuracies of every evaluation variant and losses vs
+    epoch 1..N, the early-stopping epoch marked) and, when the run logged filter distances,
+    ``filter_distance.png`` (every layer and radius; epoch 0 = initialisation).
+    """
+    out = Path(out_dir)
+    return [_save(fig, out / f"{name}.png") for name, fig in run_figures(run_dir).items()]

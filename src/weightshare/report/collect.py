@@ -1,0 +1,426 @@
+"""Find the jobs of one or several sweep directories and load them into two frames.
+
+Any directory is accepted: it is walked recursively, and every directory holding a
+``results.json`` or a ``.hydra/`` folder is one job (a job holds no other job, so the walk
+does not descend into it). Hydra's ``multirun.yaml`` in a sweep directory lists the sweep's
+overrides; for the basic sweeper it is expanded into the job list Hydra launched, so a
+numbered job whose directory was never created is reported as ``missing`` too.
+
+Nothing here raises on a bad job: a half-written or malformed ``results.json`` becomes a row
+with status ``corrupt`` and the parse error, a job directory without ``results.json`` becomes
+``missing``, an unreadable ``metrics.csv`` leaves a ``note``. Only a root that does not exist
+is an error (:class:`ConfigError`).
+
+Frames (:class:`Sweep`)
+-----------------------
+``jobs``: one row per job, columns
+
+- ``job_dir`` (str, absolute; the key), ``root`` (the directory given on the command line),
+  ``status`` (``completed | diverged | failed | pruned | running | missing | corrupt``),
+  ``error`` (message or None), ``note`` (problems that did not stop the job from counting,
+  e.g. an unreadable ``metrics.csv``), ``overrides`` (Hydra overrides, space-separated);
+- identity: ``data, model, depth, split, fold, aug_type, aug_level, connectivity, share_tile,
+  share_penalty, seed, init_from, lr, optimizer, arch`` (for jobs without a readable
+  ``results.json`` taken from the job's resolved Hydra config when present); ``aug_type`` is
+  ``none`` whenever the level is 0;
+- ``setting``: a short label of the identity fields that are not the paper's protocol
+  (``""`` for depth 3, k-fold split, full connectivity, no tiles, no penalty, no init_from;
+  e.g. ``"connectivity=0.5"``), plus ``lr``/``optimizer``/``arch`` where these take several
+  values within one data set, so runs of different experiments are never pooled;
+- ``param_count, wall_time_s, epochs_completed, stopped_epoch, best_epoch``;
+- ``final/<metric>`` (results.json ``final``: last epoch), ``best/<metric>`` (``best``: the
+  early-stopping epoch, the one with the best ``val/acc``), ``init/<metric>``, ``test/<metric>``;
+  where ``final``/``best`` lack a metric that ``metrics.csv`` has, it is filled from the last
+  row / the row of ``best_epoch``.
+
+``epochs``: one row per (job, epoch) of every readable ``metrics.csv``, columns ``job_dir,
+status, data, model, aug_type, aug_level, fold, setting`` then the CSV's own columns
+(``epoch`` 0-based, ``step``, ``train/acc``, ``val/acc``, ``val/<variant>/acc``,
+``fd/<layer>/r<r>/euclid`` ...), all numeric.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from weightshare.errors import ConfigError
+
+IDENTITY_FIELDS = ("data", "model", "depth", "split", "fold", "aug_type", "aug_level", "connectivity",
+                   "share_tile", "share_penalty", "seed", "init_from", "lr", "optimizer", "arch")
+GROUP_FIELDS = ("data", "model", "aug_type", "aug_level")
+AUG_TYPES = ("translate", "rotate", "noise", "edge_noise")
+KNOWN_STATUSES = ("completed", "diverged", "failed", "pruned", "running")
+RESULT_SECTIONS = ("final", "best", "init", "test")
+META_COLUMNS = ("job_dir", "root", "status", "error", "note", "overrides", *IDENTITY_FIELDS, "setting",
+                "param_count", "wall_time_s", "epochs_completed", "stopped_epoch", "best_epoch")
+EPOCH_KEY_COLUMNS = ("job_dir", "status", "data", "model", "aug_type", "aug_level", "fold", "setting")
+NUMERIC_META = ("depth", "fold", "aug_level", "connectivity", "share_tile", "share_penalty", "seed", "lr",
+                "param_count", "wall_time_s", "epochs_completed", "stopped_epoch", "best_epoch")
+
+# identity values of the paper's protocol; anything else goes into the ``setting`` label
+_PROTOCOL_SETTING: dict[str, Any] = {"depth": 3, "split": "kfold", "connectivity": 0.0, "share_tile": None,
+                                     "share_penalty": 0.0, "init_from": None}
+# fields without one protocol value (the learning rate depends on the data set): they enter the
+# ``setting`` label only where they take several values among the jobs of one data set
+_VARYING_SETTING = ("lr", "optimizer", "arch")
+
+
+@dataclass
+class Sweep:
+    """The loaded jobs of one or several sweep directories (see the module docstring)."""
+
+    jobs: pd.DataFrame
+    epochs: pd.DataFrame
+    roots: list[Path] = field(default_factory=list)
+
+    @property
+    def completed(self) -> pd.DataFrame:
+        """Jobs whose ``results.json`` says ``completed``: the only ones the tables count."""
+        return self.jobs[self.jobs["status"] == "completed"]
+
+    @property
+    def failures(self) -> pd.DataFrame:
+        """Jobs that are not completed (failed, diverged, pruned, running, missing, corrupt)."""
+        return self.jobs[self.jobs["status"] != "completed"]
+
+
+# ----------------------------------------------------------------------------- discovery
+
+
+def _natural_key(path: Path) -> tuple:
+    """Sort job dirs 0, 1, 2, ..., 10 rather than 0, 1, 10, 2."""
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in path.parts)
+
+
+def find_job_dirs(root: Path) -> list[Path]:
+    """Every directory under ``root`` (itself included) that holds ``results.json`` or ``.hydra/``."""
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        if "results.json" in filenames or ".hydra" in dirnames:
+            found.append(Path(dirpath))
+            dirnames[:] = []  # a job holds no other job: checkpoints, logs, images are not walked
+            continue
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+    return sorted(found, key=_natural_key)
+
+
+def find_sweep_files(root: Path) -> list[Path]:
+    """Every ``multirun.yaml`` under ``root`` outside job directories."""
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        if "results.json" in filenames or ".hydra" in dirnames:
+            dirnames[:] = []
+            continue
+        if "multirun.yaml" in filenames:
+            found.append(Path(dirpath) / "multirun.yaml")
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+    return found
+
+
+def expected_jobs(multirun_yaml: Path) -> list[tuple[Path, list[str]]]:
+    """The (job dir, overrides) pairs Hydra's basic sweeper launched for this sweep.
+
+    Uses Hydra's own override parser and :meth:`BasicSweeper.split_arguments` so the job
+    numbering is exactly Hydra's. Returns ``[]`` when it cannot be known: another sweeper
+    (Optuna decides its trials as it goes), a custom ``hydra.sweep.subdir``, or a file that
+    does not parse.
+    """
+    try:
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        cfg = yaml.safe_load(multirun_yaml.read_text())
+        hydra_cfg = cfg["hydra"]
+        sweeper = hydra_cfg.get("sweeper") or {}
+        if not str(sweeper.get("_target_", "")).endswith("BasicSweeper"):
+            return []
+        if str(hydra_cfg.get("sweep", {}).get("subdir")) != "${hydra.job.num}":
+            return []
+        arguments = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
+        arguments += list(hydra_cfg.get("overrides", {}).get("task") or [])
+        parsed = OverridesParser.create().parse_overrides(arguments)
+        batches = BasicSweeper.split_arguments(parsed, None)
+    except Exception:  # any problem here only means "expected jobs unknown", never a crash
+        return []
+    jobs = [job for batch in batches for job in batch]
+    return [(multirun_yaml.parent / str(num), list(overrides)) for num, overrides in enumerate(jobs)]
+
+
+# ----------------------------------------------------------------------------- one job
+
+
+def _number(value: Any) -> float:
+    """A float for numbers (and numeric strings), NaN for anything else (None, dicts, text)."""
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return math.nan
+    return math.nan
+
+
+def aug_type_of(levels: dict[str, Any]) -> tuple[str, float]:
+    """``(aug_type, aug_level)`` from the four training levels, by the identity rule.
+
+    ``none`` with level 0 when all are 0, the single non-zero type, or ``mixed`` with NaN.
+    """
+    nonzero = {k: float(levels.get(k) or 0.0) for k in AUG_TYPES if float(levels.get(k) or 0.0) != 0.0}
+    if not nonzero:
+        return "none", 0.0
+    if len(nonzero) == 1:
+        ((name, level),) = nonzero.items()
+        return name, level
+    return "mixed", math.nan
+
+
+def _identity_from_config(job_dir: Path) -> dict[str, Any]:
+    """Best-effort identity of a job without a usable ``results.json``, from its Hydra config.
+
+    Only a few plain keys are read (no interpolation is resolved), so a job that died before
+    writing results still shows in the failure list as "mnist fcn translate 0.1 fold 3".
+    """
+    for path in (job_dir / "config.yaml", job_dir / ".hydra" / "config.yaml"):
+        try:
+            cfg = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        if not isinstance(cfg, dict):
+            continue
+        data = cfg.get("data") or {}
+        model = cfg.get("model") or {}
+        aug = cfg.get("aug") or {}
+        aug_type, aug_level = aug_type_of(aug if isinstance(aug, dict) else {})
+        return {
+            "data": data.get("name"),
+            "model": model.get("name"),
+            "depth": model.get("depth"),
+            "split": data.get("split"),
+            "fold": data.get("fold"),
+            "aug_type": aug_type,
+            "aug_level": aug_level,
+            "connectivity": model.get("connectivity"),
+            "share_tile": model.get("share_tile"),
+            "share_penalty": model.get("share_penalty"),
+            "seed": cfg.get("seed"),
+            "init_from": model.get("init_from"),
+            "lr": (cfg.get("optimizer") or {}).get("lr"),
+            "optimizer": (cfg.get("optimizer") or {}).get("name"),
+            "arch": model.get("arch"),
+        }
+    return {}
+
+
+def _read_overrides(job_dir: Path) -> str | None:
+    try:
+        overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    if isinstance(overrides, list):
+        return " ".join(str(o) for o in overrides)
+    return None
+
+
+def read_results(job_dir: Path) -> dict[str, Any]:
+    """One flat row for a job directory (see ``jobs`` in the module docstring). Never raises."""
+    job_dir = Path(job_dir)
+    row: dict[str, Any] = {"job_dir": str(job_dir.resolve()), "status": None, "error": None, "note": None,
+                           "overrides": _read_overrides(job_dir)}
+    path = job_dir / "results.json"
+    if not path.is_file():
+        row.update(_identity_from_config(job_dir))
+        row.update(status="missing", error="no results.json (job not started, or killed before it wrote one)")
+        return row
+    try:
+        payload = json.loads(path.read_text())
+        if not isinstance(payload, dict):
+            raise ValueError(f"top level is {type(payload).__name__}, not an object")
+        status = payload.get("status")
+        if status not in KNOWN_STATUSES:
+            raise ValueError(f"status {status!r} is not one of {', '.join(KNOWN_STATUSES)}")
+        identity = payload.get("identity")
+        if not isinstance(identity, dict) or not identity.get("data") or not identity.get("model"):
+            raise ValueError("no identity with data and model")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        row.update(_identity_from_config(job_dir))
+        row.update(status="corrupt", error=f"results.json unreadable: {exc}")
+        return row
+
+    row.update({k: identity.get(k) for k in IDENTITY_FIELDS})
+    row["status"] = status
+    error = payload.get("error")
+    row["error"] = None if error in (None, "") else str(error)
+    for key in ("param_count", "wall_time_s", "epochs_completed", "stopped_epoch"):
+        row[key] = payload.get(key)
+    if row.get("seed") is None:
+        row["seed"] = payload.get("seed")
+    for section in RESULT_SECTIONS:
+        values = payload.get(section)
+        if not isinstance(values, dict):
+            continue
+        for name, value in values.items():
+            if section == "best" and name == "epoch":
+                row["best_epoch"] = _number(value)
+            else:
+                row[f"{section}/{name}"] = _number(value)
+    return row
+
+
+def _read_csv(path: Path) -> tuple[pd.DataFrame | None, str | None]:
+    """The raw CSV, or ``(None, problem)``. A line with too many fields is skipped."""
+    if not path.is_file():
+        return None, "no metrics.csv"
+    try:
+        frame = pd.read_csv(path, on_bad_lines="skip")
+    except (OSError, ValueError, pd.errors.ParserError) as exc:  # EmptyDataError is a ValueError
+        return None, f"metrics.csv unreadable: {exc}"
+    if "epoch" not in frame.columns:
+        return None, "metrics.csv has no epoch column"
+    return frame, None
+
+
+def clean_metrics(frame: pd.DataFrame, key: Sequence[str] = ()) -> pd.DataFrame:
+    """Numeric metric columns, rows with an epoch, one row per (``key``..., epoch).
+
+    A line cut short by a crash reads as NaNs; text in a number column becomes NaN; a
+    repeated epoch keeps its last row (what a resume leaves). Done once on the concatenated
+    frame of a sweep: per file it would cost more than reading the file.
+    """
+    frame = frame.copy()
+    for column in frame.columns:
+        if column not in key and not pd.api.types.is_numeric_dtype(frame[column]):
+            frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    frame = frame.dropna(subset=["epoch"]).drop_duplicates(subset=[*key, "epoch"], keep="last")
+    return frame.sort_values([*key, "epoch"], kind="stable").reset_index(drop=True)
+
+
+def read_metrics(job_dir: Path) -> tuple[pd.DataFrame | None, str | None]:
+    """``(metrics.csv as a clean numeric frame, None)`` or ``(None, problem)``. Never raises."""
+    frame, problem = _read_csv(Path(job_dir) / "metrics.csv")
+    if frame is None:
+        return None, problem
+    return clean_metrics(frame), None
+
+
+# ----------------------------------------------------------------------------- frames
+
+
+def setting_label(row: pd.Series | dict[str, Any]) -> str:
+    """Short label of the identity fields that differ from the paper's protocol ("" if none)."""
+    parts = []
+    for key, default in _PROTOCOL_SETTING.items():
+        value = row.get(key)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue  # unknown is not evidence of a different experiment
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if default is not None and float(value) == float(default):
+                continue
+            value = int(value) if float(value).is_integer() else value
+        elif value == default:
+            continue
+        parts.append(f"{key}={value}")
+    return ",".join(parts)
+
+
+def _normalise_jobs(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    jobs = pd.DataFrame(rows)
+    for column in META_COLUMNS:
+        if column not in jobs.columns:
+            jobs[column] = None
+    for column in NUMERIC_META:
+        jobs[column] = pd.to_numeric(jobs[column], errors="coerce").astype(float)
+    for column in ("data", "model", "split", "aug_type", "init_from", "error", "note", "overrides", "status"):
+        jobs[column] = jobs[column].astype(object).where(jobs[column].notna(), None)
+    # the zero level is one run shared by every augmentation type: call it "none" whatever it says
+    zero = jobs["aug_level"] == 0
+    jobs.loc[zero, "aug_type"] = "none"
+    jobs["setting"] = [setting_label(r) for r in jobs[list(_PROTOCOL_SETTING)].to_dict("records")]
+    for key in _VARYING_SETTING:
+        varies = jobs.groupby("data", dropna=False)[key].transform("nunique") > 1
+        label = [f"{key}={v:g}" if isinstance(v, float) else f"{key}={v}" for v in jobs[key]]
+        extra = pd.Series(label, index=jobs.index).where(varies & jobs[key].notna(), "")
+        jobs["setting"] = [",".join(p for p in pair if p) for pair in zip(jobs["setting"], extra)]
+    metric_columns = sorted(c for c in jobs.columns if c not in META_COLUMNS)
+    return jobs[list(META_COLUMNS) + metric_columns].reset_index(drop=True)
+
+
+def _fill_from_epochs(jobs: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
+    """Fill ``best/<m>`` and ``final/<m>`` that results.json lacks from metrics.csv rows."""
+    if epochs.empty:
+        return jobs
+    metric_columns = [c for c in epochs.columns if c not in EPOCH_KEY_COLUMNS and c not in ("epoch", "step")]
+    last = epochs.groupby("job_dir", sort=False).tail(1).set_index("job_dir")[metric_columns]
+    best_epochs = jobs[["job_dir", "best_epoch"]].dropna()
+    best = epochs.merge(best_epochs, left_on=["job_dir", "epoch"], right_on=["job_dir", "best_epoch"])
+    best = best.set_index("job_dir")[metric_columns]
+    fills = pd.concat([last.add_prefix("final/"), best.add_prefix("best/")], axis=1)
+    jobs = jobs.set_index("job_dir")
+    new_columns = [c for c in fills.columns if c not in jobs.columns]
+    jobs = pd.concat([jobs, pd.DataFrame(float("nan"), index=jobs.index, columns=new_columns)], axis=1)
+    jobs.update(fills, overwrite=False)
+    ordered = list(META_COLUMNS[1:]) + sorted(c for c in jobs.columns if c not in META_COLUMNS)
+    return jobs[ordered].reset_index()
+
+
+def load_jobs(dirs: Iterable[Path | str]) -> list[dict[str, Any]]:
+    """Raw rows of every job found under ``dirs`` (expected-but-absent jobs included)."""
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for given in dirs:
+        root = Path(given)
+        if not root.is_dir():
+            raise ConfigError("DIR", str(root), "an existing run or sweep directory")
+        for job_dir in find_job_dirs(root):
+            row = read_results(job_dir)
+            if row["job_dir"] in seen:
+                continue
+            seen.add(row["job_dir"])
+            rows.append({**row, "root": str(root)})
+        for multirun in find_sweep_files(root):
+            for job_dir, overrides in expected_jobs(multirun):
+                key = str(job_dir.resolve())
+                if key in seen:
+                    continue
+                seen.add(key)
+                rows.append({"job_dir": key, "root": str(root), "status": "missing",
+                             "error": "job directory never created (listed by multirun.yaml)",
+                             "overrides": " ".join(overrides)})
+    return rows
+
+
+def load_sweep(dirs: Sequence[Path | str]) -> Sweep:
+    """Load every job under ``dirs`` into a :class:`Sweep` (frames documented above)."""
+    rows = load_jobs(dirs)
+    if not rows:
+        jobs = _normalise_jobs([{c: None for c in META_COLUMNS}]).iloc[0:0]
+        return Sweep(jobs=jobs, epochs=pd.DataFrame(columns=[*EPOCH_KEY_COLUMNS, "epoch"]),
+                     roots=[Path(d) for d in dirs])
+    jobs = _normalise_jobs(rows)
+    frames: dict[str, pd.DataFrame] = {}
+    for index, (job_dir, status) in enumerate(zip(jobs["job_dir"], jobs["status"])):
+        frame, problem = _read_csv(Path(job_dir) / "metrics.csv")
+        if frame is not None:
+            frames[job_dir] = frame
+        elif status == "completed":
+            jobs.loc[index, "note"] = f"{problem}: left out of the all-epochs convention"
+    if frames:
+        epochs = pd.concat(frames, names=["job_dir", None]).reset_index(level=0)
+        epochs = clean_metrics(epochs, key=("job_dir",))
+        keys = jobs[list(EPOCH_KEY_COLUMNS)]
+        epochs = keys.merge(epochs, on="job_dir", how="inner")
+    else:
+        epochs = pd.DataFrame(columns=[*EPOCH_KEY_COLUMNS, "epoch"])
+    jobs = _fill_from_epochs(jobs, epochs)
+    return Sweep(jobs=jobs, epochs=epochs, roots=[Path(d) for d in dirs])

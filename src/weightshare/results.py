@@ -1,0 +1,177 @@
+"""Run summaries: atomic writes, the identity of a run, and ``results.json``.
+
+A crash (or a kill) mid-write must never leave a half-written summary that a report would
+misread, so every summary is written to a temporary file in the same directory and renamed
+over the target (``os.replace`` is atomic on POSIX and Windows).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+AUG_TYPES = ("translate", "rotate", "noise", "edge_noise")
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf become null (JSON has no NaN); tensors and numpy scalars become floats."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(_json_safe(obj), indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | Path) -> dict[str, Any] | None:
+    """The JSON object at ``path``, or None if absent or unreadable."""
+    try:
+        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def aug_identity(aug: Mapping[str, Any]) -> tuple[str, float | None]:
+    """``(aug_type, level)``: ``none`` at level 0 (shared by all types), ``mixed`` for several."""
+    active = [(k, float(aug[k])) for k in AUG_TYPES if float(aug[k]) > 0]
+    if not active:
+        return "none", 0.0
+    if len(active) == 1:
+        return active[0]
+    return "mixed", None
+
+
+def run_identity(cfg: DictConfig) -> dict[str, Any]:
+    """The config values that identify a run in a sweep (what the report groups by)."""
+    aug_type, level = aug_identity(cfg.aug)
+    return {
+        "data": cfg.data.name,
+        "model": cfg.model.name,
+        "depth": cfg.model.depth,
+        "arch": cfg.model.arch,
+        "split": cfg.data.split,
+        "fold": cfg.data.fold,
+        "aug_type": aug_type,
+        "aug_level": level,
+        "aug": {k: float(cfg.aug[k]) for k in AUG_TYPES},
+        "connectivity": float(cfg.model.connectivity),
+        "share_tile": cfg.model.share_tile,
+        "share_penalty": float(cfg.model.share_penalty),
+        "lr": float(cfg.optimizer.lr),
+        "optimizer": cfg.optimizer.name,
+        "seed": cfg.seed,
+        "init_from": cfg.model.init_from,
+    }
+
+
+class EpochTable:
+    """``metrics.csv``: one row per epoch, columns ``epoch, step`` then metric names sorted.
+
+    The whole table is rewritten atomically after every epoch (it is small), so the file is
+    always complete, and rows of epochs at or after a resume point can be dropped.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.rows: list[dict[str, Any]] = []
+
+    def load(self) -> list[dict[str, Any]]:
+        self.rows = read_metrics_csv(self.path)
+        return self.rows
+
+    def truncate(self, first_epoch: int) -> None:
+        """Keep only epochs before ``first_epoch`` (called when a run resumes there)."""
+        self.rows = [r for r in self.rows if int(r["epoch"]) < first_epoch]
+        self.write()
+
+    def append(self, row: Mapping[str, Any]) -> None:
+        epoch = int(row["epoch"])
+        self.rows = [r for r in self.rows if int(r["epoch"]) != epoch] + [dict(row)]
+        self.write()
+
+    def columns(self) -> list[str]:
+        names: set[str] = set()
+        for r in self.rows:
+            names.update(r)
+        names -= {"epoch", "step"}
+        return ["epoch", "step", *sorted(names)]
+
+    def write(self) -> None:
+        cols = self.columns()
+        lines = [",".join(cols)]
+        for r in self.rows:
+            lines.append(",".join(_csv_cell(r.get(c)) for c in cols))
+        atomic_write_text(self.path, "\n".join(lines) + "\n")
+
+
+def _csv_cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+def read_metrics_csv(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a metrics.csv as dicts of floats (``epoch``/``step`` as ints); [] if absent."""
+    p = Path(path)
+    if not p.is_file():
+        return []
+    rows: list[dict[str, Any]] = []
+    with p.open(newline="", encoding="utf-8") as fh:
+        for raw in csv.DictReader(fh):
+            row: dict[str, Any] = {}
+            for k, v in raw.items():
+                if v in ("", None):
+                    continue
+                row[k] = int(float(v)) if k in ("epoch", "step") else float(v)
+            if "epoch" in row:
+                rows.append(row)
+    return rows
+
+
+def best_and_final(rows: Iterable[Mapping[str, Any]], monitor: str = "val/acc", mode: str = "max") -> tuple[dict, dict]:
+    """Metrics of the best epoch (first strict improvement, as early stopping counts it) and the last."""
+    rows = list(rows)
+    if not rows:
+        return {}, {}
+    best = None
+    for r in rows:
+        v = r.get(monitor)
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            continue
+        if best is None or (v > best[monitor] if mode == "max" else v < best[monitor]):
+            best = r
+    return dict(best or {}), dict(rows[-1])

@@ -1,0 +1,128 @@
+"""Config layer: every group composes and instantiates; bad values fail with the key named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from weightshare.builders import build_callbacks, build_trainer_kwargs
+from weightshare.config import validate_config
+from weightshare.errors import ConfigError
+from weightshare.loggers import build_loggers, make_run_name
+from weightshare.models import build_model, count_parameters
+from weightshare.models.paper_nets import DataInfo
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+GROUPS = sorted(
+    (group.name, option.stem)
+    for group in CONF.iterdir()
+    if group.is_dir() and group.name not in ("hydra", "local", "hparams_search")
+    for option in group.glob("*.yaml")
+)
+# options that need a companion choice to make sense
+COMPANIONS = {
+    ("model", "resnet"): ["data=cifar10"],
+    ("model", "sharesnet"): ["data=cifar10"],
+    ("experiment", "sharesnet_cifar10"): [],
+}
+MNIST_INFO = DataInfo("mnist", 1, 28, 28, 10)
+CIFAR_INFO = DataInfo("cifar10", 3, 32, 32, 10)
+
+
+def test_group_listing_is_not_empty() -> None:
+    names = {g for g, _ in GROUPS}
+    assert {"data", "model", "optimizer", "aug", "trainer", "logger", "callbacks", "experiment"} <= names
+
+
+@pytest.mark.parametrize(("group", "option"), GROUPS, ids=[f"{g}={o}" for g, o in GROUPS])
+def test_every_group_option_composes_validates_and_instantiates(compose, tmp_path, group, option) -> None:
+    overrides = [f"{group}={option}", *COMPANIONS.get((group, option), [])]
+    cfg = compose(overrides, output_dir=tmp_path)
+    validate_config(cfg)
+    info = CIFAR_INFO if cfg.data.name == "cifar10" else MNIST_INFO
+    if cfg.model.name in ("resnet", "sharesnet"):
+        # the ImageNet/164-layer networks are too big to build per option here: count a small one
+        cfg.model.depth = 11 if cfg.model.arch == "cifar_preact" else 10
+    model = build_model(cfg.model, info)
+    assert count_parameters(model) > 0
+    kwargs = build_trainer_kwargs(cfg, tmp_path)
+    assert kwargs["default_root_dir"] == str(tmp_path)
+    callbacks = build_callbacks(cfg, tmp_path)
+    assert callbacks, "at least the throughput monitor and the epoch CSV writer"
+    names = list(cfg.logger.names)
+    if "wandb" in names:
+        cfg.logger.wandb.offline = True
+    loggers = build_loggers(cfg.logger, tmp_path, make_run_name(cfg), {"test": True})
+    assert len(loggers) == len(names)
+    from weightshare.loggers import finish_wandb
+
+    finish_wandb()
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("aug.translate=1.5", "aug.translate"),
+        ("aug.rotate=-0.1", "aug.rotate"),
+        ("aug.noise=1.0", "aug.noise"),
+        ("optimizer.lr=0", "optimizer.lr"),
+        ("optimizer.lr=-0.001", "optimizer.lr"),
+        ("model.depth=4", "model.depth"),
+        ("data.fold=5", "data.fold"),
+        ("data.fold=-1", "data.fold"),
+        ("data.batch_size=0", "data.batch_size"),
+        ("model.connectivity=1.0", "model.connectivity"),
+        ("callbacks.filter_metrics.radii=[0]", "callbacks.filter_metrics.radii[0]"),
+        ("data.split=random", "data.split"),
+        ("data.name=imagenet", "data.name"),
+        ("eval.variants=[clean,blur]", "eval.variants"),
+        ("logger.names=[csv,mlflow]", "logger.names"),
+        ("trainer.max_epochs=0", "trainer.max_epochs"),
+        ("trainer.precision=8-true", "trainer.precision"),
+        ("model.share_tile=2", "model.share_tile"),  # only for model=fcn
+    ],
+)
+def test_out_of_range_values_name_key_value_and_allowed(compose, tmp_path, override, key) -> None:
+    cfg = compose([override], output_dir=tmp_path)
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg)
+    assert err.value.key == key
+    msg = str(err.value)
+    assert key in msg and "expected" in msg and "\n" not in msg
+    assert str(override.split("=", 1)[1]).strip("[]").split(",")[-1] in msg
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("data.bogus=1", "bogus"),
+        ("model.depth=three", "three"),
+        ("aug.translate=abc", "abc"),
+        ("model=transformer", "transformer"),
+    ],
+)
+def test_unknown_keys_types_and_options_are_errors(compose, tmp_path, override, fragment) -> None:
+    with pytest.raises((ConfigCompositionException, ConfigKeyError, ValidationError)) as err:
+        compose([override], output_dir=tmp_path)
+    text = str(err.value) + str(err.value.__cause__ or "")
+    assert fragment in text
+
+
+def test_protocol_defaults_follow_the_dataset(compose, tmp_path) -> None:
+    mnist = compose([], output_dir=tmp_path)
+    cifar = compose(["data=cifar10"], output_dir=tmp_path)
+    assert (mnist.optimizer.lr, mnist.data.batch_size, mnist.trainer.max_epochs) == (1e-3, 256, 250)
+    assert mnist.callbacks.early_stopping.patience == 50
+    assert (cifar.optimizer.lr, cifar.data.batch_size, cifar.trainer.max_epochs) == (1e-4, 128, 500)
+    assert cifar.callbacks.early_stopping.patience == 100
+    assert mnist.data.split == "kfold" and mnist.data.n_folds == 5
+
+
+def test_experiment_and_budget_compose(compose, tmp_path) -> None:
+    cfg = compose(["experiment=paper_translate", "budget=small"], output_dir=tmp_path)
+    assert cfg.task_name == "paper_translate"
+    assert cfg.trainer.max_epochs == 10
+    assert cfg.callbacks.early_stopping.patience == 5

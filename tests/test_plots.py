@@ -1,0 +1,164 @@
+"""Figures from run directories: files are real PNGs of sensible size, and draw the right numbers.
+
+The fake sweep (tests/fixtures/fake_sweep.py) has closed-form metrics; the plotted line data is
+compared with medians recomputed from those formulas with :func:`statistics.median`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import statistics
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+
+from weightshare.errors import ConfigError
+from weightshare.plots import plot_run, plot_sweep, run_figures, sweep_figures
+from weightshare.report.collect import load_sweep
+
+_HERE = Path(__file__).resolve().parent
+_spec = importlib.util.spec_from_file_location("ws_fake_sweep", _HERE / "fixtures" / "fake_sweep.py")
+fs = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fs)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_valid_png(path: Path) -> None:
+    assert path.is_file(), path
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    assert path.stat().st_size > 10_000, (path, path.stat().st_size)
+    image = matplotlib.image.imread(path)
+    height, width = image.shape[:2]
+    assert height > 300 and width > 300, (path, image.shape)
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("sweep")
+    fs.build_translate_sweep(root / "translate")
+    fs.build_rotate_sweep_with_failures(root / "rotate")
+    return load_sweep([root])
+
+
+@pytest.fixture(scope="module")
+def figures(sweep):
+    return dict(sweep_figures(sweep.jobs, sweep.epochs))
+
+
+def line(ax, label: str):
+    matches = [ln for ln in ax.get_lines() if ln.get_label() == label]
+    assert len(matches) == 1, [ln.get_label() for ln in ax.get_lines()]
+    return matches[0]
+
+
+def test_plot_sweep_writes_valid_pngs(sweep, tmp_path: Path) -> None:
+    paths = plot_sweep(sweep.jobs, sweep.epochs, tmp_path, fd_layers="all")
+    assert {p.name for p in paths} == {
+        "accuracy_mnist_translate.png", "accuracy_mnist_rotate.png", "quadrant_swap_mnist.png",
+        "filter_distance_mnist_translate_fcn_conv1.png", "filter_distance_mnist_translate_fcn_conv2.png",
+        "filter_distance_mnist_rotate_fcn_conv1.png", "filter_distance_mnist_rotate_fcn_conv2.png",
+    }
+    for path in paths:
+        assert path.parent == tmp_path
+        assert_valid_png(path)
+
+
+def test_first_layer_by_default(figures) -> None:
+    assert sorted(figures) == [
+        "accuracy_mnist_rotate.png", "accuracy_mnist_translate.png",
+        "filter_distance_mnist_rotate_fcn_conv1.png", "filter_distance_mnist_translate_fcn_conv1.png",
+        "quadrant_swap_mnist.png",
+    ]
+
+
+def test_accuracy_figure_draws_fold_medians(figures) -> None:
+    ax = figures["accuracy_mnist_rotate.png"].axes[0]
+    assert "rotate" in ax.get_xlabel()
+    for model in ("cnn", "fcn"):
+        for label, metric in (("validation", "val/acc"), ("translated validation", "val/translate/acc"),
+                              ("train", "train/acc")):
+            drawn = line(ax, f"{model.upper()} {label}")
+            assert list(drawn.get_xdata()) == pytest.approx([0.0, 0.2])  # level 0 shared into rotate
+            expected = [statistics.median(fs.epoch_row(model, level, f, 2)[metric] for f in (0, 1, 2))
+                        for level in (0.0, 0.2)]
+            assert list(drawn.get_ydata()) == pytest.approx(expected)
+    legend = {t.get_text() for t in ax.get_legend().get_texts()}
+    assert legend >= {"CNN validation", "FCN translated validation"}
+
+
+def test_filter_distance_figure_starts_at_init(figures) -> None:
+    fig = figures["filter_distance_mnist_translate_fcn_conv1.png"]
+    titles = {ax.get_title(): ax for ax in fig.axes}
+    assert set(titles) == {"conv1, radius 1: euclid", "conv1, radius 4: euclid", "conv1, radius 1: cosine",
+                           "conv1, radius 4: cosine"}
+    for title, column, start in (("conv1, radius 1: euclid", "fd/conv1/r1/euclid", 0.109),
+                                 ("conv1, radius 4: cosine", "fd/conv1/r4/cosine", 2 * 0.112)):
+        for level in (0.0, 0.1):
+            drawn = line(titles[title], f"{level:.2f}")
+            assert list(drawn.get_xdata()) == [0, 1, 2, 3, 4]
+            expected = [statistics.median(fs.epoch_row("fcn", level, f, e)[column] for f in (0, 1, 2))
+                        for e in range(4)]
+            assert list(drawn.get_ydata()) == pytest.approx([start, *expected])
+    # the level-0 FCN runs also appear in the rotate figure
+    rotate = figures["filter_distance_mnist_rotate_fcn_conv1.png"]
+    assert {ln.get_label() for ln in rotate.axes[0].get_lines()} == {"0.00", "0.20"}
+
+
+def test_quadrant_swap_bars(figures) -> None:
+    ax = figures["quadrant_swap_mnist.png"].axes[0]
+    heights = [patch.get_height() for patch in ax.patches]
+    expected = [statistics.median(fs.epoch_row(model, 0.0, f, 2)[metric] for f in (0, 1, 2))
+                for metric in ("val/acc", "val/quadrant_swap/acc") for model in ("cnn", "fcn")]
+    assert heights == pytest.approx(expected)  # CNN 0.86 / FCN 0.76 clean, 0.41 / 0.31 swapped
+    assert heights == pytest.approx([0.86, 0.76, 0.41, 0.31])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["CNN", "FCN"]
+
+
+def test_plot_run(sweep, tmp_path: Path) -> None:
+    fcn_job = Path(sweep.jobs.loc[(sweep.jobs["model"] == "fcn") & (sweep.jobs["aug_level"] == 0.1)
+                                  & (sweep.jobs["fold"] == 0), "job_dir"].iloc[0])
+    paths = plot_run(fcn_job, tmp_path / "fcn")
+    assert [p.name for p in paths] == ["training_curves.png", "filter_distance.png"]
+    for path in paths:
+        assert_valid_png(path)
+    figures = run_figures(fcn_job)
+    acc_ax = figures["training_curves"].axes[0]
+    drawn = line(acc_ax, "validation")
+    assert list(drawn.get_xdata()) == [1, 2, 3, 4]
+    expected = [fs.epoch_row("fcn", 0.1, 0, e)["val/acc"] for e in range(4)]
+    assert list(drawn.get_ydata()) == pytest.approx(expected)
+    best = line(acc_ax, "early-stopping epoch")
+    assert list(best.get_xdata()) == [3, 3]  # best epoch 2 (0-based) drawn at epoch 3
+    fd = line(figures["filter_distance"].axes[0], "conv2 r1")
+    assert fd.get_xdata()[0] == 0
+    assert fd.get_ydata()[0] == pytest.approx(0.119)  # conv2's init value at epoch 0
+
+    cnn_job = Path(sweep.jobs.loc[sweep.jobs["model"] == "cnn", "job_dir"].iloc[0])
+    assert [p.name for p in plot_run(cnn_job, tmp_path / "cnn")] == ["training_curves.png"]
+
+
+def test_plot_run_needs_metrics(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"metrics\.csv"):
+        plot_run(tmp_path, tmp_path / "out")
+
+
+def test_bad_options_are_config_errors(sweep, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="fd_layers"):
+        plot_sweep(sweep.jobs, sweep.epochs, tmp_path, fd_layers="some")
+    with pytest.raises(ConfigError, match="convention"):
+        plot_sweep(sweep.jobs, sweep.epochs, tmp_path, convention="best")
+
+
+def test_plot_script(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = importlib.util.spec_from_file_location("ws_plot_script", _HERE.parent / "scripts" / "plot.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    sweep_dir = fs.build_translate_sweep(tmp_path / "sweep", models=("cnn",), levels=(0.0,), folds=(0,))
+    assert script.main([str(sweep_dir / "0")]) == 0
+    assert_valid_png(sweep_dir / "0" / "plots" / "training_curves.png")
+    assert script.main([str(sweep_dir), "--out", str(tmp_path / "figs")]) == 0
+    written = sorted(p.name for p in (tmp_path / "figs").iterdir())
+    assert written == ["accuracy_mnist_none.png", "quadrant_swap_mnist.png"]
+    assert "accuracy_mnist_none.png" in capsys.readouterr().out

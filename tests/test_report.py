@@ -1,0 +1,336 @@
+"""The sweep report: every table cell of a fake sweep with known numbers, failures, CLI.
+
+The fake sweep (tests/fixtures/fake_sweep.py) writes metrics from closed formulas; the expected
+medians here are recomputed from those formulas with :func:`statistics.median`, independently
+of the pandas code under test, and a few cells are also checked against hand-computed literals.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import shutil
+import statistics
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from weightshare.errors import ConfigError
+from weightshare.report import write_report
+from weightshare.report.__main__ import main
+from weightshare.report.collect import aug_type_of, expected_jobs, load_sweep, read_results
+from weightshare.report.reference import default_reference_dir, load_reference
+from weightshare.report.tables import TABLE_METRICS
+
+_FIXTURE = Path(__file__).resolve().parent / "fixtures" / "fake_sweep.py"
+_spec = importlib.util.spec_from_file_location("ws_fake_sweep", _FIXTURE)
+fs = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fs)
+
+FOLDS = (0, 1, 2)
+MODELS = ("cnn", "fcn")
+# the test's own paper values: (train, val, translation) and (val, translation) per cell
+PAPER_TRANSLATE = {("cnn", 0.0): (0.99, 0.90, 0.40), ("fcn", 0.0): (0.98, 0.80, 0.30),
+                   ("cnn", 0.1): (0.97, 0.88, 0.60), ("fcn", 0.1): (0.96, 0.78, 0.50)}
+PAPER_ROTATE = {("cnn", 0.0): (0.91, 0.41), ("fcn", 0.0): (0.81, 0.31),
+                ("cnn", 0.2): (0.85, 0.35), ("fcn", 0.2): (0.75, 0.25)}
+CONVENTION_EPOCHS = {"early_stopped": (2,), "last_epoch": (3,), "all_epochs": (0, 1, 2, 3)}
+
+
+def write_reference(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    lines = ["dataset,aug_type,aug,model,train_acc,val_acc,translation_acc"]
+    lines += [f"mnist,translate,{lvl:.2f},{m},{t},{v},{tr}"
+              for (m, lvl), (t, v, tr) in PAPER_TRANSLATE.items()]
+    (directory / "paper_translation_tables.csv").write_text("\n".join(lines) + "\n")
+    lines = ["aug_type,aug,model,mnist_val_acc,mnist_translation_acc,cifar10_val_acc,cifar10_translation_acc"]
+    lines += [f"rotate,{lvl:.2f},{m},{v},{tr},0.5,0.2" for (m, lvl), (v, tr) in PAPER_ROTATE.items()]
+    (directory / "paper_other_aug_tables.csv").write_text("\n".join(lines) + "\n")
+    return directory
+
+
+def expected_median(model: str, level: float, metric: str, convention: str, folds=FOLDS) -> float:
+    values = [fs.epoch_row(model, level, f, e)[metric] for f in folds for e in CONVENTION_EPOCHS[convention]]
+    return statistics.median(values)
+
+
+def paper_value(aug_type: str, model: str, level: float, metric: str) -> float:
+    if aug_type == "translate":
+        index = {"train/acc": 0, "val/acc": 1, "val/translate/acc": 2}.get(metric)
+        return math.nan if index is None else PAPER_TRANSLATE[(model, level)][index]
+    index = {"val/acc": 0, "val/translate/acc": 1}.get(metric)
+    return math.nan if index is None else PAPER_ROTATE[(model, level)][index]
+
+
+@pytest.fixture(scope="module")
+def sweep_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    root = tmp_path_factory.mktemp("sweeps")
+    translate = fs.build_translate_sweep(root / "translate")
+    rotate = fs.build_rotate_sweep_with_failures(root / "rotate")
+    reference = write_reference(root / "reference")
+    return translate, rotate, reference
+
+
+@pytest.fixture(scope="module")
+def report(sweep_dirs, tmp_path_factory):
+    translate, rotate, reference = sweep_dirs
+    out = tmp_path_factory.mktemp("report")
+    return write_report([translate, rotate], out, reference_dir=reference, plots=False)
+
+
+def test_fixture_best_epoch_is_two() -> None:
+    # the conventions below rely on it: best val/acc at epoch 2, last epoch 3
+    assert max(range(4), key=lambda e: fs.VAL_OFFSET[e]) == 2
+
+
+@pytest.mark.parametrize("convention", ["early_stopped", "last_epoch", "all_epochs"])
+@pytest.mark.parametrize(("aug_type", "levels"), [("translate", (0.0, 0.1)), ("rotate", (0.0, 0.2))])
+def test_every_cell_of_every_table(report, convention: str, aug_type: str, levels: tuple[float, ...]) -> None:
+    wide = pd.read_csv(report.out_dir / "tables" / f"mnist_{aug_type}_{convention}.csv")
+    assert wide["level"].tolist() == pytest.approx(list(levels))
+    expected_columns = {"level"}
+    for model in MODELS:
+        expected_columns |= {f"{model}/n"} | {f"{model}/{m}" for m in TABLE_METRICS}
+        expected_columns |= {f"{model}/{m}/{k}" for m in ("train/acc", "val/acc", "val/translate/acc")
+                             for k in ("paper", "diff")}
+    assert set(wide.columns) == expected_columns
+    for row in wide.to_dict("records"):
+        level = round(row["level"], 2)
+        for model in MODELS:
+            assert row[f"{model}/n"] == 3  # the failed/corrupt/missing rotate folds do not count
+            for metric in TABLE_METRICS:
+                measured = expected_median(model, level, metric, convention)
+                assert row[f"{model}/{metric}"] == pytest.approx(measured, abs=1e-12), (model, level, metric)
+                if f"{model}/{metric}/paper" in row:
+                    paper = paper_value(aug_type, model, level, metric)
+                    got_paper, got_diff = row[f"{model}/{metric}/paper"], row[f"{model}/{metric}/diff"]
+                    if math.isnan(paper):
+                        assert math.isnan(got_paper) and math.isnan(got_diff)
+                    else:
+                        assert got_paper == pytest.approx(paper)
+                        assert got_diff == pytest.approx(measured - paper, abs=1e-12)
+
+
+def test_hand_computed_cells(report) -> None:
+    long = pd.read_csv(report.out_dir / "tables" / "all_long.csv")
+
+    def cell(convention, aug_type, level, model, metric):
+        hit = long[(long["convention"] == convention) & (long["aug_type"] == aug_type)
+                   & (long["level"].round(2) == level) & (long["model"] == model)
+                   & (long["metric"] == metric)]
+        assert len(hit) == 1
+        return hit.iloc[0]
+
+    # CNN, translate 0.1, val/acc at the best epoch: folds 0.855, 0.865, 0.905 -> median 0.865 (mean 0.875)
+    row = cell("early_stopped", "translate", 0.1, "cnn", "val/acc")
+    assert (row["median"], row["min"], row["max"]) == pytest.approx((0.865, 0.855, 0.905))
+    assert (row["paper"], row["diff"]) == pytest.approx((0.88, -0.015))
+    assert (row["n_jobs"], row["n_values"]) == (3, 3)
+    # CNN level 0 over all 12 epoch rows: .80 .81 .83 .84 .84 .85 .85 .85 .86 .88 .89 .90 -> 0.85
+    row = cell("all_epochs", "translate", 0.0, "cnn", "val/acc")
+    assert row["median"] == pytest.approx(0.85)
+    assert (row["n_jobs"], row["n_values"]) == (3, 12)
+    # FCN rotate 0.2, last epoch translate-val: base 0.71 + 0.01 (fold 1) - 0.4 + 0.03 = 0.35; paper 0.25
+    row = cell("last_epoch", "rotate", 0.2, "fcn", "val/translate/acc")
+    assert (row["median"], row["diff"]) == pytest.approx((0.35, 0.10))
+    md = (report.out_dir / "report.md").read_text()
+    assert "0.8650 (0.8800, -0.0150)" in md
+
+
+def test_level_zero_is_shared_by_every_aug_type(report) -> None:
+    long = report.long
+    zero = long[long["level"] == 0]
+    assert set(zero["aug_type"]) == {"translate", "rotate"}
+    translate = zero[zero["aug_type"] == "translate"].set_index(["convention", "model", "metric"])["median"]
+    rotate = zero[zero["aug_type"] == "rotate"].set_index(["convention", "model", "metric"])["median"]
+    pd.testing.assert_series_equal(translate.sort_index(), rotate.sort_index())
+    # but each table's 0.00 row is compared with that table's own paper value
+    paper = zero.set_index(["convention", "aug_type", "model", "metric"])["paper"]
+    assert paper[("early_stopped", "translate", "cnn", "val/acc")] == pytest.approx(0.90)
+    assert paper[("early_stopped", "rotate", "cnn", "val/acc")] == pytest.approx(0.91)
+    jobs = report.sweep.jobs
+    assert set(jobs.loc[jobs["aug_level"] == 0, "aug_type"]) == {"none"}
+
+
+def test_level_zero_only_gets_a_none_table(tmp_path: Path) -> None:
+    sweep = fs.build_translate_sweep(tmp_path / "zero", levels=(0.0,))
+    reference = write_reference(tmp_path / "ref")
+    result = write_report([sweep], reference_dir=reference, plots=False)
+    assert result.out_dir == sweep / "report"
+    wide = pd.read_csv(sweep / "report" / "tables" / "mnist_none_early_stopped.csv")
+    assert wide["level"].tolist() == [0.0]
+    expected = expected_median("cnn", 0.0, "val/acc", "early_stopped")
+    assert wide["cnn/val/acc"].iloc[0] == pytest.approx(expected)
+    assert wide["cnn/val/acc/paper"].iloc[0] == pytest.approx(0.90)  # the translate table's 0.00 row
+
+
+def test_failures_are_listed_and_the_rest_renders(report) -> None:
+    failures = pd.read_csv(report.out_dir / "failures.csv")
+    by_dir = {Path(d).name: row for d, row in zip(failures["job_dir"], failures.to_dict("records"))}
+    assert set(by_dir) == {"3", "4", "8", "9"}
+    assert by_dir["3"]["status"] == "failed" and "CUDA out of memory" in by_dir["3"]["error"]
+    assert by_dir["4"]["status"] == "corrupt" and "results.json unreadable" in by_dir["4"]["error"]
+    assert by_dir["8"]["status"] == "missing" and "no results.json" in by_dir["8"]["error"]
+    assert by_dir["9"]["status"] == "missing" and "never created" in by_dir["9"]["error"]
+    # identities from the Hydra config / overrides where results.json is unusable
+    assert (by_dir["4"]["model"], by_dir["4"]["fold"]) == ("cnn", 4)
+    assert (by_dir["8"]["model"], by_dir["8"]["aug_type"], by_dir["8"]["fold"]) == ("fcn", "rotate", 3)
+    assert by_dir["9"]["overrides"] == "model=fcn aug.rotate=0.2 data.fold=4"
+    md = (report.out_dir / "report.md").read_text()
+    section = md.split("## Missing or failed jobs")[1]
+    for name, status in (("3", "failed"), ("4", "corrupt"), ("8", "missing"), ("9", "missing")):
+        assert f"| {status} | `rotate/{name}` |" in section
+    assert "## mnist · rotate" in md and "## mnist · translate" in md
+    for label in ("early-stopped", "last-epoch", "all-epochs"):
+        assert md.count(f"### {label} convention") == 2
+
+
+def test_expected_jobs_follow_hydra_numbering(sweep_dirs) -> None:
+    translate, rotate, _ = sweep_dirs
+    jobs = expected_jobs(translate / "multirun.yaml")
+    assert [p.name for p, _ in jobs] == [str(i) for i in range(12)]
+    assert jobs[7][1] == ["model=fcn", "aug.translate=0.0", "data.fold=1"]
+    assert json.loads((translate / "7" / "results.json").read_text())["identity"]["fold"] == 1
+    assert len(expected_jobs(rotate / "multirun.yaml")) == 10
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [('{"status": "compl', "Unterminated string"), ("[1, 2]", "not an object"),
+     ('{"status": "exploded", "identity": {"data": "mnist", "model": "cnn"}}', "'exploded'"),
+     ('{"status": "completed"}', "no identity"), ("", "Expecting value")],
+)
+def test_malformed_results_are_corrupt(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "results.json").write_text(text)
+    row = read_results(tmp_path)
+    assert row["status"] == "corrupt"
+    assert message in row["error"]
+
+
+def test_missing_metrics_and_partial_best_are_handled(tmp_path: Path) -> None:
+    a = fs.write_job(tmp_path / "s" / "0", "cnn", 0.1, 0, "translate")
+    b = fs.write_job(tmp_path / "s" / "1", "cnn", 0.1, 1, "translate")
+    (a / "metrics.csv").unlink()
+    payload = json.loads((b / "results.json").read_text())
+    del payload["best"]["val/rotate/acc"]  # results.json lacks a metric: taken from metrics.csv row 2
+    (b / "results.json").write_text(json.dumps(payload))
+    with open(b / "metrics.csv", "a") as handle:
+        handle.write("3,40,0.5")  # a last line cut short by a crash: epoch, step, lr
+    sweep = load_sweep([tmp_path / "s"])
+    jobs = sweep.jobs.set_index(sweep.jobs["job_dir"].map(lambda d: Path(d).name))
+    expected = fs.epoch_row("cnn", 0.1, 1, 2)["val/rotate/acc"]
+    assert jobs.loc["1", "best/val/rotate/acc"] == pytest.approx(expected)
+    assert "no metrics.csv" in jobs.loc["0", "note"]
+    epochs = sweep.epochs
+    assert sorted(epochs["epoch"]) == [0, 1, 2, 3]  # job 1 only; its duplicated epoch 3 keeps the last row
+    last = epochs[epochs["epoch"] == 3].iloc[0]
+    assert last["lr"] == pytest.approx(0.5) and math.isnan(last["val/acc"])
+    result = write_report([tmp_path / "s"], plots=False, reference_dir=write_reference(tmp_path / "ref"))
+    long = result.long.set_index(["convention", "model", "metric"])
+    assert long.loc[("early_stopped", "cnn", "val/acc"), "n_jobs"] == 2
+    assert long.loc[("all_epochs", "cnn", "val/acc"), "n_jobs"] == 1
+    assert "no metrics.csv" in (result.out_dir / "report.md").read_text()
+
+
+def test_other_settings_get_their_own_table(tmp_path: Path) -> None:
+    fs.build_translate_sweep(tmp_path / "s", levels=(0.1,), folds=(0,))
+    job = fs.write_job(tmp_path / "s" / "vcp", "fcn", 0.1, 0, "translate")
+    payload = json.loads((job / "results.json").read_text())
+    payload["identity"]["connectivity"] = 0.5
+    (job / "results.json").write_text(json.dumps(payload))
+    result = write_report([tmp_path / "s"], plots=False, reference_dir=write_reference(tmp_path / "ref"))
+    paper_table = pd.read_csv(result.out_dir / "tables" / "mnist_translate_early_stopped.csv")
+    vcp_table = pd.read_csv(result.out_dir / "tables" / "mnist_translate_connectivity-0.5_early_stopped.csv")
+    assert paper_table["fcn/n"].tolist() == [1] and vcp_table["fcn/n"].tolist() == [1]
+    assert "## mnist · translate · connectivity=0.5" in (result.out_dir / "report.md").read_text()
+
+
+def test_a_learning_rate_search_is_not_pooled(tmp_path: Path) -> None:
+    for fold, lr in ((0, 1e-3), (1, 1e-3), (0, 1e-4)):
+        job = fs.write_job(tmp_path / "s" / f"{fold}-{lr}", "cnn", 0.1, fold, "translate")
+        payload = json.loads((job / "results.json").read_text())
+        payload["identity"]["lr"] = lr
+        (job / "results.json").write_text(json.dumps(payload))
+    result = write_report([tmp_path / "s"], plots=False, reference_dir=write_reference(tmp_path / "ref"))
+    assert sorted(set(result.long["setting"])) == ["lr=0.0001", "lr=0.001"]
+    high = pd.read_csv(result.out_dir / "tables" / "mnist_translate_lr-0.001_early_stopped.csv")
+    assert high["cnn/n"].tolist() == [2]
+    # one learning rate for the whole data set (the protocol) adds no label
+    only = fs.write_job(tmp_path / "one" / "0", "cnn", 0.1, 0, "translate")
+    payload = json.loads((only / "results.json").read_text())
+    payload["identity"]["lr"] = 1e-3
+    (only / "results.json").write_text(json.dumps(payload))
+    assert load_sweep([tmp_path / "one"]).jobs["setting"].tolist() == [""]
+
+
+def test_duplicate_folds_are_counted_and_warned(sweep_dirs, tmp_path: Path) -> None:
+    translate, _, reference = sweep_dirs
+    shutil.copytree(translate / "4", tmp_path / "rerun" / "4")  # cnn 0.1 fold 1 once more
+    result = write_report([translate, tmp_path / "rerun"], tmp_path / "out", reference_dir=reference,
+                          plots=False)
+    wide = pd.read_csv(tmp_path / "out" / "tables" / "mnist_translate_early_stopped.csv")
+    assert wide["cnn/n"].tolist() == [3, 4]
+    # folds 0, 1, 1, 2 -> median of 0.855, 0.865, 0.865, 0.905
+    assert wide["cnn/val/acc"].iloc[1] == pytest.approx(0.865)
+    assert "## Warnings" in (result.out_dir / "report.md").read_text()
+
+
+def test_aug_type_rule() -> None:
+    assert aug_type_of({"translate": 0.0, "rotate": 0.0}) == ("none", 0.0)
+    assert aug_type_of({"noise": 0.3}) == ("noise", 0.3)
+    kind, level = aug_type_of({"translate": 0.1, "rotate": 0.2})
+    assert kind == "mixed" and math.isnan(level)
+
+
+def test_default_reference_dir_holds_the_paper_numbers() -> None:
+    repo = Path(__file__).resolve().parents[1]
+    assert default_reference_dir() == repo.parent / "shared" / "reference"
+    if not (default_reference_dir() / "paper_translation_tables.csv").is_file():
+        pytest.skip(f"paper reference CSVs not present at {default_reference_dir()}")
+    ref = load_reference().set_index(["data", "aug_type", "level_key", "model", "metric"])["paper"]
+    assert ref[("mnist", "translate", 10, "cnn", "val/acc")] == pytest.approx(0.993071)
+    assert ref[("mnist", "translate", 10, "fcn", "train/acc")] == pytest.approx(0.995665)
+    assert ref[("mnist", "edge_noise", 10, "cnn", "val/acc")] == pytest.approx(0.99100)
+    assert ref[("cifar10", "edge_noise", 0, "fcn", "val/translate/acc")] == pytest.approx(0.43347)
+    assert ref[("mnist", "none", 0, "cnn", "val/acc")] == pytest.approx(0.990536)
+
+
+def test_reference_dir_given_but_absent_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--reference-dir"):
+        load_reference(tmp_path / "nope", required=True)
+    assert load_reference(tmp_path / "nope").empty
+
+
+def test_cli(sweep_dirs, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    translate, rotate, reference = sweep_dirs
+    out = tmp_path / "cli"
+    assert main([str(translate), str(rotate), "--out", str(out), "--reference-dir", str(reference),
+                 "--no-plots"]) == 0
+    assert "22 jobs (18 completed, 4 missing, failed or flagged)" in capsys.readouterr().out
+    assert (out / "report.md").is_file() and (out / "failures.csv").is_file()
+    assert not (out / "plots").exists()
+    assert main([str(translate), "--out", str(out), "--reference-dir", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--reference-dir" in err
+    assert main([str(tmp_path / "no_such_sweep")]) == 2
+    assert "no_such_sweep" in capsys.readouterr().err
+
+
+def test_220_job_sweep(tmp_path: Path) -> None:
+    """The paper's Table 1 and 2 sweeps at full size (2 x 11 levels x 2 models x 5 folds)."""
+    levels = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99)
+    for data in ("mnist", "cifar10"):
+        fs.build_translate_sweep(tmp_path / data, levels=levels, folds=(0, 1, 2, 3, 4), data=data,
+                                 n_epochs=20)
+    result = write_report([tmp_path], plots=False, reference_dir=write_reference(tmp_path / "ref"))
+    assert len(result.sweep.jobs) == 220 and result.failures.empty
+    for data in ("mnist", "cifar10"):
+        for convention in ("early_stopped", "last_epoch", "all_epochs"):
+            wide = pd.read_csv(tmp_path / "report" / "tables" / f"{data}_translate_{convention}.csv")
+            assert wide["level"].tolist() == pytest.approx(list(levels))
+            assert (wide["cnn/n"] == 5).all() and (wide["fcn/n"] == 5).all()
+    wide = pd.read_csv(tmp_path / "report" / "tables" / "cifar10_translate_early_stopped.csv")
+    # fold offsets 0, .01, .05, .02, .03 -> median .02; 0.70 + 0.05 * 0.99 + 0.02 + 0.05
+    assert wide["fcn/val/acc"].iloc[-1] == pytest.approx(0.8195)

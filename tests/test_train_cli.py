@@ -1,0 +1,73 @@
+"""The command line end to end: `python train.py ...` as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = [
+    "data=synthetic", "data.synthetic_size=512", "trainer.max_epochs=2", "callbacks=minimal",
+    "eval.variants=[clean,translate,quadrant_swap]", "threads=1",
+]
+
+
+def run_train(args: list[str], cwd: Path = REPO, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *args], cwd=cwd, env=env, capture_output=True, text=True,
+        timeout=timeout,
+    )
+
+
+def test_train_on_synthetic_writes_results_json(tmp_path) -> None:
+    out = tmp_path / "run"
+    proc = run_train([*FAST, "model=fcn", f"hydra.run.dir={out}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((out / "results.json").read_text())
+    assert res["status"] == "completed"
+    assert res["epochs_completed"] == 2
+    assert res["identity"]["model"] == "fcn" and res["identity"]["data"] == "synthetic"
+    assert res["param_count"] == 4_010_058  # the MNIST geometry on 28x28 synthetic images
+    for section in ("final", "best"):
+        for key in ("train/acc", "val/acc", "val/translate/acc", "val/quadrant_swap/acc", "val/acc_best"):
+            assert 0.0 <= res[section][key] <= 1.0, (section, key)
+    assert set(res["test"]) >= {"clean/acc", "translate/acc", "quadrant_swap/acc"}
+    assert res["final"]["val/acc"] == pytest.approx(res["test"]["clean/acc"])  # same weights, same data
+    assert "fd/conv1/r1/euclid" in res["init"] and "fd/conv1/r1/euclid" in res["final"]
+    lines = (out / "metrics.csv").read_text().splitlines()
+    assert lines[0].startswith("epoch,step,") and len(lines) == 3
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    assert (out / "config.yaml").is_file() and (out / ".hydra" / "config.yaml").is_file()
+
+
+def test_help_and_cfg_job_show_the_composed_config() -> None:
+    proc = run_train(["--cfg", "job", "model=fcn", "aug.translate=0.2"])
+    assert proc.returncode == 0, proc.stderr
+    assert "name: fcn" in proc.stdout and "translate: 0.2" in proc.stdout
+    proc = run_train(["--help"])
+    assert proc.returncode == 0 and "model: cnn, fcn" in proc.stdout.replace("\n", " ") or "model:" in proc.stdout
+
+
+def test_config_error_is_one_line_with_exit_status_2(tmp_path) -> None:
+    proc = run_train([*FAST, "aug.translate=1.5", f"hydra.run.dir={tmp_path / 'bad'}"])
+    assert proc.returncode == 2
+    assert "error: config error: aug.translate=1.5 is not allowed; expected a number in [0, 1)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "bad" / "results.json").exists()  # nothing started
+
+
+def test_multirun_records_a_failing_job_and_runs_the_others(tmp_path) -> None:
+    sweep = tmp_path / "sweep"
+    proc = run_train(["-m", *FAST, "trainer.max_epochs=1", "optimizer.lr=1e-3,-1", f"hydra.sweep.dir={sweep}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    good = json.loads((sweep / "0" / "results.json").read_text())
+    bad = json.loads((sweep / "1" / "results.json").read_text())
+    assert good["status"] == "completed"
+    assert bad["status"] == "failed" and "optimizer.lr=-1" in bad["error"]
+    assert "failed" in proc.stdout  # the end-of-sweep summary table lists it
