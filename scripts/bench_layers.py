@@ -7,10 +7,12 @@ FCN with every ``FreeConv2d`` implementation, in fp32 and under bf16 autocast:
 
 * training-step throughput (zero_grad + forward + cross-entropy + backward + Adam step), img/s;
 * forward throughput (``torch.no_grad``), img/s;
-* peak memory of one training step (CUDA: ``max_memory_allocated`` above the memory held
-  before the step; CPU: growth of the peak RSS (``VmHWM``, reset just before the step) over
-  the RSS before it, during one full-batch step in a fresh subprocess whose parameters,
-  gradients and Adam state already exist);
+* memory: the activations autograd saves for the backward (exact, via
+  ``saved_tensors_hooks``), and the peak of one training step (CUDA: ``max_memory_allocated``
+  above the memory held before the step; CPU: growth of the peak RSS (``VmHWM``, reset just
+  before the step) over the RSS before it, during one full-batch step in a fresh subprocess
+  whose parameters, gradients and Adam state already exist; allocator caching makes this
+  one approximate);
 * the machine's measured matmul GFLOP/s and the throughput ceiling it implies (training
   FLOPs per image / matmul rate).
 
@@ -62,7 +64,9 @@ NETS = {
 }
 
 
-def build_net(spec: NetSpec, kind: str, depth: int = 3, hidden: int = 1024, classes: int = 10) -> nn.Sequential:
+def build_net(
+    spec: NetSpec, kind: str, depth: int = 3, hidden: int = 1024, classes: int = 10
+) -> nn.Sequential:
     """The Table A.2 network; ``kind`` is ``cnn`` or ``fcn:<impl>``."""
     layers: list[nn.Module] = []
     c, s = spec.channels, spec.size
@@ -122,7 +126,9 @@ def make_optimizer(model: nn.Module, name: str) -> torch.optim.Optimizer:
 class Runner:
     """A model with its optimiser and a fixed batch; ``train_step`` / ``forward`` run one step."""
 
-    def __init__(self, spec: NetSpec, kind: str, dtype: str, device: torch.device, opt: str, depth: int) -> None:
+    def __init__(
+        self, spec: NetSpec, kind: str, dtype: str, device: torch.device, opt: str, depth: int
+    ) -> None:
         torch.manual_seed(0)
         self.model = build_net(spec, kind, depth).to(device)
         self.opt = make_optimizer(self.model, opt)
@@ -163,7 +169,29 @@ def time_interleaved(
     return out
 
 
-def memory_probe(net: str, kind: str, dtype: str, device: str, opt: str, depth: int) -> dict[str, float]:
+def saved_activation_bytes(runner: Runner) -> int:
+    """Bytes of the distinct tensors autograd keeps from the forward for the backward.
+
+    Exact and allocator-independent (``saved_tensors_hooks`` see every saved tensor, custom
+    Functions' included): the activation memory an implementation holds at the step's peak.
+    Parameters (saved by matmuls for the input gradient) are not counted.
+    """
+    params = {p.untyped_storage().data_ptr() for p in runner.model.parameters()}
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        st = t.untyped_storage()
+        if st.data_ptr() not in params:
+            storages[st.data_ptr()] = st.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = runner._loss()
+    del loss
+    return sum(storages.values())
+
+
+def memory_probe(net: str, kind: str, dtype: str, device: str, opt: str, depth: int) -> dict[str, Any]:
     """Peak memory of one training step (run in a fresh process on CPU, see module docstring)."""
     spec = NETS[net]
     dev = torch.device(device)
@@ -172,6 +200,7 @@ def memory_probe(net: str, kind: str, dtype: str, device: str, opt: str, depth: 
     small.__dict__.update(runner.__dict__)
     small.x, small.y = runner.x[:1], runner.y[:1]
     small.train_step()  # parameters, gradients and Adam state now exist
+    saved = saved_activation_bytes(runner)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
         before = torch.cuda.memory_allocated(dev)
@@ -179,16 +208,19 @@ def memory_probe(net: str, kind: str, dtype: str, device: str, opt: str, depth: 
         runner.train_step()
         torch.cuda.synchronize(dev)
         peak = torch.cuda.max_memory_allocated(dev) - before
-        resident = before
-        method = "cuda.max_memory_allocated"
+        method = "cuda.max_memory_allocated above memory_allocated before the step"
     else:
         before = _rss_bytes("VmRSS")
         _reset_peak_rss()
         runner.train_step()
         peak = _rss_bytes("VmHWM") - before
-        resident = before
-        method = "VmHWM growth (/proc/self/status, peak reset via clear_refs)"
-    return {"step_peak_mib": peak / 2**20, "before_step_mib": resident / 2**20, "method": method}  # type: ignore[dict-item]
+        method = "VmHWM growth over VmRSS before the step (/proc/self/status, peak reset via clear_refs)"
+    return {
+        "step_peak_mib": peak / 2**20,
+        "saved_activations_mib": saved / 2**20,
+        "before_step_mib": before / 2**20,
+        "method": method,
+    }
 
 
 def _rss_bytes(field: str) -> float:
@@ -237,9 +269,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {
         "command": " ".join(["python", "scripts/bench_layers.py", *sys.argv[1:]]),
         "torch": torch.__version__,
-        "device": str(device)
-        if device.type != "cuda"
-        else torch.cuda.get_device_name(device),
+        "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
         "cpu": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
         "optimizer": args.optimizer,
@@ -295,12 +325,24 @@ def print_table(result: dict[str, Any]) -> None:
         from rich.table import Table
     except ImportError:  # pragma: no cover - rich is a dependency, plain text is the fallback
         Console = Table = None  # type: ignore[assignment,misc]
-    header = ["net", "dtype", "model", "train img/s", "step ms", "x CNN", "x unfold", "fwd img/s", "peak MiB"]
+    header = [
+        "net",
+        "dtype",
+        "model",
+        "train img/s",
+        "step ms",
+        "x CNN",
+        "x unfold",
+        "fwd img/s",
+        "peak MiB",
+        "saved MiB",
+    ]
     lines = []
     for net, nres in result["nets"].items():
         for dtype in [d for d in ("fp32", "bf16") if d in nres]:
             for k, row in nres[dtype]["rows"].items():
                 mem = row.get("memory", {}).get("step_peak_mib")
+                saved = row.get("memory", {}).get("saved_activations_mib")
                 lines.append(
                     [
                         net,
@@ -312,18 +354,20 @@ def print_table(result: dict[str, Any]) -> None:
                         f"{row.get('train_speedup_vs_unfold', float('nan')):.2f}",
                         f"{row['forward_img_s']:.0f}",
                         "-" if mem is None else f"{mem:.0f}",
+                        "-" if saved is None else f"{saved:.1f}",
                     ]
                 )
-            lines.append([net, dtype, "ceiling", f"{nres[dtype]['ceiling_img_s']:.0f}", "", "", "", "", ""])
-    title = (
-        f"threads={result['threads']} optimizer={result['optimizer']} matmul GFLOP/s "
-        + ", ".join(f"{k}={v:.0f}" for k, v in result["matmul_gflops"].items())
+            lines.append([net, dtype, "ceiling", f"{nres[dtype]['ceiling_img_s']:.0f}", *[""] * 6])
+    title = f"threads={result['threads']} optimizer={result['optimizer']} matmul GFLOP/s " + ", ".join(
+        f"{k}={v:.0f}" for k, v in result["matmul_gflops"].items()
     )
     if Table is not None:
-        table = Table(*header, title=title)
+        table = Table(title=title)
+        for h in header:
+            table.add_column(h, no_wrap=True)
         for line in lines:
             table.add_row(*line)
-        Console(stderr=True).print(table)
+        Console(stderr=True, width=max(120, Console(stderr=True).width)).print(table)
     else:
         print(title, file=sys.stderr)
         for line in [header, *lines]:

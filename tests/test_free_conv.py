@@ -40,7 +40,7 @@ def loop_reference(
 
     ``kernel`` is (oh, ow, O, C, kh, kw); ``pad`` is (top, bottom, left, right).
     """
-    oh, ow, O, C, kh, kw = kernel.shape
+    oh, ow, _, _, kh, kw = kernel.shape
     xp = F.pad(x, (pad[2], pad[3], pad[0], pad[1]))
     rows = []
     for y in range(oh):
@@ -85,7 +85,7 @@ def n_params(m: nn.Module) -> int:
 conv_cases = st.fixed_dictionaries(
     {
         "B": st.integers(1, 3),
-        "C": st.integers(1, 5),
+        "C": st.integers(1, 11),  # below and above the batch-innermost gather threshold (8)
         "O": st.integers(1, 5),
         "kh": st.integers(1, 4),
         "kw": st.integers(1, 4),
@@ -94,7 +94,10 @@ conv_cases = st.fixed_dictionaries(
         "dh": st.integers(1, 2),
         "dw": st.integers(1, 2),
         "pad": st.one_of(
-            st.just("valid"), st.just("same"), st.integers(0, 2), st.tuples(st.integers(0, 2), st.integers(0, 2))
+            st.just("valid"),
+            st.just("same"),
+            st.integers(0, 2),
+            st.tuples(st.integers(0, 2), st.integers(0, 2)),
         ),
         "extra_h": st.integers(0, 5),
         "extra_w": st.integers(0, 5),
@@ -105,7 +108,7 @@ conv_cases = st.fixed_dictionaries(
 
 @pytest.mark.filterwarnings("ignore:Using padding='same'")
 @pytest.mark.parametrize("impl", IMPLS)
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=conv_cases, seed=st.integers(0, 2**31 - 1))
 def test_from_conv_matches_conv2d(impl: str, case: dict, seed: int) -> None:
     """Unshared copy == the conv: outputs, input grads, and position-summed weight/bias grads."""
@@ -145,6 +148,8 @@ LOOP_CASES = [
     (4, 3, 2, 1, "same", 1, (6, 5), 2),
     (1, 6, 3, 2, "valid", 1, (13, 13), 4),
     (5, 2, 4, 3, (2, 1), 2, (12, 10), 2),
+    (9, 3, 3, 2, 1, (1, 2), (9, 10), 3),  # position-major gather path (C >= 8), padded
+    (12, 4, (2, 3), 1, "same", 2, (7, 6), 2),
 ]
 
 
@@ -211,7 +216,10 @@ def test_input_layouts_give_same_result() -> None:
     layer = FreeConv2d(8, 4, 3, 1, input_size=(6, 6)).to(F64)
     x = torch.randn(3, 8, 6, 6, dtype=F64)
     want = layer(x)
-    for xx in (x.permute(2, 3, 0, 1).contiguous().permute(2, 3, 0, 1), x.to(memory_format=torch.channels_last)):
+    for xx in (
+        x.permute(2, 3, 0, 1).contiguous().permute(2, 3, 0, 1),
+        x.to(memory_format=torch.channels_last),
+    ):
         torch.testing.assert_close(layer(xx), want, atol=1e-12, rtol=0)
     # the output is (B, O, oh, ow) and feeds the next layer / flatten
     out = FreeConv2d(4, 2, 3, input_size=(4, 4)).to(F64)(torch.relu(want))
@@ -244,6 +252,17 @@ def test_reference_kernel_buffer() -> None:
     assert "reference_kernel" in layer.state_dict()
     plain = FreeConv2d(2, 3, 3, input_size=(6, 6))
     assert plain.reference_kernel is None and "reference_kernel" not in plain.state_dict()
+
+
+def test_reference_kernel_loads_into_plain_layer() -> None:
+    """A checkpoint of an unshared layer loads into the plain layer a model builder makes."""
+    conv = nn.Conv2d(2, 3, 3)
+    state = FreeConv2d.from_conv(conv, (6, 6)).state_dict()
+    fresh = FreeConv2d(2, 3, 3, input_size=(6, 6))
+    fresh.load_state_dict(state)
+    torch.testing.assert_close(fresh.reference_kernel, conv.weight.detach())
+    x = torch.randn(2, 2, 6, 6)
+    torch.testing.assert_close(fresh(x), conv(x), atol=1e-6, rtol=1e-5)
 
 
 def test_to_conv_mean_and_spread() -> None:
@@ -395,6 +414,21 @@ def test_mask_seeding() -> None:
     assert FreeConv2d(2, 3, 3, input_size=(6, 6)).mask is None
 
 
+def test_connectivity_sweep_shares_weights_and_nests_masks() -> None:
+    """One global seed: same initial weights for every p, removed sets nested in p."""
+    layers = {}
+    for p in (0.0, 0.3, 0.6):
+        torch.manual_seed(21)
+        layers[p] = FreeConv2d(4, 5, 3, input_size=(7, 7), connectivity=p)
+    w0 = layers[0.0].weight.detach()
+    for p in (0.3, 0.6):
+        m = layers[p].mask
+        torch.testing.assert_close(layers[p].weight.detach(), w0 * m)
+    removed_03, removed_06 = ~layers[0.3].mask, ~layers[0.6].mask
+    assert torch.all(removed_06[removed_03])
+    assert removed_06.sum() > removed_03.sum()
+
+
 def test_mask_survives_save_and_load() -> None:
     torch.manual_seed(10)
     kw = {"input_size": (7, 7), "connectivity": 0.6}
@@ -419,7 +453,9 @@ def test_mask_survives_save_and_load() -> None:
 def test_input_mask_mode() -> None:
     """One mask over the input units: equal to masking the input of an unmasked layer."""
     torch.manual_seed(13)
-    layer = FreeConv2d(3, 4, 3, 2, input_size=(9, 9), connectivity=0.5, connectivity_mode="input", mask_seed=4)
+    layer = FreeConv2d(
+        3, 4, 3, 2, input_size=(9, 9), connectivity=0.5, connectivity_mode="input", mask_seed=4
+    )
     assert layer.mask is None and layer.input_mask.shape == (3, 9, 9)
     removed = (~layer.input_mask).float().mean().item()
     assert abs(removed - 0.5) < 5 * math.sqrt(0.25 / 243)
@@ -454,7 +490,8 @@ def test_from_conv_with_connectivity_zeroes_masked_copy() -> None:
     [
         ("mnist", 3, 2_201_098, 4_010_058),
         ("cifar", 3, 2_875_530, 11_103_626),
-        # depth 2 (layer 3 dropped), by hand: MNIST conv1 320 + conv2 18,496 + fc1 2,304*1024+1024 + fc2 10,250
+        # depth 2 (layer 3 dropped), by hand, e.g. MNIST CNN:
+        # conv1 320 + conv2 18,496 + fc1 2,304*1024+1024 + fc2 10,250
         ("mnist", 2, 2_389_386, 3_090_506),
         ("cifar", 2, 3_497_866, 9_364_618),
     ],

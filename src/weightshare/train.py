@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 import time
 import traceback
@@ -92,7 +93,10 @@ class Job:
             "identity": run_identity(cfg),
             "seed": cfg.seed,
             "output_dir": str(self.out),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "started_unix": self.t0,
         }
 
     def save(self, **updates: Any) -> None:
@@ -240,7 +244,10 @@ def _fit_and_test(cfg: DictConfig, job: Job, ckpt_path: str | None) -> float | N
     if cfg.test:
         (scores,) = trainer.test(module, datamodule=datamodule, verbose=False) or [{}]
         test_metrics = {k.removeprefix("test/"): float(v) for k, v in scores.items()}
-    job.save(status="pruned" if pruned else "completed", test=test_metrics, finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    job.save(
+        status="pruned" if pruned else "completed", test=test_metrics,
+        finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"), finished_unix=time.time(),
+    )
     value = _objective(cfg, job.summary)
     log.info("done: val/acc=%s best=%s -> %s", final.get("val/acc"), best.get("val/acc"), job.results_path)
     return value

@@ -95,6 +95,7 @@ class OptimizerConfig:
     eps: float = 1e-7  # Keras' Adam epsilon
     momentum: float = 0.9
     nesterov: bool = False
+    fused: Optional[bool] = None  # null = fused Adam/AdamW kernels (same algorithm, much faster on CPU)
 
 
 @dataclass

@@ -13,13 +13,15 @@ so ``scripts/bench_layers.py`` can compare them on the machine at hand:
     ``nn.Unfold`` + ``einsum``: the straightforward layer, plain autograd (also the path used
     under ``torch.func`` transforms, since it is built from ordinary differentiable ops).
 ``bmm``
-    one gather copy of the patches into a position-major ``(P, B, K)`` block (a strided view of the
-    input's memory, whatever its layout, copied once; no ``F.unfold``/permute pair), then one batched
-    matmul over positions with the weight already laid out ``(P, K, O)``; a custom autograd
-    Function computes the weight gradient as one more batched matmul and the input gradient
-    as one batched matmul plus ``kh*kw`` strided in-place adds (no ``F.fold``/scatter).
-    The output is returned as a (B, O, oh, ow) *view* of position-major memory, which the next
-    free convolution reads without a copy.
+    one gather copy of the patches (a strided view of the input's memory, copied once; no
+    ``F.unfold``/permute pair) into a position-major block, ``(P, B, K)`` when the input has many
+    channels, ``(P, K, B)`` (batch innermost, from ``(C, H, W, B)`` memory) for the image itself,
+    so that the copy moves long contiguous runs; then one batched matmul over positions with the
+    weight already laid out ``(P, K, O)``. A custom autograd Function computes the weight
+    gradient as one more batched matmul and the input gradient as one batched matmul plus
+    ``kh*kw`` strided in-place adds (no ``F.fold``/scatter). The output is returned as a
+    (B, O, oh, ow) *view* of position-major memory, which the next free convolution gathers
+    from without a layout copy.
 ``bmm_lowmem``
     the same, but saves only the input and weight for backward and gathers the patches again
     (less memory, one more gather).
@@ -42,12 +44,10 @@ from torch import Tensor
 
 from weightshare.layers._free_conv_geometry import FreeConvGeometry
 
-# (kh, kw, sh, sw, dh, dw, oh, ow): the hashable part of the geometry the Functions need.
-Spec = tuple[int, int, int, int, int, int, int, int]
+# (kh, kw, sh, sw, dh, dw, oh, ow, batch_inner): what the Functions need of the geometry.
+Spec = tuple[int, int, int, int, int, int, int, int, bool]
 
-# Inputs with at least this many channels in (B, C, H, W)-contiguous layout are first copied to
-# position-major (H, W, B, C) memory before the gather: the gather then copies contiguous runs of
-# C values instead of reading every element at stride H*W.
+# Inputs with fewer channels are gathered batch-innermost (see _prepare_input).
 _TRANSPOSE_MIN_CHANNELS = 8
 
 
@@ -56,23 +56,35 @@ def weight_to_pko(weight: Tensor, g: FreeConvGeometry) -> Tensor:
     return weight.permute(0, 1, 4, 5, 3, 2).reshape(g.positions, g.fan, g.out_channels)
 
 
-def _spec(g: FreeConvGeometry) -> Spec:
-    return (g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.out_h, g.out_w)
+def _spec(g: FreeConvGeometry, batch_inner: bool) -> Spec:
+    return (g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.out_h, g.out_w, batch_inner)
 
 
-def _prepare_input(x: Tensor, g: FreeConvGeometry) -> Tensor:
-    """Pad, and move to position-major memory where that makes the gather cheaper.
+def _prepare_input(x: Tensor, g: FreeConvGeometry) -> tuple[Tensor, bool]:
+    """Pad, and choose the memory layout that makes the patch gather a copy of long runs.
 
-    Returns a (B, C, Hp, Wp) tensor (possibly a permuted view). Plain autograd ops, so the
+    Returns a padded (B, C, Hp, Wp) tensor (possibly a permuted view of another layout) and
+    whether the patches are to be gathered batch-innermost. Plain autograd ops, so the
     Functions below see an already padded input and never deal with padding.
+
+    * many channels: position-major ``(H, W, B, C)`` memory (what the previous free convolution
+      outputs, so usually no copy), patches ``(P, B, K)``: runs of C contiguous values;
+    * few channels (the image itself): ``(C, H, W, B)`` memory, patches ``(P, K, B)``: runs of B
+      values. A ``C``-innermost gather of a 1- or 3-channel image moves 1-3 values per run and
+      is several times slower.
     """
+    batch_inner = x.shape[1] < _TRANSPOSE_MIN_CHANNELS
+    order = (1, 2, 3, 0) if batch_inner else (2, 3, 0, 1)
+    back = (3, 0, 1, 2) if batch_inner else (2, 3, 0, 1)
     if g.has_padding:
         t, b, l, r = g.pad
-        # Padding the (H, W, B, C) view gives padded position-major memory in one copy.
-        return F.pad(x.permute(2, 3, 0, 1), (0, 0, 0, 0, l, r, t, b)).permute(2, 3, 0, 1)
-    if x.stride(1) != 1 and x.shape[1] >= _TRANSPOSE_MIN_CHANNELS:
-        return x.permute(2, 3, 0, 1).contiguous().permute(2, 3, 0, 1)
-    return x
+        pad = (0, 0, l, r, t, b) if batch_inner else (0, 0, 0, 0, l, r, t, b)
+        # Padding the permuted view writes the padded tensor in that layout in one copy.
+        return F.pad(x.permute(*order), pad).permute(*back), batch_inner
+    xp = x.permute(*order)
+    if not xp.is_contiguous():
+        x = xp.contiguous().permute(*back)
+    return x, batch_inner
 
 
 def _patch_view(x: Tensor, spec: Spec) -> Tensor:
@@ -81,20 +93,28 @@ def _patch_view(x: Tensor, spec: Spec) -> Tensor:
     Built from view ops only (``Tensor.unfold`` makes sliding windows without copying), so
     ``torch.compile`` traces it; the dilation is a step slice of each window.
     """
-    kh, kw, sh, sw, dh, dw, oh, ow = spec
+    kh, kw, sh, sw, dh, dw, oh, ow, _ = spec
     v = x.permute(2, 3, 0, 1).unfold(0, dh * (kh - 1) + 1, sh).unfold(1, dw * (kw - 1) + 1, sw)
     return v[:oh, :ow, :, :, ::dh, ::dw].permute(0, 1, 2, 4, 5, 3)
 
 
 def _gather(x: Tensor, spec: Spec) -> Tensor:
-    """Patches as one contiguous (P, B, kh*kw*C) block: the only copy of the forward pass."""
-    kh, kw, _, _, _, _, oh, ow = spec
-    return _patch_view(x, spec).reshape(oh * ow, x.shape[0], kh * kw * x.shape[1])
+    """Patches as a (P, B, kh*kw*C) matrix per position: the only copy of the forward pass.
+
+    Stored contiguously either as ``(P, B, K)`` or, when ``spec`` asks for batch-innermost, as
+    ``(P, K, B)`` and returned transposed (a view): ``bmm`` takes either without a copy.
+    """
+    kh, kw, _, _, _, _, oh, ow, batch_inner = spec
+    B, K = x.shape[0], kh * kw * x.shape[1]
+    v = _patch_view(x, spec)
+    if batch_inner:
+        return v.permute(0, 1, 3, 4, 5, 2).reshape(oh * ow, K, B).transpose(1, 2)
+    return v.reshape(oh * ow, B, K)
 
 
 def _offset_slice(x: Tensor, spec: Spec, i: int, j: int) -> Tensor:
     """(oh, ow, B, C) strided view of the inputs seen by kernel offset (i, j) at every position."""
-    _, _, sh, sw, dh, dw, oh, ow = spec
+    _, _, sh, sw, dh, dw, oh, ow, _ = spec
     xh = x.permute(2, 3, 0, 1)
     return xh[i * dh : i * dh + sh * (oh - 1) + 1 : sh, j * dw : j * dw + sw * (ow - 1) + 1 : sw]
 
@@ -105,7 +125,7 @@ def _scatter_input_grad(dpatches: Tensor, x_shape: torch.Size, spec: Spec) -> Te
     ``kh*kw`` strided in-place adds into position-major memory (each a dense elementwise add),
     instead of ``F.fold``'s scatter; returns a (B, C, Hp, Wp) view.
     """
-    kh, kw, sh, sw, dh, dw, oh, ow = spec
+    kh, kw, sh, sw, dh, dw, oh, ow, _ = spec
     B, C, Hp, Wp = x_shape
     d6 = dpatches.view(oh, ow, B, kh, kw, C)
     buf = dpatches.new_zeros(Hp, Wp, B, C)
@@ -177,7 +197,7 @@ class _OffsetAccumulate(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, w: Tensor, b: Tensor | None, spec: Spec) -> Tensor:  # type: ignore[override]
-        kh, kw, _, _, _, _, oh, ow = spec
+        kh, kw, _, _, _, _, oh, ow, _ = spec
         B, C = x.shape[0], x.shape[1]
         P, O = oh * ow, w.shape[2]
         w5 = w.view(P, kh, kw, C, O)
@@ -193,7 +213,7 @@ class _OffsetAccumulate(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g: Tensor):  # type: ignore[override]
         x, w = ctx.saved_tensors
-        kh, kw, sh, sw, dh, dw_, oh, ow = ctx.spec
+        kh, kw, sh, sw, dh, dw_, oh, ow, _ = ctx.spec
         B, C, Hp, Wp = x.shape
         P, O = oh * ow, w.shape[2]
         g = g.contiguous()
@@ -245,7 +265,8 @@ def _function_impl(fn: type[torch.autograd.Function]) -> Callable[..., Tensor]:
             raise TypeError(
                 f"free_conv2d: input dtype {x.dtype} != weight dtype {w.dtype} (outside autocast)"
             )
-        out = fn.apply(_prepare_input(x, g), w, b, _spec(g))
+        xs, batch_inner = _prepare_input(x, g)
+        out = fn.apply(xs, w, b, _spec(g, batch_inner))
         # (P, B, O) -> (B, O, oh, ow) as a view of position-major memory.
         return out.view(g.out_h, g.out_w, x.shape[0], g.out_channels).permute(2, 3, 0, 1)
 

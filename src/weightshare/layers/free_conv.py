@@ -26,7 +26,15 @@ from weightshare.layers._free_conv_geometry import (
 )
 from weightshare.layers._free_conv_impls import IMPLS
 
-__all__ = ["DEFAULT_IMPL", "IMPL_NAMES", "FreeConv2d", "free_conv2d", "glorot_limit"]
+__all__ = [
+    "CONNECTIVITY_MODES",
+    "DEFAULT_IMPL",
+    "IMPL_NAMES",
+    "INIT_NAMES",
+    "FreeConv2d",
+    "free_conv2d",
+    "glorot_limit",
+]
 
 # Fastest in scripts/bench_layers.py on CPU (fp32 and bf16); also correct on CUDA.
 DEFAULT_IMPL = "bmm"
@@ -126,11 +134,13 @@ class FreeConv2d(nn.Module):
       their initial value and get exactly zero gradient, as in the original.
 
     The mask is drawn from a ``torch.Generator`` seeded with ``mask_seed``; with ``None`` the
-    seed is drawn from torch's global RNG, so seeding the run fixes it. It lives in
-    ``state_dict`` and so in checkpoints.
+    seed is drawn from torch's global RNG (after the weights), so seeding the run fixes it, and
+    one run seed gives every connectivity the same initial weights and nested masks. The mask
+    lives in ``state_dict`` and so in checkpoints.
     """
 
     reference_kernel: Tensor | None
+    mask_seed: int
     mask: Tensor | None
     input_mask: Tensor | None
 
@@ -178,7 +188,6 @@ class FreeConv2d(nn.Module):
         self.connectivity = float(connectivity)
         self.impl = impl
         _resolve_impl(impl)
-        self.mask_seed: int | None = None
 
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.weight = nn.Parameter(
@@ -188,17 +197,20 @@ class FreeConv2d(nn.Module):
         self.register_buffer("reference_kernel", None)
         self.register_buffer("mask", None)
         self.register_buffer("input_mask", None)
-        if self.connectivity > 0.0:
-            self._draw_mask(mask_seed, device)
         self.reset_parameters()
+        # The seed is drawn even without a mask and after the weights, so that for one global seed
+        # every connectivity gives the same initial weights and nested masks (the removed set at
+        # p is a subset of the one at p' > p): a VCP sweep varies nothing but the pattern.
+        self.mask_seed = int(torch.randint(0, 2**62, (1,)).item()) if mask_seed is None else int(mask_seed)
+        if self.connectivity > 0.0:
+            self._draw_mask(device)
+            self.apply_mask_()
         self.register_load_state_dict_post_hook(FreeConv2d._reapply_mask_hook)
 
     # ---- construction -------------------------------------------------------------------------
 
-    def _draw_mask(self, mask_seed: int | None, device: torch.device | str | None) -> None:
-        if mask_seed is None:
-            mask_seed = int(torch.randint(0, 2**62, (1,)).item())
-        self.mask_seed = int(mask_seed)
+    def _draw_mask(self, device: torch.device | str | None) -> None:
+        assert self.mask_seed is not None
         gen = torch.Generator().manual_seed(self.mask_seed)
         g = self.geometry
         shape = (
@@ -223,6 +235,19 @@ class FreeConv2d(nn.Module):
         """Zero the stored weights that the weight mask removes (no-op without one)."""
         if self.mask is not None:
             self.weight.mul_(self.mask)
+
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
+        """Accept a saved ``reference_kernel`` into a freshly built layer (whose buffer is None).
+
+        A checkpoint of a layer made by :meth:`from_conv` must load into the plain layer a
+        model builder creates; ``nn.Module`` would reject the key of a None buffer.
+        """
+        saved = state_dict.get(prefix + "reference_kernel")
+        if saved is not None and self.reference_kernel is None:
+            self.reference_kernel = torch.empty_like(saved, device=self.weight.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @staticmethod
     def _reapply_mask_hook(module: nn.Module, incompatible_keys: Any) -> None:
