@@ -51,7 +51,7 @@ def test_init_from_needs_the_same_depth(tmp_path) -> None:
     cnn = PaperNet(data, "cnn", 2, 64)
     ckpt = tmp_path / "cnn2.ckpt"
     torch.save({"state_dict": {f"net.{k}": v for k, v in cnn.state_dict().items()}}, ckpt)
-    with pytest.raises(ConfigError, match="model.depth"):
+    with pytest.raises(ConfigError, match=r"model\.depth"):
         build_model(_model_cfg(init_from=str(ckpt), depth=3), data)
 
 

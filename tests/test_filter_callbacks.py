@@ -268,3 +268,29 @@ def test_wandb_offline_fit_logs_metrics_and_images(tmp_path, monkeypatch):
     assert b"cfgmarker42" in next(run_dir.glob("run-*.wandb")).read_bytes()
     media = list(run_dir.glob("files/media/images/filters/conv1_f0*.png"))
     assert len(media) == 1 and media[0].read_bytes()[:8] == PNG_MAGIC
+
+
+def test_filter_images_draw_the_masked_kernel(tmp_path, monkeypatch):
+    """The image of a FreeConv2d with connectivity shows removed weights as 0, whatever is stored."""
+    from types import SimpleNamespace
+
+    import weightshare.callbacks.filter_images as fi
+    from weightshare.layers import FreeConv2d
+
+    layer = FreeConv2d(1, 2, 3, input_size=(6, 6), connectivity=0.5, mask_seed=0)
+    with torch.no_grad():
+        layer.weight[~layer.mask] = 7.0  # garbage the layer never computes with
+    seen: list[torch.Tensor] = []
+
+    def spy(kernel: torch.Tensor, filter_index: int) -> np.ndarray:
+        seen.append(kernel.detach().clone())
+        return filter_mosaic(kernel, filter_index)
+
+    monkeypatch.setattr(fi, "filter_mosaic", spy)
+    module = SimpleNamespace(net=nn.ModuleDict({"conv1": layer}))
+    trainer = SimpleNamespace(is_global_zero=True, global_step=0, loggers=[])
+    paths = FilterImageCallback(epochs=[0], filter_index=1, out_dir=tmp_path).draw(trainer, module, "0")
+    assert [p.name for p in paths] == ["conv1_f1_epoch0.png"]
+    expected = (layer.weight * layer.mask).permute(0, 1, 5, 4, 2, 3).detach()
+    assert len(seen) == 1 and torch.equal(seen[0], expected)
+    assert seen[0].abs().max() < 1.0  # the 7.0s are gone (Glorot limit here is about 0.47)

@@ -203,6 +203,7 @@ def test_layer_filter_metrics_keys_and_values():
         *(f"fd/conv{i}/to_mean/{s}" for i in (1, 2, 3) for s in ("euclid", "cosine")),
         "fd/conv1/to_ref/euclid",
         "fd/conv1/to_ref/cosine",
+        "fd/conv1/to_ref/euclid_raw",
     }
     assert set(out) == expected
     assert out["fd/conv2/r1/euclid"] == pytest.approx(ring_distances(net.conv2.weight, 1)["euclid"])
@@ -260,3 +261,65 @@ def test_real_free_conv_if_available():
     out = layer_filter_metrics(net)
     assert out["fd/conv1/to_ref/euclid"] == pytest.approx(0.0, abs=1e-6)
     assert out["fd/conv1/r1/euclid"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_filter_metrics_read_the_masked_kernel():
+    """A FreeConv2d with connectivity is measured on the kernel it computes with.
+
+    Stored values under the mask (written behind the layer's back) must not change a metric:
+    the reference is the explicitly masked kernel given to the functions directly.
+    """
+    from weightshare.layers import FreeConv2d, filter_kernel
+
+    torch.manual_seed(3)
+    conv = nn.Conv2d(2, 4, 3)
+    layer = FreeConv2d.from_conv(conv, (9, 9), connectivity=0.5, mask_seed=1)
+    with torch.no_grad():
+        layer.weight.add_(0.1 * torch.randn_like(layer.weight)).mul_(layer.mask)
+        clean = layer_filter_metrics(nn.ModuleDict({"conv1": layer}), radii=(1, 2))
+        layer.weight[~layer.mask] = 5.0  # garbage where the layer has no connection
+    net = nn.ModuleDict({"conv1": layer})
+    out = layer_filter_metrics(net, radii=(1, 2))
+    masked = (layer.weight * layer.mask).permute(0, 1, 5, 4, 2, 3).detach().double()
+    assert torch.equal(filter_kernel(layer), (layer.weight * layer.mask).permute(0, 1, 5, 4, 2, 3))
+    want = {f"fd/conv1/r{r}/{k}": v for r in (1, 2) for k, v in ring_distances(masked, r).items()}
+    want.update({f"fd/conv1/to_mean/{k}": v for k, v in distance_to_mean(masked).items()})
+    want.update({f"fd/conv1/to_ref/{k}": v for k, v in distance_to_reference(masked, conv.weight).items()})
+    assert out.keys() == want.keys()
+    for key, value in want.items():
+        assert out[key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
+        assert out[key] == pytest.approx(clean[key], rel=1e-5, abs=1e-7), key
+    # the raw stored kernel would read very differently
+    raw = distance_to_reference(layer.kernel_view().detach(), conv.weight)["euclid_raw"]
+    assert out["fd/conv1/to_ref/euclid_raw"] < 1.0 < raw
+
+
+class OneRowFree(nn.Module):
+    """Hand-made 1x3 position map with 1x1 kernels of 2 input channels and a reference."""
+
+    def __init__(self, kernel: torch.Tensor, reference: torch.Tensor):
+        super().__init__()
+        self.kernel = kernel
+        self.reference_kernel = reference
+
+    def kernel_view(self) -> torch.Tensor:
+        return self.kernel
+
+
+def test_to_ref_euclid_raw_hand_made():
+    # reference block (out=1, in=2, 1x1) = (3, 4): norm 5
+    ref = torch.tensor([3.0, 4.0], dtype=torch.float64).view(1, 2, 1, 1)
+    # positions: ref itself (distance 0), 2*ref (distance 5 -> 1), ref + (0, 10) (distance 10 -> 2)
+    blocks = [ref, 2 * ref, ref + torch.tensor([0.0, 10.0], dtype=torch.float64).view(1, 2, 1, 1)]
+    kernel = torch.stack(blocks).unsqueeze(0)  # (1, 3, 1, 2, 1, 1)
+    d = distance_to_reference(kernel, ref)
+    assert d["euclid_raw"] == pytest.approx((0.0 + 1.0 + 2.0) / 3, abs=1e-12)
+    out = layer_filter_metrics(nn.ModuleDict({"conv1": OneRowFree(kernel, ref)}), radii=())
+    assert out["fd/conv1/to_ref/euclid_raw"] == pytest.approx(1.0, abs=1e-12)
+    # uniform growth by 1.5: the normalised distance cannot see it, the raw one reads 0.5
+    grown = 1.5 * ref.expand(4, 5, *ref.shape)
+    d = distance_to_reference(grown, ref)
+    assert d["euclid"] == pytest.approx(0.0, abs=1e-12)
+    assert d["euclid_raw"] == pytest.approx(0.5, abs=1e-12)
+    # a zero reference leaves the raw distance unscaled: mean ||W_p|| = 5 * 1.5 = 7.5
+    assert distance_to_reference(grown, torch.zeros_like(ref))["euclid_raw"] == pytest.approx(7.5)

@@ -75,6 +75,33 @@ def test_run_name_encoding():
     assert format_aug({"translate": 0.0, "crop_padding": 4, "hflip": True}) == "crop4+hflip"
 
 
+def test_run_name_depth_and_lr_suffixes():
+    """The hparams grid (depth x lr) gets distinct names; defaults keep the short format."""
+    # the paper's grid: depth {2, 3} x lr {1e-3, 1e-4} x ... must give distinct names
+    names = {
+        make_run_name(_cfg(model__name="fcn", model__depth=d, optimizer__lr=lr))
+        for d in (2, 3) for lr in (None, 1e-3, 1e-4)
+    }
+    assert names == {
+        "fcn-mnist-noaug-fold0",  # depth 3, lr null or equal to the MNIST default 1e-3
+        "fcn-mnist-noaug-fold0-lr0.0001",
+        "fcn-mnist-noaug-fold0-d2",
+        "fcn-mnist-noaug-fold0-d2-lr0.0001",
+    }
+    # CIFAR's default is 1e-4: there 1e-3 is the non-default one
+    cifar = _cfg(data__name="cifar10", data__lr=1e-4, optimizer__lr=1e-3, model__depth=2)
+    assert make_run_name(cifar) == "cnn-cifar10-noaug-fold0-d2-lr0.001"
+    assert make_run_name(_cfg(data__name="cifar10", data__lr=1e-4, optimizer__lr=1e-4)) == (
+        "cnn-cifar10-noaug-fold0"
+    )
+    # composed config: optimizer.lr interpolates data.lr (conf/optimizer/adam.yaml) -> no suffix
+    dict_cfg = OmegaConf.structured(_cfg(model__name="fcn"))
+    dict_cfg.optimizer.lr = "${data.lr}"
+    assert make_run_name(dict_cfg) == "fcn-mnist-noaug-fold0"
+    dict_cfg.optimizer.lr = 3e-4
+    assert make_run_name(dict_cfg) == "fcn-mnist-noaug-fold0-lr0.0003"
+
+
 def test_wandb_offline_run_without_network(tmp_path, monkeypatch):
     wandb = pytest.importorskip("wandb")
     monkeypatch.delenv("WANDB_MODE", raising=False)  # offline must come from the config alone

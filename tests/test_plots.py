@@ -14,7 +14,7 @@ import matplotlib.image
 import pytest
 
 from weightshare.errors import ConfigError
-from weightshare.plots import plot_run, plot_sweep, run_figures, sweep_figures
+from weightshare.plots import fd_columns, plot_run, plot_sweep, run_figures, sweep_figures
 from weightshare.report.collect import load_sweep
 
 _HERE = Path(__file__).resolve().parent
@@ -88,13 +88,29 @@ def test_accuracy_figure_draws_fold_medians(figures) -> None:
     assert legend >= {"CNN validation", "FCN translated validation"}
 
 
+def test_fd_columns_parse_every_target_and_kind() -> None:
+    columns = ["val/acc", "fd/conv10/r1/euclid", "fd/conv1/to_mean/cosine", "fd/conv1/to_ref/euclid_raw",
+               "fd/conv1/r4/cosine", "fd/conv1/to_ref/euclid", "fd/conv1/r1/euclid", "fd/conv2/other/euclid",
+               "fd/conv1/r1/euclid/extra", "fd/conv1/r1/cosine"]
+    parsed = fd_columns(columns)
+    assert list(parsed) == ["conv1", "conv10"]  # natural order; unknown targets and paths are not specs
+    assert [(s.target, s.kind, s.radius, s.group) for s in parsed["conv1"]] == [
+        ("r1", "euclid", 1, "neighbours"), ("r1", "cosine", 1, "neighbours"),
+        ("r4", "cosine", 4, "neighbours"),
+        ("to_ref", "euclid", None, "to_ref"), ("to_ref", "euclid_raw", None, "to_ref"),
+        ("to_mean", "cosine", None, "to_mean")]
+    assert parsed["conv1"][4].column == "fd/conv1/to_ref/euclid_raw"
+
+
 def test_filter_distance_figure_starts_at_init(figures) -> None:
     fig = figures["filter_distance_mnist_translate_fcn_conv1.png"]
     titles = {ax.get_title(): ax for ax in fig.axes}
     assert set(titles) == {"conv1, radius 1: euclid", "conv1, radius 4: euclid", "conv1, radius 1: cosine",
-                           "conv1, radius 4: cosine"}
+                           "conv1, radius 4: cosine", "conv1, to mean filter: euclid",
+                           "conv1, to mean filter: cosine"}
     for title, column, start in (("conv1, radius 1: euclid", "fd/conv1/r1/euclid", 0.109),
-                                 ("conv1, radius 4: cosine", "fd/conv1/r4/cosine", 2 * 0.112)):
+                                 ("conv1, radius 4: cosine", "fd/conv1/r4/cosine", 2 * 0.112),
+                                 ("conv1, to mean filter: euclid", "fd/conv1/to_mean/euclid", 0.08)):
         for level in (0.0, 0.1):
             drawn = line(titles[title], f"{level:.2f}")
             assert list(drawn.get_xdata()) == [0, 1, 2, 3, 4]
@@ -104,6 +120,89 @@ def test_filter_distance_figure_starts_at_init(figures) -> None:
     # the level-0 FCN runs also appear in the rotate figure
     rotate = figures["filter_distance_mnist_rotate_fcn_conv1.png"]
     assert {ln.get_label() for ln in rotate.axes[0].get_lines()} == {"0.00", "0.20"}
+
+
+@pytest.fixture(scope="module")
+def divergence(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return fs.build_divergence_sweep(tmp_path_factory.mktemp("div") / "divergence", levels=(0.0, 0.5),
+                                     folds=(0, 1))
+
+
+def test_divergence_sweep_draws_distance_to_the_shared_filter(divergence: Path) -> None:
+    sweep = load_sweep([divergence])
+    figures = dict(sweep_figures(sweep.jobs, sweep.epochs))
+    fig = figures["filter_distance_mnist_noise_fcn_conv1_init_from-cnn.png"]  # both folds in one figure
+    titles = {ax.get_title(): ax for ax in fig.axes}
+    targets = ("radius 1", "radius 4", "to original shared filter", "to mean filter")
+    expected_titles = {f"conv1, {target}: {kind}" for target in targets for kind in ("euclid", "cosine")}
+    assert set(titles) == expected_titles | {"conv1, to original shared filter: euclid_raw"}
+    for title, column in (("conv1, to original shared filter: euclid", "fd/conv1/to_ref/euclid"),
+                          ("conv1, to original shared filter: euclid_raw", "fd/conv1/to_ref/euclid_raw"),
+                          ("conv1, radius 4: cosine", "fd/conv1/r4/cosine")):
+        for level in (0.0, 0.5):
+            drawn = line(titles[title], f"{level:.2f}")
+            assert list(drawn.get_xdata()) == [0, 1, 2, 3, 4]
+            expected = [fs.fd_values(level, e, diverge=True)[column] for e in range(-1, 4)]
+            assert list(drawn.get_ydata()) == pytest.approx(expected)
+    # unshared from the CNN: 0 at initialisation; to_ref euclid at 0.5 after epoch 4: 0.015 * 4 * 1.5
+    drawn = line(titles["conv1, to original shared filter: euclid"], "0.50")
+    assert drawn.get_ydata()[0] == 0 and drawn.get_ydata()[-1] == pytest.approx(0.09)
+
+
+def test_plot_run_of_a_divergence_run(divergence: Path, tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("ws_plot_script", _HERE.parent / "scripts" / "plot.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    run = divergence / "3"  # noise 0.5, fold 1
+    assert script.main([str(run), "--out", str(tmp_path)]) == 0
+    assert_valid_png(tmp_path / "filter_distance.png")
+    fig = run_figures(run)["filter_distance"]
+    panels = {ax.get_title(): ax for ax in fig.axes}
+    assert set(panels) == {f"mean {kind} distance {target}" for kind in ("euclid", "cosine")
+                           for target in ("between neighbouring filters", "to the original shared filter",
+                                          "to the layer's mean filter")
+                           } | {"mean euclid_raw distance to the original shared filter"}
+    for title, label, column in (
+            ("mean euclid distance between neighbouring filters", "conv2 r4", "fd/conv2/r4/euclid"),
+            ("mean euclid distance to the original shared filter", "conv1", "fd/conv1/to_ref/euclid"),
+            ("mean cosine distance to the original shared filter", "conv2", "fd/conv2/to_ref/cosine"),
+            ("mean euclid_raw distance to the original shared filter", "conv2", "fd/conv2/to_ref/euclid_raw"),
+            ("mean cosine distance to the layer's mean filter", "conv1", "fd/conv1/to_mean/cosine")):
+        drawn = line(panels[title], label)
+        assert list(drawn.get_xdata()) == [0, 1, 2, 3, 4]
+        expected = [fs.fd_values(0.5, e, diverge=True)[column] for e in range(-1, 4)]
+        assert list(drawn.get_ydata()) == pytest.approx(expected)
+    raw = line(panels["mean euclid_raw distance to the original shared filter"], "conv2")
+    assert raw.get_ydata()[-1] == pytest.approx(4.0)  # 0.5 * 4 epochs * (1 + layer index 1)
+    assert "init_from=cnn" in fig.get_suptitle()
+
+
+def test_vcp_figure(tmp_path: Path) -> None:
+    fs.build_vcp_sweep(tmp_path / "vcp", connectivities=(0.0, 0.5, 0.9), level=0.3)
+    fs.build_translate_sweep(tmp_path / "translate", models=("cnn",), levels=(0.3,))
+    sweep = load_sweep([tmp_path])
+    figures = dict(sweep_figures(sweep.jobs, sweep.epochs))
+    assert "vcp_mnist_translate_0.30.png" in figures
+    # the single-connectivity accuracy figures are folded into the VCP figure
+    assert not any(name.startswith("accuracy_mnist_translate_connectivity") for name in figures)
+    ax = figures["vcp_mnist_translate_0.30.png"].axes[0]
+    assert "removed" in ax.get_xlabel()
+    for label, metric in (("validation", "val/acc"), ("translated validation", "val/translate/acc")):
+        drawn = line(ax, f"FCN {label}")
+        assert list(drawn.get_xdata()) == pytest.approx([0.0, 0.5, 0.9])
+        per_fold = [[fs.epoch_row("fcn", 0.3, f, 2, connectivity=c)[metric] for f in (0, 1, 2)]
+                    for c in (0.0, 0.5, 0.9)]
+        assert list(drawn.get_ydata()) == pytest.approx([statistics.median(v) for v in per_fold])
+        for model in ("cnn", "fcn"):
+            reference = line(ax, f"{model.upper()} {label}, connectivity 0 (reference)")
+            value = statistics.median(fs.epoch_row(model, 0.3, f, 2)[metric] for f in (0, 1, 2))
+            assert list(reference.get_ydata()) == pytest.approx([value, value])
+    # bands: min-max over folds; the validation band spans fold 0 at 0.9 to fold 2 at 0
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]
+    low = fs.epoch_row("fcn", 0.3, 0, 2, connectivity=0.9)["val/acc"]
+    high = fs.epoch_row("fcn", 0.3, 2, 2, connectivity=0.0)["val/acc"]
+    assert (band.min(), band.max()) == pytest.approx((low, high))
+    assert line(ax, "CNN validation, connectivity 0 (reference)").get_ydata()[0] == pytest.approx(0.875)
 
 
 def test_quadrant_swap_bars(figures) -> None:

@@ -46,7 +46,7 @@ def _crafted_checkpoint(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_checkpoint_that_would_run_code_is_refused(tmp_path) -> None:
     path, marker = _crafted_checkpoint(tmp_path)
-    with pytest.raises(CheckpointError, match="evil.ckpt"):
+    with pytest.raises(CheckpointError, match=r"evil\.ckpt"):
         load_checkpoint(path)
     assert not marker.exists()
 
@@ -66,7 +66,7 @@ def test_cli_refuses_crafted_checkpoint_for_resume_and_init_from(tmp_path) -> No
 
 def test_missing_checkpoint_is_a_clear_error(compose, tmp_path) -> None:
     cfg = compose([*SMALL, f"ckpt_path={tmp_path / 'nope.ckpt'}"], output_dir=tmp_path)
-    with pytest.raises(CheckpointError, match="nope.ckpt"):
+    with pytest.raises(CheckpointError, match=r"nope\.ckpt"):
         train(cfg)
 
 
@@ -74,7 +74,7 @@ def test_unwritable_output_dir_fails_at_start(compose, tmp_path) -> None:
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
     cfg = compose(SMALL, output_dir=blocker / "run")
-    with pytest.raises(ConfigError, match="paths.output_dir"):
+    with pytest.raises(ConfigError, match=r"paths\.output_dir"):
         train(cfg)
 
 

@@ -51,8 +51,10 @@ def write_reference(directory: Path) -> Path:
     return directory
 
 
-def expected_median(model: str, level: float, metric: str, convention: str, folds=FOLDS) -> float:
-    values = [fs.epoch_row(model, level, f, e)[metric] for f in folds for e in CONVENTION_EPOCHS[convention]]
+def expected_median(model: str, level: float, metric: str, convention: str, folds=FOLDS,
+                    connectivity: float = 0.0) -> float:
+    values = [fs.epoch_row(model, level, f, e, connectivity=connectivity)[metric]
+              for f in folds for e in CONVENTION_EPOCHS[convention]]
     return statistics.median(values)
 
 
@@ -189,11 +191,45 @@ def test_failures_are_listed_and_the_rest_renders(report) -> None:
 
 def test_expected_jobs_follow_hydra_numbering(sweep_dirs) -> None:
     translate, rotate, _ = sweep_dirs
-    jobs = expected_jobs(translate / "multirun.yaml")
+    jobs, note = expected_jobs(translate / "multirun.yaml")
+    assert note is None
     assert [p.name for p, _ in jobs] == [str(i) for i in range(12)]
     assert jobs[7][1] == ["model=fcn", "aug.translate=0.0", "data.fold=1"]
     assert json.loads((translate / "7" / "results.json").read_text())["identity"]["fold"] == 1
-    assert len(expected_jobs(rotate / "multirun.yaml")) == 10
+    assert len(expected_jobs(rotate / "multirun.yaml")[0]) == 10
+
+
+@pytest.mark.parametrize(
+    ("edit", "reason"),
+    [(lambda text: text.replace("data.fold=0,1,2", "data.fold=range(0,"), "OverrideParseException"),
+     (lambda text: "hydra: [unclosed\n", "ParserError"),
+     (lambda text: "just text\n", "no hydra section")],
+)
+def test_unlistable_expected_jobs_leave_a_note(tmp_path: Path, edit, reason: str) -> None:
+    sweep = fs.build_translate_sweep(tmp_path / "s", models=("cnn",), levels=(0.1,))
+    (sweep / "2").rename(tmp_path / "gone")  # a never-created job that only multirun.yaml could reveal
+    path = sweep / "multirun.yaml"
+    path.write_text(edit(path.read_text()))
+    jobs, note = expected_jobs(path)
+    assert jobs == []
+    assert note.startswith(f"could not list the expected jobs of {sweep}: ") and reason in note
+    result = write_report([sweep], plots=False, reference_dir=write_reference(tmp_path / "ref"))
+    assert result.sweep.notes == [note]
+    assert len(result.sweep.jobs) == 2  # the jobs that exist still count; job 2 cannot be known
+    section = (result.out_dir / "report.md").read_text().split("## Missing or failed jobs")[1]
+    assert f"- {note}" in section and "Missing-job detection is incomplete" in section
+
+
+def test_other_sweepers_have_no_expected_jobs_and_no_note(tmp_path: Path) -> None:
+    sweep = fs.build_translate_sweep(tmp_path / "s", models=("cnn",), levels=(0.1,), folds=(0,))
+    path = sweep / "multirun.yaml"
+    path.write_text(path.read_text().replace(
+        "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
+        "hydra_plugins.weightshare_optuna_sweeper.OptunaSweeper"))
+    assert expected_jobs(path) == ([], None)
+    result = write_report([sweep], plots=False, reference_dir=write_reference(tmp_path / "ref"))
+    assert result.sweep.notes == []
+    assert "Missing-job detection" not in (result.out_dir / "report.md").read_text()
 
 
 @pytest.mark.parametrize(
@@ -236,15 +272,77 @@ def test_missing_metrics_and_partial_best_are_handled(tmp_path: Path) -> None:
 
 def test_other_settings_get_their_own_table(tmp_path: Path) -> None:
     fs.build_translate_sweep(tmp_path / "s", levels=(0.1,), folds=(0,))
-    job = fs.write_job(tmp_path / "s" / "vcp", "fcn", 0.1, 0, "translate")
+    job = fs.write_job(tmp_path / "s" / "tiled", "fcn", 0.1, 0, "translate")
     payload = json.loads((job / "results.json").read_text())
-    payload["identity"]["connectivity"] = 0.5
+    payload["identity"]["share_tile"] = 2
     (job / "results.json").write_text(json.dumps(payload))
     result = write_report([tmp_path / "s"], plots=False, reference_dir=write_reference(tmp_path / "ref"))
     paper_table = pd.read_csv(result.out_dir / "tables" / "mnist_translate_early_stopped.csv")
-    vcp_table = pd.read_csv(result.out_dir / "tables" / "mnist_translate_connectivity-0.5_early_stopped.csv")
-    assert paper_table["fcn/n"].tolist() == [1] and vcp_table["fcn/n"].tolist() == [1]
-    assert "## mnist · translate · connectivity=0.5" in (result.out_dir / "report.md").read_text()
+    tiled_table = pd.read_csv(result.out_dir / "tables" / "mnist_translate_share_tile-2_early_stopped.csv")
+    assert paper_table["fcn/n"].tolist() == [1] and tiled_table["fcn/n"].tolist() == [1]
+    assert "## mnist · translate · share_tile=2" in (result.out_dir / "report.md").read_text()
+    assert result.vcp_groups == []
+
+
+def test_divergence_folds_are_pooled(tmp_path: Path) -> None:
+    sweep = fs.build_divergence_sweep(tmp_path / "div", levels=(0.0, 0.5), folds=(0, 1))
+    init_from = {json.loads((sweep / str(n) / "results.json").read_text())["identity"]["init_from"]
+                 for n in range(4)}
+    assert len(init_from) == 4  # every fold has its own checkpoint path
+    result = write_report([sweep], plots=False, reference_dir=write_reference(tmp_path / "ref"))
+    jobs = result.sweep.jobs
+    assert len(jobs) == 4  # the nested cnn_stage/ jobs are not jobs of the sweep
+    assert set(jobs["setting"]) == {"init_from=cnn"}
+    assert set(jobs["init_from"]) == init_from  # the path itself stays in the identity column
+    wide = pd.read_csv(result.out_dir / "tables" / "mnist_noise_init_from-cnn_early_stopped.csv")
+    assert wide["level"].tolist() == pytest.approx([0.0, 0.5])
+    assert wide["fcn/n"].tolist() == [2, 2]
+    for row, level in zip(wide.to_dict("records"), (0.0, 0.5)):
+        assert row["fcn/val/acc"] == pytest.approx(expected_median("fcn", level, "val/acc", "early_stopped",
+                                                                   folds=(0, 1)))
+    # fcn noise 0.5, best epoch: folds 0 and 1 -> 0.70 + 0.025 + 0.05 + (0, 0.01) -> median 0.78
+    assert wide["fcn/val/acc"].iloc[1] == pytest.approx(0.78)
+    md = (result.out_dir / "report.md").read_text()
+    assert md.count("## mnist · noise · init_from=cnn") == 1 and "cnn_stage" not in md
+
+
+def test_vcp_view(tmp_path: Path) -> None:
+    """Figures C.1-C.2 as a table: FCN at 3 connectivity values x 3 folds, the CNN reference at 0."""
+    root = tmp_path / "sweeps"
+    fs.build_vcp_sweep(root / "vcp", connectivities=(0.0, 0.5, 0.9), level=0.3)
+    fs.build_translate_sweep(root / "translate", models=("cnn",), levels=(0.3,))
+    # same connectivity, another depth: a different experiment, not part of the view
+    fs.write_job(root / "depth2" / "0", "fcn", 0.3, 0, "translate", connectivity=0.5, depth=2)
+    result = write_report([root], plots=False, reference_dir=write_reference(tmp_path / "ref"))
+    assert [tuple(g) for g in result.vcp_groups] == [("mnist", "", "translate", 0.3)]
+    for convention in ("early_stopped", "last_epoch", "all_epochs"):
+        wide = pd.read_csv(result.out_dir / "tables" / f"vcp_mnist_translate_0.30_{convention}.csv")
+        assert wide["connectivity"].tolist() == pytest.approx([0.0, 0.5, 0.9])
+        assert wide["fcn/n"].tolist() == [3, 3, 3]
+        assert wide["cnn/n"].fillna(0).tolist() == [3, 0, 0]
+        for row in wide.to_dict("records"):
+            c = row["connectivity"]
+            for metric in TABLE_METRICS:
+                expected = expected_median("fcn", 0.3, metric, convention, connectivity=c)
+                assert row[f"fcn/{metric}"] == pytest.approx(expected, abs=1e-12), (c, metric)
+                cnn = row[f"cnn/{metric}"]
+                if c == 0:
+                    assert cnn == pytest.approx(expected_median("cnn", 0.3, metric, convention), abs=1e-12)
+                else:
+                    assert math.isnan(cnn)
+    wide = pd.read_csv(result.out_dir / "tables" / "vcp_mnist_translate_0.30_early_stopped.csv")
+    # FCN, 50% removed, best epoch, fold 1: 0.70 + 0.015 + 0.01 - 0.2 * 0.5 + 0.05 = 0.675
+    assert wide["fcn/val/acc"].iloc[1] == pytest.approx(0.675)
+    md = (result.out_dir / "report.md").read_text()
+    assert "## mnist · VCP · translate 0.30" in md
+    assert "| 0.50 | 3 | 0.6950 | 0.6750 |" in md  # connectivity, FCN n, train, val
+    # the single-connectivity tables are folded into the view; the paper's table and the depth-2 one stay
+    assert "## mnist · translate · connectivity=0.5" not in md
+    assert "## mnist · translate · connectivity=0.9" not in md
+    assert "## mnist · translate\n" in md and "## mnist · translate · depth=2,connectivity=0.5" in md
+    assert (result.out_dir / "tables" / "mnist_translate_connectivity-0.5_early_stopped.csv").is_file()
+    long = pd.read_csv(result.out_dir / "tables" / "vcp_long.csv")
+    assert set(long["model"]) == {"cnn", "fcn"} and set(long["connectivity"]) == {0.0, 0.5, 0.9}
 
 
 def test_a_learning_rate_search_is_not_pooled(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from torch import nn
 
 from weightshare.errors import ConfigError
 from weightshare.models.resnet import build_resnet
-from weightshare.models.shared_conv import count_params, find_shared_modules
+from weightshare.models.shared_conv import count_parameters, find_shared_modules
 
 # ShaResNet paper (arXiv:1702.08782) Table 1: (arch, depth, k, classes) -> (plain, shared) in millions
 PAPER_TABLE_1 = {
@@ -49,7 +49,7 @@ def build_meta(arch: str, depth: int, k: int, classes: int, shared: bool) -> nn.
 
 @pytest.mark.parametrize("key", list(PAPER_TABLE_1))
 def test_parameter_counts_match_the_paper(key):
-    plain, shared = count_params(build_meta(*key, False)), count_params(build_meta(*key, True))
+    plain, shared = count_parameters(build_meta(*key, False)), count_parameters(build_meta(*key, True))
     paper_plain, paper_shared = PAPER_TABLE_1[key]
     assert plain / 1e6 == pytest.approx(paper_plain, rel=0.01)
     assert shared / 1e6 == pytest.approx(paper_shared, rel=0.01)
@@ -122,7 +122,7 @@ def test_shared_gradient_is_the_sum_of_per_use_gradients(arch, depth, k):
     torch.manual_seed(0)
     model = build_resnet(arch, depth, k, shared=True).double().train()
     untied, uses = untie(model)
-    assert count_params(untied) == count_params(build_resnet(arch, depth, k, shared=False))
+    assert count_parameters(untied) == count_parameters(build_resnet(arch, depth, k, shared=False))
     x = torch.randn(4, 3, 16, 16, dtype=torch.float64)  # small: adaptive pooling takes any size
     y = torch.tensor([0, 3, 7, 9])
     out, out_untied = model(x), untied(x)
@@ -140,7 +140,7 @@ def test_shared_gradient_is_the_sum_of_per_use_gradients(arch, depth, k):
     # a shared parameter is counted (and optimised) once
     n_shared = sum(c.weight.numel() for c in shared)
     uses_total = sum(len(uses[id(c)]) * c.weight.numel() for c in shared)
-    assert count_params(untied) - count_params(model) == uses_total - n_shared
+    assert count_parameters(untied) - count_parameters(model) == uses_total - n_shared
 
 
 @pytest.mark.parametrize(("arch", "depth", "k", "shared"),

@@ -19,7 +19,7 @@ from weightshare.errors import ConfigError
 from weightshare.layers.free_conv import IMPL_NAMES, FreeConv2d, free_conv2d
 from weightshare.layers.share_penalty import model_share_penalty, neighbour_penalty
 from weightshare.layers.tiled_conv import TiledConv2d
-from weightshare.models.shared_conv import count_params
+from weightshare.models.shared_conv import count_parameters
 
 DT = torch.float64
 # the per-tile reference uses F.conv2d(padding='same') with an even kernel, which warns
@@ -107,7 +107,7 @@ def test_tile_one_is_the_free_convolution(geometry):
     x = torch.randn(2, cin, *size, dtype=DT)
     torch.testing.assert_close(tiled(x), free(x), rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(TiledConv2d.from_free(free, 1).to(DT)(x), free(x), rtol=1e-10, atol=1e-10)
-    assert count_params(tiled) == count_params(free)
+    assert count_parameters(tiled) == count_parameters(free)
     assert tiled.output_size == tuple(free.output_size)
 
 
@@ -126,7 +126,7 @@ def test_full_tile_is_the_convolution(geometry, extra):
         tiled.bias[0, 0].copy_(conv.bias)
     x = torch.randn(2, cin, *size, dtype=DT)
     torch.testing.assert_close(tiled(x), conv(x), rtol=1e-10, atol=1e-10)
-    assert count_params(tiled) == count_params(conv)
+    assert count_parameters(tiled) == count_parameters(conv)
 
 
 @pytest.mark.parametrize("tile", [1, 2, 4, 13])
@@ -157,11 +157,12 @@ def test_state_dict_roundtrip_keeps_the_reference_kernel():
 def test_parameter_count_follows_the_tiles(tile, n_tiles):
     # MNIST layer 1: 13x13 positions, kernel 3x3x1, 32 filters: 288 weights + 32 biases per tile
     layer = TiledConv2d(1, 32, 3, stride=2, input_size=28, tile=tile)
-    assert count_params(layer) == n_tiles * (32 * 9 + 32)
+    assert count_parameters(layer) == n_tiles * (32 * 9 + 32)
     if tile == 1:
-        assert count_params(layer) == count_params(FreeConv2d(1, 32, 3, stride=2, input_size=28)) == 54080
+        free = FreeConv2d(1, 32, 3, stride=2, input_size=28)
+        assert count_parameters(layer) == count_parameters(free) == 54080
     if n_tiles == 1:
-        assert count_params(layer) == count_params(nn.Conv2d(1, 32, 3, stride=2)) == 320
+        assert count_parameters(layer) == count_parameters(nn.Conv2d(1, 32, 3, stride=2)) == 320
 
 
 def test_tile_gradient_is_the_sum_over_its_positions():
@@ -318,3 +319,58 @@ def test_model_share_penalty_sums_layers_and_skips_convolutions():
 def test_bad_radius_is_a_config_error(radius):
     with pytest.raises(ConfigError, match=r"model\.penalty_radius"):
         neighbour_penalty(torch.zeros(2, 2, 1), radius)
+
+
+def test_share_penalty_keeps_masked_weights_at_zero_under_adam():
+    """The penalty reads the masked kernel: removed weights get exactly zero gradient.
+
+    Penalising the stored weights instead pulls every removed (zero) weight towards its
+    neighbours, and five Adam steps make all of them non-zero.
+    """
+    torch.manual_seed(11)
+    layer = FreeConv2d(2, 3, 3, input_size=(6, 6), connectivity=0.5, mask_seed=3)
+    removed = ~layer.mask
+    assert removed.sum() > 100  # a real test: about half of the 4*4*3*3*2*3 weights
+    opt = torch.optim.Adam(layer.parameters(), lr=1e-2)
+    x = torch.randn(8, 2, 6, 6)
+    for _ in range(5):
+        opt.zero_grad()
+        loss = layer(x).pow(2).mean() + 1.0 * model_share_penalty(layer)
+        loss.backward()
+        assert torch.all(layer.weight.grad[removed] == 0)
+        opt.step()
+    assert torch.all(layer.weight[removed] == 0)
+    assert torch.all(layer.weight[layer.mask] != 0)
+    # the penalty equals the brute-force one on the explicitly masked kernel
+    masked = (layer.weight * layer.mask).permute(0, 1, 5, 4, 2, 3).detach()
+    assert model_share_penalty(layer).item() == pytest.approx(brute_force_penalty(masked, 1), rel=1e-5)
+
+
+def test_share_penalty_input_mode_leaves_weights_of_removed_inputs_untouched():
+    """``input`` mode: weights reading a removed input unit keep their initial value exactly."""
+    torch.manual_seed(12)
+    layer = FreeConv2d(2, 3, 3, padding=1, input_size=(6, 6), connectivity=0.4, connectivity_mode="input",
+                       mask_seed=5)
+    # independent reference of "reads a removed input": loop over positions and kernel taps
+    reads_removed = torch.zeros(6, 6, 3, 3, 2, dtype=torch.bool)
+    for i in range(6):
+        for j in range(6):
+            for a in range(3):
+                for b in range(3):
+                    y, x_ = i + a - 1, j + b - 1
+                    if 0 <= y < 6 and 0 <= x_ < 6:
+                        reads_removed[i, j, a, b] = ~layer.input_mask[:, y, x_]
+    torch.testing.assert_close(layer.input_weight_mask()[..., 0], ~reads_removed)
+    dead = reads_removed.unsqueeze(-1).expand_as(layer.weight)
+    assert dead.any() and (~dead).any()
+    start = layer.weight.detach().clone()
+    opt = torch.optim.Adam(layer.parameters(), lr=1e-2)
+    x = torch.randn(4, 2, 6, 6)
+    for _ in range(3):
+        opt.zero_grad()
+        (layer(x).pow(2).mean() + model_share_penalty(layer)).backward()
+        opt.step()
+    assert torch.equal(layer.weight[dead], start[dead])
+    assert not torch.equal(layer.weight[~dead], start[~dead])
+    # the effective kernel computes the layer's function on the unmasked input
+    torch.testing.assert_close(free_conv2d(x, layer.effective_kernel(), layer.bias, padding=1), layer(x))

@@ -51,7 +51,9 @@ def test_help_and_cfg_job_show_the_composed_config() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "name: fcn" in proc.stdout and "translate: 0.2" in proc.stdout
     proc = run_train(["--help"])
-    assert proc.returncode == 0 and "model: cnn, fcn" in proc.stdout.replace("\n", " ") or "model:" in proc.stdout
+    assert proc.returncode == 0, proc.stderr
+    assert "model: cnn, fcn, resnet, sharesnet" in proc.stdout
+    assert "experiment: divergence, paper_edge_noise" in proc.stdout and "weightshare-report" in proc.stdout
 
 
 def test_config_error_is_one_line_with_exit_status_2(tmp_path) -> None:
@@ -64,10 +66,29 @@ def test_config_error_is_one_line_with_exit_status_2(tmp_path) -> None:
 
 def test_multirun_records_a_failing_job_and_runs_the_others(tmp_path) -> None:
     sweep = tmp_path / "sweep"
-    proc = run_train(["-m", *FAST, "trainer.max_epochs=1", "optimizer.lr=1e-3,-1", f"hydra.sweep.dir={sweep}"])
+    args = ["-m", *FAST, "trainer.max_epochs=1", "optimizer.lr=1e-3,-1", f"hydra.sweep.dir={sweep}"]
+    proc = run_train(args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     good = json.loads((sweep / "0" / "results.json").read_text())
     bad = json.loads((sweep / "1" / "results.json").read_text())
     assert good["status"] == "completed"
     assert bad["status"] == "failed" and "optimizer.lr=-1" in bad["error"]
     assert "failed" in proc.stdout  # the end-of-sweep summary table lists it
+
+
+def test_multirun_with_wandb_offline_gives_each_job_its_own_grouped_run(tmp_path) -> None:
+    sweep = tmp_path / "wb"
+    env_extra = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DISABLE_GIT": "true"}
+    env = {**os.environ, **env_extra, "HYDRA_FULL_ERROR": "0"}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "-m", *FAST, "trainer.max_epochs=1", "logger=wandb",
+         "logger.wandb.offline=true", "seed=0,1", f"hydra.sweep.dir={sweep}"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = [sorted((sweep / str(i)).rglob("offline-run-*")) for i in range(2)]
+    assert all(len(r) == 1 for r in runs), runs  # one run per job, none lost
+    ids = {r[0].name.rsplit("-", 1)[-1] for r in runs}
+    assert len(ids) == 2
+    for r in runs:  # each run finished and its config logged (the offline .wandb file is complete)
+        assert list(r[0].glob("run-*.wandb")), list(r[0].iterdir())

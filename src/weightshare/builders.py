@@ -30,8 +30,6 @@ def build_trainer_kwargs(cfg: DictConfig, out: Path) -> dict[str, Any]:
     for key in _OPTIONAL_TRAINER_KEYS:
         if kwargs.get(key) is None:
             kwargs.pop(key, None)
-    if not kwargs.get("overfit_batches"):
-        kwargs.pop("overfit_batches", None)
     kwargs["default_root_dir"] = str(out)
     kwargs["enable_checkpointing"] = bool(cfg.callbacks.checkpoint.enabled)
     kwargs["enable_progress_bar"] = cfg.callbacks.progress_bar != "none"

@@ -21,6 +21,12 @@ log = logging.getLogger("weightshare")
 COLUMNS = ("val/acc", "val/translate/acc", "val/rotate/acc", "val/noise/acc", "val/quadrant_swap/acc")
 
 
+def _aug_label(aug: str, level: Any) -> str:
+    if aug in ("none", "mixed") or not isinstance(level, (int, float)):
+        return str(aug)
+    return f"{aug} {level:g}"
+
+
 def sweep_rows(sweep_dir: Path) -> list[dict[str, Any]]:
     """One row per job directory that has a results.json (job number order)."""
     rows = []
@@ -35,7 +41,7 @@ def sweep_rows(sweep_dir: Path) -> list[dict[str, Any]]:
                 "job": str(path.parent.relative_to(sweep_dir)),
                 "model": ident.get("model", "?"),
                 "data": ident.get("data", "?"),
-                "aug": aug if aug in ("none", "mixed") else f"{aug} {level:g}",
+                "aug": _aug_label(aug, level),
                 "fold": ident.get("fold", "?"),
                 "status": res.get("status", "?"),
                 "epochs": res.get("epochs_completed", ""),
@@ -55,7 +61,8 @@ def print_sweep_table(sweep_dir: Path) -> None:
     for k in keys:
         table.add_column(k.replace("val/", "").replace("/acc", " acc"), justify="right" if k in COLUMNS else "left")
     for r in rows:
-        table.add_row(*[f"{r[k]:.4f}" if isinstance(r[k], float) else str(r[k] if r[k] is not None else "-") for k in keys])
+        cells = [f"{r[k]:.4f}" if isinstance(r[k], float) else str(r[k] if r[k] is not None else "-") for k in keys]
+        table.add_row(*cells)
     # a log file or pipe gets the full width rather than an 80-column squeeze
     Console(width=None if sys.stdout.isatty() else 200).print(table)
 

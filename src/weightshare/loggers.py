@@ -4,7 +4,8 @@
 ``metrics.csv``), ``tensorboard`` and ``wandb``, several at once. Every logger writes inside
 the run directory, so a run directory stays self-contained.
 
-W&B specifics: the run is named by :func:`make_run_name` (model/data/aug/fold), grouped by
+W&B specifics: the run is named by :func:`make_run_name` (model/data/aug/fold, plus depth
+and lr when not the defaults), grouped by
 ``logger.wandb.group`` (the integrator passes the sweep directory name for multiruns), and
 gets the resolved config as its run config. ``offline: true`` needs no network. Each job of a
 multirun must be its own W&B run: call :func:`finish_wandb` at the end of every job.
@@ -27,6 +28,9 @@ ALLOWED_LOGGERS = ("csv", "tensorboard", "wandb")
 
 # The four protocol augmentation types, in the order they appear in run names.
 _AUG_TYPES = ("translate", "rotate", "noise", "edge_noise")
+
+# The paper's default network depth (Table A.2: three convolutional layers); other depths are named.
+_DEFAULT_DEPTH = 3
 
 
 def _get(node: Any, key: str, default: Any = None) -> Any:
@@ -57,13 +61,19 @@ def format_aug(aug_cfg: Any) -> str:
 
 
 def make_run_name(cfg: Any) -> str:
-    """A readable run name encoding model, data, augmentation and fold.
+    """A readable run name encoding model, data, augmentation, fold, and depth/lr when not default.
 
     ``<model>-<data>-<aug>-<fold>``, e.g. ``fcn-mnist-translate0.1-fold0`` or
     ``cnn-cifar10-noaug-standard`` (``fold<k>`` for the k-fold split, else the split name).
     Non-default model variants are appended to the model part with ``_`` so runs of a VCP or
     soft-sharing sweep stay distinguishable: ``fcn_conn0.5``, ``fcn_tile2``, ``fcn_pen0.01``,
     ``fcn_fromckpt`` (``init_from`` set).
+
+    The paper's hyperparameter grid varies depth and learning rate too, so those follow at the
+    end when they differ from the defaults: ``-d<depth>`` when ``model.depth != 3`` and
+    ``-lr<lr>`` when ``optimizer.lr`` is set and differs from the dataset's default
+    ``data.lr`` (``fcn-mnist-noaug-fold0-d2-lr0.0001``). ``optimizer.lr = null`` means the
+    dataset default, so it adds nothing.
     """
     model = _get(cfg, "model", {})
     data = _get(cfg, "data", {})
@@ -78,9 +88,15 @@ def make_run_name(cfg: Any) -> str:
         model_part += "_fromckpt"
     split = str(_get(data, "split", "kfold"))
     split_part = f"fold{int(_get(data, 'fold', 0))}" if split == "kfold" else split
-    return "-".join(
-        [model_part, str(_get(data, "name", "data")), format_aug(_get(cfg, "aug", {})), split_part]
-    )
+    parts = [model_part, str(_get(data, "name", "data")), format_aug(_get(cfg, "aug", {})), split_part]
+    depth = _get(model, "depth", _DEFAULT_DEPTH)
+    if depth is not None and int(depth) != _DEFAULT_DEPTH:
+        parts.append(f"d{int(depth)}")
+    lr = _get(_get(cfg, "optimizer", {}), "lr", None)
+    default_lr = _get(data, "lr", None)
+    if lr is not None and (default_lr is None or float(lr) != float(default_lr)):
+        parts.append(f"lr{_fmt(lr)}")
+    return "-".join(parts)
 
 
 def _build_wandb(

@@ -84,9 +84,12 @@ class WeightShareModule(pl.LightningModule):
         self.optim_cfg = optimizer
         self.sched_cfg = scheduler
         self.max_epochs_for_schedule = max_epochs
-        self.variants = list(variants)
+        # "clean" is always scored: it is val/acc, what early stopping and val/acc_best follow
+        self.variants = list(dict.fromkeys(["clean", *variants]))
         self.net = net if net is not None else build_model(model, data_info)
         self.param_count = count_parameters(self.net)
+        if model.compile:
+            self.net.compile()  # in place: parameter names (and checkpoints) stay the same
         n = data_info.num_classes
         self.train_acc = MulticlassAccuracy(num_classes=n, average="micro")
         self.train_loss = MeanMetric()
@@ -112,7 +115,7 @@ class WeightShareModule(pl.LightningModule):
         loss = F.cross_entropy(logits.float(), y)
         if self.nan_guard and not torch.isfinite(loss):
             raise DivergenceError(self.current_epoch, self.global_step, float(loss.detach()))
-        self.train_loss(loss.detach())
+        self.train_loss(loss.detach(), weight=y.numel())
         self.train_acc(logits.detach(), y)
         self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)

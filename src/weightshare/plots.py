@@ -3,15 +3,21 @@
 - :func:`accuracy_figure` (Figures 3-4): x = augmentation level, y = train, validation
   and translated-validation accuracy, CNN vs FCN, median over folds with a min-max band; one
   figure per data x augmentation type.
-- :func:`filter_distance_figure` (Figure 5): mean Euclidean and cosine distance between
-  neighbouring filters of one FCN layer at each radius vs epoch, one line per augmentation
-  level (median over folds at each epoch; folds that stopped early drop out of later epochs).
-  Epoch 0 is the value at initialisation (``results.json`` ``init``), training epochs are
-  shifted to 1..N.
+- :func:`filter_distance_figure` (Figure 5, and the weight-divergence follow-up's figures):
+  every filter distance one FCN layer logged vs epoch, a panel per (target, kind): the
+  neighbouring filters at each radius (``fd/<layer>/r<r>/<kind>``), the original shared
+  filter of a layer converted from a CNN (``fd/<layer>/to_ref/<kind>``) and the layer's mean
+  filter (``fd/<layer>/to_mean/<kind>``), kinds ``euclid``, ``cosine``, ``euclid_raw`` and any
+  other; one line per augmentation level (median over folds at each epoch; folds that stopped
+  early drop out of later epochs). Epoch 0 is the value at initialisation (``results.json``
+  ``init``), training epochs are shifted to 1..N.
 - :func:`quadrant_swap_figure` (Figure 6): CNN vs FCN, clean vs quadrant-swapped validation
   accuracy, median over folds with min-max error bars.
+- :func:`vcp_figure` (Figures C.1-C.2): FCN accuracy vs fraction of removed connections, median
+  over folds with a min-max band, the CNN and FCN at connectivity 0 as reference lines.
 - :func:`run_figures`: one run's training curves (accuracies of every evaluation variant and
-  losses vs epoch, plus its filter distances when it has any).
+  losses vs epoch, plus its filter distances when it has any: to neighbours, to the original
+  shared filter, to the mean filter).
 
 Entry points: :func:`plot_sweep` ``(jobs_frame, epochs_frame, out_dir) -> list[Path]`` and
 :func:`plot_run` ``(run_dir, out_dir) -> list[Path]``; the ``*_figure`` builders return the
@@ -28,6 +34,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -38,7 +45,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from weightshare.errors import ConfigError
-from weightshare.report.collect import read_metrics, read_results
+from weightshare.report.collect import read_metrics, read_results, setting_label
 from weightshare.report.reference import level_key
 from weightshare.report.tables import (
     CONVENTIONS,
@@ -48,9 +55,19 @@ from weightshare.report.tables import (
     slug,
     with_shared_level_zero,
 )
+from weightshare.report.vcp import REFERENCE_MODEL, VCP_MODEL, covered_tables, vcp_groups, vcp_rows
 
 DPI = 120
-FD_PATTERN = re.compile(r"^fd/(?P<layer>[^/]+)/r(?P<radius>\d+)/(?P<kind>euclid|cosine)$")
+# fd/<layer>/<target>/<kind>: target r<radius> (neighbours on the ring), to_ref (the original
+# shared filter), to_mean (the layer's mean filter); kind euclid, cosine, euclid_raw, or any new one
+FD_PATTERN = re.compile(r"^fd/(?P<layer>[^/]+)/(?P<target>r(?P<radius>\d+))/(?P<kind>euclid|cosine)$")
+KIND_ORDER = ("euclid", "cosine", "euclid_raw")
+KIND_LABELS = {"euclid": "Euclidean", "cosine": "cosine", "euclid_raw": "Euclidean (raw weights)"}
+GROUP_ORDER = ("neighbours", "to_ref", "to_mean")
+GROUP_TITLES = {"neighbours": "between neighbouring filters", "to_ref": "to the original shared filter",
+                "to_mean": "to the layer's mean filter"}
+TARGET_TITLES = {"to_ref": "to original shared filter", "to_mean": "to mean filter"}
+RADIUS_STYLES = ("-", "--", "-.", ":")
 MODEL_COLORS = {"cnn": "tab:blue", "fcn": "tab:orange"}
 _EXTRA_COLORS = ("tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive")
 ACCURACY_LINES = (("val/acc", "-", "validation"), ("val/translate/acc", "--", "translated validation"),
@@ -97,14 +114,71 @@ def _name(*parts: str) -> str:
     return "_".join(slug(p) for p in parts if p) + ".png"
 
 
-def fd_columns(columns: Sequence[str]) -> dict[str, list[tuple[int, str, str]]]:
-    """``{layer: [(radius, kind, column), ...]}`` of the ring filter-distance columns present."""
-    layers: dict[str, list[tuple[int, str, str]]] = {}
+@dataclass(frozen=True)
+class FdSpec:
+    """One filter-distance column: ``fd/<layer>/<target>/<kind>`` (see :data:`FD_PATTERN`)."""
+
+    layer: str
+    target: str  # "r1", "r4", ..., "to_ref", "to_mean"
+    kind: str  # "euclid", "cosine", "euclid_raw", ...
+    column: str
+
+    @property
+    def radius(self) -> int | None:
+        return int(self.target[1:]) if self.group == "neighbours" else None
+
+    @property
+    def group(self) -> str:
+        """``neighbours`` (any radius), ``to_ref`` or ``to_mean``."""
+        return self.target if self.target in ("to_ref", "to_mean") else "neighbours"
+
+    @property
+    def target_title(self) -> str:
+        """Short panel title part: ``radius 1``, ``to original shared filter``, ``to mean filter``."""
+        return f"radius {self.radius}" if self.group == "neighbours" else TARGET_TITLES[self.group]
+
+    def sort_key(self) -> tuple:
+        return (target_rank(self.target), kind_rank(self.kind))
+
+
+def target_rank(target: str) -> tuple[int, int]:
+    """Rings by radius first, then the original shared filter, then the mean filter."""
+    if target.startswith("r"):
+        return (0, int(target[1:]))
+    return (1 + GROUP_ORDER.index(target), 0)
+
+
+def kind_rank(kind: str) -> tuple[int, str]:
+    return (KIND_ORDER.index(kind), "") if kind in KIND_ORDER else (len(KIND_ORDER), kind)
+
+
+def kind_label(kind: str) -> str:
+    return KIND_LABELS.get(kind, kind)
+
+
+def fd_columns(columns: Sequence[str]) -> dict[str, list[FdSpec]]:
+    """``{layer: [FdSpec, ...]}`` of the filter-distance columns present, layers in natural order."""
+    layers: dict[str, list[FdSpec]] = {}
     for column in columns:
         match = FD_PATTERN.match(column)
         if match:
-            layers.setdefault(match["layer"], []).append((int(match["radius"]), match["kind"], column))
-    return {layer: sorted(layers[layer]) for layer in sorted(layers, key=_natural)}
+            spec = FdSpec(match["layer"], match["target"], match["kind"], column)
+            layers.setdefault(spec.layer, []).append(spec)
+    return {layer: sorted(layers[layer], key=FdSpec.sort_key) for layer in sorted(layers, key=_natural)}
+
+
+def _grid(fig: Figure, rows: list[str], columns: list[str], used: set[tuple[str, str]]
+          ) -> dict[tuple[str, str], Axes]:
+    """A ``rows x columns`` grid of panels keyed by (row, column); cells not in ``used`` removed."""
+    axes = fig.subplots(len(rows), len(columns), squeeze=False)
+    panels: dict[tuple[str, str], Axes] = {}
+    for i, row in enumerate(rows):
+        for j, column in enumerate(columns):
+            if (row, column) in used:
+                panels[(row, column)] = axes[i][j]
+            else:
+                axes[i][j].remove()
+    return panels
 
 
 # ----------------------------------------------------------------------------- sweep figures
@@ -137,22 +211,28 @@ def accuracy_figure(rows: pd.DataFrame, title: str, xlabel: str) -> Figure:
 
 
 def filter_distance_figure(epochs: pd.DataFrame, init: pd.DataFrame, layer: str, title: str) -> Figure:
-    """Figure 5 for one layer: a panel per (distance kind, radius), a line per level.
+    """Figure 5 (and the divergence follow-up's) for one layer: a panel per (target, kind), a line per level.
 
     ``epochs``: epoch rows of one table's FCN jobs (``aug_level``, ``epoch``, ``fd/...``
     columns); ``init``: their jobs' rows with ``aug_level`` and ``init/fd/...`` columns. Each
     line is the median over folds at each epoch, x = epoch + 1, preceded by the median value at
-    initialisation at x = 0. Panels are titled ``"<layer>, radius <r>: <kind>"``.
+    initialisation at x = 0. Panels: columns are targets (each radius, then ``to_ref``, then
+    ``to_mean``), rows are kinds (``euclid``, ``cosine``, ``euclid_raw``, ...); a (target, kind)
+    with no value in ``epochs`` has no panel. Panels are titled ``"<layer>, radius <r>: <kind>"``,
+    ``"<layer>, to original shared filter: <kind>"``, ``"<layer>, to mean filter: <kind>"``.
     """
-    specs = fd_columns(list(epochs.columns))[layer]
-    kinds = [k for k in ("euclid", "cosine") if any(s[1] == k for s in specs)]
-    radii = sorted({s[0] for s in specs})
-    fig = Figure(figsize=(5.2 * len(radii), 4.0 * len(kinds)), layout="constrained")
-    axes = fig.subplots(len(kinds), len(radii), squeeze=False)
+    specs = [s for s in fd_columns(list(epochs.columns)).get(layer, []) if epochs[s.column].notna().any()]
+    if not specs:
+        raise ConfigError("layer", layer, "a layer with filter distances in these epoch rows")
+    targets = sorted({s.target for s in specs}, key=target_rank)
+    kinds = sorted({s.kind for s in specs}, key=kind_rank)
+    fig = Figure(figsize=(4.8 * len(targets) + 1.2, 3.8 * len(kinds)), layout="constrained")
+    panels = _grid(fig, kinds, targets, {(s.kind, s.target) for s in specs})
     levels = sorted(epochs["aug_level"].dropna().unique())
     colors = matplotlib.colormaps["viridis"](np.linspace(0.0, 0.9, max(len(levels), 1)))
-    for radius, kind, column in specs:
-        ax = axes[kinds.index(kind)][radii.index(radius)]
+    for spec in specs:
+        ax = panels[(spec.kind, spec.target)]
+        column = spec.column
         for level, color in zip(levels, colors):
             curve = epochs[epochs["aug_level"] == level].groupby("epoch")[column].median().dropna()
             x, y = list(curve.index + 1), list(curve.to_numpy())
@@ -163,9 +243,15 @@ def filter_distance_figure(epochs: pd.DataFrame, init: pd.DataFrame, layer: str,
                     x, y = [0, *x], [start, *y]
             if x:
                 ax.plot(x, y, color=color, linewidth=1.6, label=format_level(level))
-        _style(ax, f"{layer}, radius {radius}: {kind}", "epoch (0 = initialisation)", f"mean {kind} distance")
+        _style(ax, f"{layer}, {spec.target_title}: {spec.kind}", "epoch (0 = initialisation)",
+               f"mean {kind_label(spec.kind)} distance")
         _epoch_axis(ax)
-    handles, labels = axes[0][0].get_legend_handles_labels()
+    entries: dict[str, object] = {}
+    for ax in panels.values():  # every level, even one missing from the first panel
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    labels = sorted(entries, key=lambda text: float(text) if text != "mixed" else math.inf)
+    handles = [entries[label] for label in labels]
     fig.legend(handles, labels, title="aug level", fontsize=9, title_fontsize=10, loc="outside right upper")
     fig.suptitle(title, fontsize=13)
     return fig
@@ -192,6 +278,41 @@ def quadrant_swap_figure(rows: pd.DataFrame, title: str) -> Figure:
     return fig
 
 
+def vcp_figure(rows: pd.DataFrame, title: str) -> Figure:
+    """Figures C.1-C.2: FCN accuracy vs fraction of removed connections, reference lines at 0.
+
+    ``rows``: one VCP group's :func:`~weightshare.report.vcp.vcp_rows` (FCN rows at every
+    connectivity, CNN rows at connectivity 0). FCN lines ``"FCN <metric label>"`` are the median
+    over folds at each connectivity with a min-max band; horizontal reference lines
+    ``"CNN <metric label>, connectivity 0 (reference)"`` and ``"FCN <metric label>, connectivity
+    0 (reference)"`` are the medians of the connectivity-0 runs, where the group has them.
+    """
+    fig = Figure(figsize=(10, 5.5), layout="constrained")
+    ax = fig.add_subplot()
+    fcn = rows[rows["model"] == VCP_MODEL]
+    color = _model_color(VCP_MODEL, [VCP_MODEL])
+    for metric, linestyle, label in ACCURACY_LINES:
+        stats = fcn.groupby("connectivity")[metric].agg(["median", "min", "max"]).dropna()
+        if stats.empty:
+            continue
+        ax.plot(stats.index, stats["median"], linestyle=linestyle, marker="o", color=color, linewidth=1.8,
+                label=f"{VCP_MODEL.upper()} {label}")
+        ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.15, linewidth=0)
+    for model, alpha in ((REFERENCE_MODEL, 0.9), (VCP_MODEL, 0.5)):
+        at_zero = rows[(rows["model"] == model) & (rows["connectivity"] == 0)]
+        for metric, linestyle, label in ACCURACY_LINES:
+            value = at_zero[metric].median()
+            if not math.isnan(value):
+                ax.axhline(value, color=_model_color(model, [model]), linestyle=linestyle, linewidth=1.1,
+                           alpha=alpha, label=f"{model.upper()} {label}, connectivity 0 (reference)")
+    values = sorted(fcn["connectivity"].dropna().unique())
+    ax.set_xticks(values, [format_level(v) for v in values])
+    _style(ax, title, "fraction of connections removed (model.connectivity)",
+           "accuracy (median over folds, band: min-max)")
+    _side_legend(ax)
+    return fig
+
+
 def sweep_figures(jobs_frame: pd.DataFrame, epochs_frame: pd.DataFrame, *, convention: str = "early_stopped",
                   fd_layers: str = "first", quadrant: tuple[str, float] = ("none", 0.0)
                   ) -> Iterator[tuple[str, Figure]]:
@@ -202,11 +323,14 @@ def sweep_figures(jobs_frame: pd.DataFrame, epochs_frame: pd.DataFrame, *, conve
         raise ConfigError("convention", convention, " or ".join(CONVENTIONS))
     rows = convention_rows(jobs_frame, epochs_frame, convention)
     label = convention.replace("_", "-")
+    covered = covered_tables(jobs_frame)
     if not rows.empty:
         shared = with_shared_level_zero(rows)
         for (data, setting, aug_type), table in shared.groupby(["data", "setting", "aug_type"], sort=True):
             if aug_type == "mixed":
                 continue  # no single level to put on the x axis
+            if (data, aug_type, setting) in covered:
+                continue  # one connectivity value of a VCP sweep: drawn in its VCP figure
             title = f"{data}: accuracy vs {aug_type} level ({label})" + (f"\n{setting}" if setting else "")
             yield (_name("accuracy", data, aug_type, setting),
                    accuracy_figure(table, title, f"{aug_type} augmentation level"))
@@ -217,6 +341,19 @@ def sweep_figures(jobs_frame: pd.DataFrame, epochs_frame: pd.DataFrame, *, conve
             if table["val/quadrant_swap/acc"].notna().any():
                 title = f"{data}: quadrant swap, {runs} ({label})" + (f"\n{setting}" if setting else "")
                 yield _name("quadrant_swap", data, setting), quadrant_swap_figure(table, title)
+    groups = vcp_groups(jobs_frame)
+    if groups:
+        all_vcp = vcp_rows(jobs_frame, epochs_frame, convention)
+        for group in groups:
+            table = all_vcp[(all_vcp["data"] == group.data) & (all_vcp["base_setting"] == group.setting)
+                            & (all_vcp["aug_type"] == group.aug_type)
+                            & ((all_vcp["aug_level"] - group.level).abs() < 1e-9)]
+            if table.empty:
+                continue
+            title = (f"{group.data}: accuracy vs removed connections, {group.aug_type} "
+                     f"{format_level(group.level)} ({label})")
+            title += f"\n{group.setting}" if group.setting else ""
+            yield group.file_stem() + ".png", vcp_figure(table, title)
     yield from _filter_distance_figures(jobs_frame, epochs_frame, fd_layers)
 
 
@@ -225,7 +362,7 @@ def _filter_distance_figures(jobs: pd.DataFrame, epochs: pd.DataFrame, fd_layers
     layers = fd_columns(list(epochs.columns))
     if not layers or "status" not in epochs.columns:
         return
-    columns = [c for specs in layers.values() for _, _, c in specs]
+    columns = [s.column for specs in layers.values() for s in specs]
     keys = ["job_dir", "data", "setting", "aug_type", "aug_level", "model"]
     done = epochs[epochs["status"] == "completed"]
     done = done[done[columns].notna().any(axis=1)]  # CNN rows carry no filter distance
@@ -238,10 +375,10 @@ def _filter_distance_figures(jobs: pd.DataFrame, epochs: pd.DataFrame, fd_layers
         if aug_type == "mixed":
             continue
         present = [layer for layer, specs in layers.items()
-                   if table[[c for *_, c in specs]].notna().to_numpy().any()]
+                   if table[[s.column for s in specs]].notna().to_numpy().any()]
         job_init = init[init["job_dir"].isin(table["job_dir"]) & (init["aug_type"] == aug_type)]
         for layer in present[:1] if fd_layers == "first" else present:
-            title = (f"{data} {model.upper()}: distance between neighbouring filters, {aug_type} augmentation"
+            title = (f"{data} {model.upper()}: filter distances, {aug_type} augmentation"
                      + (f"\n{setting}" if setting else ""))
             yield (_name("filter_distance", data, aug_type, model, layer, setting),
                    filter_distance_figure(table, job_init, layer, title))
@@ -252,9 +389,12 @@ def plot_sweep(jobs_frame: pd.DataFrame, epochs_frame: pd.DataFrame, out_dir: Pa
                quadrant: tuple[str, float] = ("none", 0.0)) -> list[Path]:
     """Every sweep figure as PNG into ``out_dir``; returns the files written.
 
-    Files: ``accuracy_<data>_<aug_type>[_<setting>].png`` (Figures 3-4),
-    ``quadrant_swap_<data>[_<setting>].png`` (Figure 6),
-    ``filter_distance_<data>_<aug_type>_<model>_<layer>[_<setting>].png`` (Figure 5).
+    Files: ``accuracy_<data>_<aug_type>[_<setting>].png`` (Figures 3-4; none for the single
+    connectivity values of a VCP sweep), ``quadrant_swap_<data>[_<setting>].png`` (Figure 6),
+    ``vcp_<data>_<aug_type>_<level>[_<setting>].png`` (Figures C.1-C.2, per VCP group of
+    :mod:`weightshare.report.vcp`),
+    ``filter_distance_<data>_<aug_type>_<model>_<layer>[_<setting>].png`` (Figure 5 and the
+    divergence follow-up: neighbours, original shared filter, mean filter).
     ``convention`` picks the values of the accuracy and quadrant figures (see
     :data:`~weightshare.report.tables.CONVENTIONS`); ``fd_layers`` is ``first`` (the paper)
     or ``all``; ``quadrant`` is the (aug_type, level) of the runs in the quadrant-swap chart
@@ -277,7 +417,8 @@ def _run_title(result: dict) -> str:
         parts.append(format_level(float(level)))
     if result.get("fold") is not None:
         parts.append(f"fold {result['fold']}")
-    return " ".join(parts) + f" ({result['status']})"
+    setting = setting_label(result)  # e.g. init_from=cnn for a run unshared from a CNN
+    return " ".join(parts) + (f", {setting}" if setting else "") + f" ({result['status']})"
 
 
 def run_figures(run_dir: Path | str) -> dict[str, Figure]:
@@ -315,31 +456,50 @@ def run_figures(run_dir: Path | str) -> dict[str, Figure]:
     fig.suptitle(title, fontsize=13)
     figures["training_curves"] = fig
 
-    layers = fd_columns(list(metrics.columns))
-    specs = [(layer, radius, kind, column)
-             for layer, items in layers.items() for radius, kind, column in items
-             if metrics[column].notna().any()]
-    if specs:
-        kinds = [k for k in ("euclid", "cosine") if any(s[2] == k for s in specs)]
-        fig = Figure(figsize=(6.5 * len(kinds), 4.8), layout="constrained")
-        axes = fig.subplots(1, len(kinds), squeeze=False)[0]
-        layer_names = list(layers)
-        for layer, radius, kind, column in specs:
-            xs, ys = list(x), list(metrics[column])
-            start = result.get(f"init/{column}")
-            if isinstance(start, float) and not math.isnan(start):
-                xs, ys = [0, *xs], [start, *ys]
-            axes[kinds.index(kind)].plot(
-                xs, ys, linewidth=1.6, linestyle="-" if radius == 1 else "--",
-                color=f"C{layer_names.index(layer) % 10}", label=f"{layer} r{radius}")
-        for ax, kind in zip(axes, kinds):
-            _style(ax, f"mean {kind} distance between neighbouring filters", "epoch (0 = initialisation)",
-                   f"{kind} distance")
-            _epoch_axis(ax)
-            _side_legend(ax)
-        fig.suptitle(title, fontsize=13)
-        figures["filter_distance"] = fig
+    figure = _run_filter_distance_figure(metrics, result, title)
+    if figure is not None:
+        figures["filter_distance"] = figure
     return figures
+
+
+def _run_filter_distance_figure(metrics: pd.DataFrame, result: dict, title: str) -> Figure | None:
+    """One run's filter distances: a panel per (target group, kind), a line per layer (and radius).
+
+    Rows of panels: neighbouring filters (a line per layer and radius, line style by radius),
+    the original shared filter (``to_ref``: a run unshared from a CNN) and the layer's mean
+    filter (``to_mean``); columns: kinds (``euclid``, ``cosine``, ``euclid_raw``, ...). Epoch 0
+    is the value at initialisation from ``results.json`` ``init`` where it has one. ``None``
+    when the run logged no filter distance (a CNN).
+    """
+    layers = fd_columns(list(metrics.columns))
+    specs = [s for items in layers.values() for s in items if metrics[s.column].notna().any()]
+    if not specs:
+        return None
+    groups = [g for g in GROUP_ORDER if any(s.group == g for s in specs)]
+    kinds = sorted({s.kind for s in specs}, key=kind_rank)
+    fig = Figure(figsize=(6.0 * len(kinds) + 1.5, 4.4 * len(groups)), layout="constrained")
+    panels = _grid(fig, groups, kinds, {(s.group, s.kind) for s in specs})
+    layer_names = list(layers)
+    radii = sorted({s.radius for s in specs if s.radius is not None})
+    x = list(metrics["epoch"] + 1)
+    for spec in specs:
+        xs, ys = x, list(metrics[spec.column])
+        start = result.get(f"init/{spec.column}")
+        if isinstance(start, float) and not math.isnan(start):
+            xs, ys = [0, *xs], [start, *ys]
+        style, label = "-", spec.layer
+        if spec.radius is not None:
+            style = RADIUS_STYLES[radii.index(spec.radius) % len(RADIUS_STYLES)]
+            label = f"{spec.layer} r{spec.radius}"
+        panels[(spec.group, spec.kind)].plot(xs, ys, linewidth=1.6, linestyle=style,
+                                             color=f"C{layer_names.index(spec.layer) % 10}", label=label)
+    for (group, kind), ax in panels.items():
+        _style(ax, f"mean {kind} distance {GROUP_TITLES[group]}", "epoch (0 = initialisation)",
+               f"{kind_label(kind)} distance")
+        _epoch_axis(ax)
+        _side_legend(ax)
+    fig.suptitle(title, fontsize=13)
+    return fig
 
 
 def plot_run(run_dir: Path | str, out_dir: Path | str) -> list[Path]:
@@ -347,7 +507,8 @@ def plot_run(run_dir: Path | str, out_dir: Path | str) -> list[Path]:
 
     Writes ``training_curves.png`` (accuracies of every evaluation variant and losses vs
     epoch 1..N, the early-stopping epoch marked) and, when the run logged filter distances,
-    ``filter_distance.png`` (every layer and radius; epoch 0 = initialisation).
+    ``filter_distance.png`` (every layer: neighbours at every radius, the original shared
+    filter of a run unshared from a CNN, the mean filter; epoch 0 = initialisation).
     """
     out = Path(out_dir)
     return [_save(fig, out / f"{name}.png") for name, fig in run_figures(run_dir).items()]

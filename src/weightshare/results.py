@@ -18,7 +18,10 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-AUG_TYPES = ("translate", "rotate", "noise", "edge_noise")
+from weightshare.augment.validate import LEVEL_KEYS
+
+#: the four training augmentation types (one list for the whole project)
+AUG_TYPES = LEVEL_KEYS
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -162,16 +165,21 @@ def read_metrics_csv(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def best_and_final(rows: Iterable[Mapping[str, Any]], monitor: str = "val/acc", mode: str = "max") -> tuple[dict, dict]:
-    """Metrics of the best epoch (first strict improvement, as early stopping counts it) and the last."""
-    rows = list(rows)
-    if not rows:
+def best_and_final(
+    rows: Iterable[Mapping[str, Any]], monitor: str = "val/acc", mode: str = "max", min_delta: float = 0.0
+) -> tuple[dict, dict]:
+    """Metrics of the best epoch and of the last epoch that has ``monitor``.
+
+    "Best" counts as Lightning's early stopping does: an epoch improves on the best so far
+    only by more than ``min_delta``, so the best epoch is the one early stopping waited on.
+    The last epoch without validation (``check_val_every_n_epoch``) is not "final".
+    """
+    valid = [r for r in rows if isinstance(r.get(monitor), (int, float)) and not math.isnan(r[monitor])]
+    if not valid:
         return {}, {}
-    best = None
-    for r in rows:
-        v = r.get(monitor)
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            continue
-        if best is None or (v > best[monitor] if mode == "max" else v < best[monitor]):
+    best = valid[0]
+    sign = 1.0 if mode == "max" else -1.0
+    for r in valid[1:]:
+        if sign * (r[monitor] - best[monitor]) > min_delta:
             best = r
-    return dict(best or {}), dict(rows[-1])
+    return dict(best), dict(valid[-1])

@@ -24,13 +24,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from weightshare.config import register_configs, resolved_container, validate_config
+from weightshare.config.compose import CONF_DIR, ROOT
 from weightshare.errors import CheckpointError, ConfigError, WeightshareError
 from weightshare.results import atomic_write_json, atomic_write_text, read_json, run_identity
 
 log = logging.getLogger("weightshare")
 
-ROOT = Path(__file__).resolve().parents[2]
-CONF_DIR = os.environ.get("WEIGHTSHARE_CONF", str(ROOT / "conf"))
 os.environ.setdefault("WEIGHTSHARE_ROOT", str(ROOT))
 
 register_configs()
@@ -86,6 +85,10 @@ class Job:
         self.out = _output_dir(cfg)
         self.results_path = self.out / "results.json"
         self.t0 = time.time()
+        prev = read_json(self.results_path) or {}
+        resuming = (cfg.ckpt_path == "last" or cfg.resume) and prev.get("identity") == run_identity(cfg)
+        # a resumed run keeps counting from its first start
+        self.prior_wall_s = float(prev.get("wall_time_s") or 0.0) if resuming else 0.0
         self.summary: dict[str, Any] = {
             "status": "running",
             "error": None,
@@ -95,34 +98,46 @@ class Job:
             "output_dir": str(self.out),
             "host": socket.gethostname(),
             "pid": os.getpid(),
-            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "started_at": prev.get("started_at") if resuming else time.strftime("%Y-%m-%dT%H:%M:%S"),
             "started_unix": self.t0,
+            "resumed": int(prev.get("resumed", 0)) + 1 if resuming else 0,
         }
 
     def save(self, **updates: Any) -> None:
         self.summary.update(updates)
-        self.summary["wall_time_s"] = round(time.time() - self.t0, 3)
+        self.summary["wall_time_s"] = round(self.prior_wall_s + time.time() - self.t0, 3)
         atomic_write_json(self.results_path, self.summary)
 
 
-def _completed_value(cfg: DictConfig, results_path: Path) -> float | None | bool:
+def _completed_value(cfg: DictConfig, results_path: Path) -> float | bool | None:
     """The stored objective of an already-completed job (``skip_completed``), else False."""
     prev = read_json(results_path)
     if not prev or prev.get("status") != "completed":
+        return False
+    if prev.get("identity") != run_identity(cfg):
+        log.warning("%s holds a completed run of another config: training this one anew", results_path)
         return False
     log.info("job already completed (%s): skipping; set skip_completed=false to rerun", results_path)
     return _objective(cfg, prev)
 
 
 def _objective(cfg: DictConfig, summary: dict[str, Any]) -> float | None:
+    """The value a sweeper optimises: ``optimized_metric`` from the last epoch, else the test pass.
+
+    A metric the run did not log is a warning and None (the sweeper records the trial as
+    failed with that message), never an error that would turn a finished run into a failure.
+    """
     key = cfg.optimized_metric
     if not key:
         return None
-    for section in ("final", "best", "test"):
-        values = summary.get(section) or {}
-        if key in values and values[key] is not None:
-            return float(values[key])
-    raise ConfigError("optimized_metric", key, f"a metric the run logs, e.g. one of {sorted(summary.get('final') or {})[:12]}")
+    candidates = [("final", key), ("best", key), ("test", key.removeprefix("val/"))]
+    for section, name in candidates:
+        value = (summary.get(section) or {}).get(name)
+        if value is not None:
+            return float(value)
+    logged = sorted(summary.get("final") or summary.get("test") or {})
+    log.warning("optimized_metric=%r was not logged by this run (it logged %s); returning None", key, logged[:12])
+    return None
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -216,7 +231,9 @@ def _fit_and_test(cfg: DictConfig, job: Job, ckpt_path: str | None) -> float | N
 
     callbacks = build_callbacks(cfg, job.out)
     run_name = make_run_name(cfg)
-    loggers = build_loggers(cfg.logger, job.out, run_name, job.summary["config"], group=_sweep_group(cfg))
+    logger_cfg = cfg.logger.copy()
+    logger_cfg.wandb.tags = list(dict.fromkeys([*cfg.logger.wandb.tags, *cfg.tags]))  # experiment tags too
+    loggers = build_loggers(logger_cfg, job.out, run_name, job.summary["config"], group=_sweep_group(cfg))
     trainer = pl.Trainer(**build_trainer_kwargs(cfg, job.out), callbacks=callbacks, logger=loggers or False)
 
     if cfg.train:
@@ -229,8 +246,13 @@ def _fit_and_test(cfg: DictConfig, job: Job, ckpt_path: str | None) -> float | N
 
         module.net.load_state_dict(module_state(load_checkpoint(ckpt_path), "net.", ckpt_path))
 
+    job.save()  # refresh wall_time_s
+    for lg in trainer.loggers:  # end-of-run values beside the curves (CSV, TensorBoard, W&B)
+        lg.log_metrics({"param_count": float(module.param_count), "time/wall_s": job.summary["wall_time_s"]},
+                       step=trainer.global_step)
     rows = read_metrics_csv(job.out / "metrics.csv")
-    best, final = best_and_final(rows, cfg.callbacks.early_stopping.monitor, cfg.callbacks.early_stopping.mode)
+    es = cfg.callbacks.early_stopping
+    best, final = best_and_final(rows, es.monitor, es.mode, es.min_delta)
     pruned = any(getattr(cb, "pruned", False) for cb in callbacks)
     init = next((cb.init_metrics for cb in callbacks if getattr(cb, "init_metrics", None)), {})
     job.save(
@@ -294,7 +316,7 @@ def _safe_identity(cfg: DictConfig) -> dict[str, Any]:
         return {}
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     return task(cfg)
 

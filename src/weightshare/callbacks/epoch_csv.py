@@ -23,19 +23,25 @@ class EpochCSVWriter(pl.Callback):
 
     def __init__(self, path: str | Path) -> None:
         self.table = EpochTable(path)
+        self._before: dict[str, object] = {}
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.table.load()
         # a resumed run starts at the epoch after its checkpoint: drop anything later
         self.table.truncate(trainer.current_epoch)
 
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # callback_metrics keeps values of earlier epochs (e.g. filter distances computed every
+        # n epochs, validation every n epochs): remember them to write only this epoch's values
+        self._before = dict(trainer.callback_metrics)
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
         row: dict[str, float | int] = {"epoch": trainer.current_epoch, "step": trainer.global_step}
         for name, value in trainer.callback_metrics.items():
-            if isinstance(value, torch.Tensor) and value.numel() == 1:
-                row[name] = float(value)
-            elif isinstance(value, (int, float)):
+            if self._before.get(name) is value:
+                continue  # not logged this epoch
+            if (isinstance(value, torch.Tensor) and value.numel() == 1) or isinstance(value, (int, float)):
                 row[name] = float(value)
         self.table.append(row)

@@ -8,7 +8,8 @@ TensorBoard and W&B loggers when present.
 Tile content: for a layer with 3 input channels (CIFAR-10 layer 1) the tile is the RGB
 kernel; otherwise it is the kernel of input channel 0, a real filter slice (the mean over
 input channels of a deep layer's random kernel is near zero and shows little). Colours share
-one scale over the whole image, symmetric about 0, so positions are comparable.
+one scale over the whole image, symmetric about 0, so positions are comparable. The kernel is
+the one the layer computes with (``filter_kernel``: connection masks applied).
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from pytorch_lightning.loggers import TensorBoardLogger
-from torch import nn
 
+from weightshare.callbacks.filter_metrics import network_of
 from weightshare.errors import ConfigError
-from weightshare.metrics.filter_distance import free_layers
+from weightshare.metrics.filter_distance import filter_kernel, free_layers
 
 __all__ = ["FilterImageCallback", "filter_mosaic", "render_filter_image"]
 
@@ -80,11 +81,6 @@ def render_filter_image(mosaic: np.ndarray, title: str, path: Path) -> np.ndarra
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
-def _network(pl_module: pl.LightningModule) -> nn.Module:
-    net = getattr(pl_module, "net", None)
-    return net if isinstance(net, nn.Module) else pl_module
-
-
 class FilterImageCallback(pl.Callback):
     """Save and log a grid image of one filter of every free layer at chosen epochs.
 
@@ -131,9 +127,10 @@ class FilterImageCallback(pl.Callback):
             return []
         paths: list[Path] = []
         step = trainer.global_step
-        for name, layer in free_layers(_network(pl_module), self.layers):
+        for name, layer in free_layers(network_of(pl_module), self.layers):
             with torch.no_grad():
-                mosaic = filter_mosaic(layer.kernel_view(), self.filter_index)
+                # the kernel the layer computes with: removed (masked) weights draw as 0
+                mosaic = filter_mosaic(filter_kernel(layer), self.filter_index)
             stem = f"{name}_f{self.filter_index}"
             path = self.image_dir / f"{stem}_epoch{label}.png"
             title = f"{name}: filter {self.filter_index} at every position, epoch {label}"

@@ -13,16 +13,17 @@ import pytorch_lightning as pl
 from torch import nn
 
 from weightshare.errors import ConfigError
+from weightshare.layers.common import check_radii
 from weightshare.metrics.filter_distance import layer_filter_metrics
 
-__all__ = ["FilterDistanceCallback"]
+__all__ = ["FilterDistanceCallback", "network_of"]
 
 
-def _network(pl_module: pl.LightningModule) -> nn.Module:
-    """The network whose layers are measured: ``pl_module.net`` (the project's convention).
+def network_of(pl_module: pl.LightningModule) -> nn.Module:
+    """The network whose layers are measured or drawn: ``pl_module.net`` (the project's convention).
 
-    Falls back to the LightningModule itself so the callback also works on a module that
-    holds its layers directly.
+    Falls back to the LightningModule itself so the filter callbacks also work on a module
+    that holds its layers directly.
     """
     net = getattr(pl_module, "net", None)
     return net if isinstance(net, nn.Module) else pl_module
@@ -47,18 +48,14 @@ class FilterDistanceCallback(pl.Callback):
     ) -> None:
         if isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) or every_n_epochs < 1:
             raise ConfigError("callbacks.filter_metrics.every_n_epochs", every_n_epochs, "an integer >= 1")
-        radii = list(radii)
-        if not radii or any(isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in radii):
-            raise ConfigError("callbacks.filter_metrics.radii", radii, "a non-empty list of integers >= 1")
-        self.radii = [int(r) for r in radii]
+        self.radii = check_radii(radii, "callbacks.filter_metrics.radii")
         self.layers = None if layers is None else list(layers)
         self.every_n_epochs = every_n_epochs
         self.init_metrics: dict[str, float] = {}
-        self.last_metrics: dict[str, float] = {}
 
     def compute(self, pl_module: pl.LightningModule) -> dict[str, float]:
         """The current filter distances of ``pl_module``'s network (empty for a CNN)."""
-        return layer_filter_metrics(_network(pl_module), radii=self.radii, layers=self.layers)
+        return layer_filter_metrics(network_of(pl_module), radii=self.radii, layers=self.layers)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.ckpt_path is not None:
@@ -72,9 +69,9 @@ class FilterDistanceCallback(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs != 0:
             return
-        self.last_metrics = self.compute(pl_module)
+        metrics = self.compute(pl_module)
         to_loggers = bool(trainer.loggers)  # logger=True without loggers only earns a warning
-        for name, value in self.last_metrics.items():
+        for name, value in metrics.items():
             pl_module.log(name, value, on_step=False, on_epoch=True, prog_bar=False, logger=to_loggers)
 
     def state_dict(self) -> dict[str, Any]:

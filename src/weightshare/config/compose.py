@@ -7,6 +7,7 @@ callers handle one error type for every kind of bad input.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -15,7 +16,9 @@ from weightshare.config.schema import register_configs
 from weightshare.config.validate import validate_config
 from weightshare.errors import ConfigError
 
-CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
+ROOT = Path(__file__).resolve().parents[3]
+#: the Hydra config directory: ``conf/`` of the project, or ``$WEIGHTSHARE_CONF``
+CONF_DIR = Path(os.environ.get("WEIGHTSHARE_CONF", str(ROOT / "conf")))
 
 
 def _first_line(exc: BaseException) -> str:

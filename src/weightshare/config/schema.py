@@ -9,7 +9,7 @@ level in [0, 1), a positive learning rate, ...) are checked by
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -41,14 +41,18 @@ class DataConfig:
     fold: int = 0
     n_folds: int = 5
     batch_size: int = 256
-    eval_batch_size: Optional[int] = None
-    limit_train: Optional[int] = None  # use only the first N training examples (quick checks)
-    limit_val: Optional[int] = None
+    eval_batch_size: int | None = None
+    limit_train: int | None = None  # use only the first N training examples (quick checks)
+    limit_val: int | None = None
+    shuffle: bool = True  # shuffle the training order each epoch (seeded)
     verify_checksums: bool = True
     # protocol defaults of this dataset, interpolated into trainer / callbacks / optimizer
     max_epochs: int = 250
     patience: int = 50
     lr: float = 1e-3
+    # the paper's hyperparameter search trained for less (Appendix A / protocol.md)
+    search_max_epochs: int = 100
+    search_patience: int = 25
     # synthetic data only
     synthetic_size: int = 2048
     synthetic_image_size: int = 28
@@ -73,15 +77,14 @@ class ModelConfig:
     connectivity_mode: str = "weight"
     fcn_init: str = "conv"
     impl: str = "auto"
-    share_tile: Optional[int] = None
+    share_tile: int | None = None
     share_penalty: float = 0.0
     penalty_radius: int = 1
-    init_from: Optional[str] = None
+    init_from: str | None = None
     compile: bool = False
     # residual networks
     arch: str = "paper"
     widen_factor: int = 1
-    shared: bool = False
 
 
 @dataclass
@@ -89,13 +92,13 @@ class OptimizerConfig:
     """Optimiser. ``lr=null`` takes the dataset's protocol default (1e-3 MNIST, 1e-4 CIFAR)."""
 
     name: str = "adam"
-    lr: Optional[float] = None
+    lr: float | None = None
     weight_decay: float = 0.0
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-7  # Keras' Adam epsilon
     momentum: float = 0.9
     nesterov: bool = False
-    fused: Optional[bool] = None  # null = fused Adam/AdamW kernels (same algorithm, much faster on CPU)
+    fused: bool | None = None  # null = fused Adam/AdamW kernels (same algorithm, much faster on CPU)
 
 
 @dataclass
@@ -103,7 +106,7 @@ class SchedulerConfig:
     """Learning-rate schedule: ``none``, ``multistep`` (epochs in ``milestones``) or ``cosine``."""
 
     name: str = "none"
-    milestones: List[int] = field(default_factory=list)
+    milestones: list[int] = field(default_factory=list)
     gamma: float = 0.1
     warmup_epochs: int = 0
 
@@ -126,7 +129,7 @@ class AugConfig:
 class EvalConfig:
     """Evaluation variants run every validation epoch, with their levels."""
 
-    variants: List[str] = field(
+    variants: list[str] = field(
         default_factory=lambda: ["clean", "translate", "rotate", "noise", "edge_noise", "quadrant_swap"]
     )
     translate: float = 0.25
@@ -159,8 +162,8 @@ class FilterMetricsConfig:
     """Filter distances of FCN layers, logged at init and every ``every_n_epochs`` epochs."""
 
     enabled: bool = True
-    radii: List[int] = field(default_factory=lambda: [1, 4])
-    layers: Optional[List[str]] = None  # null = every free layer
+    radii: list[int] = field(default_factory=lambda: [1, 4])
+    layers: list[str] | None = None  # null = every free layer
     every_n_epochs: int = 1
 
 
@@ -169,10 +172,10 @@ class FilterImagesConfig:
     """Grid images of one filter across positions, at the listed epochs (-1 = at init)."""
 
     enabled: bool = True
-    epochs: List[int] = field(default_factory=lambda: [-1, 0])
+    epochs: list[int] = field(default_factory=lambda: [-1, 0])
     last: bool = True
     filter_index: int = 0
-    layers: Optional[List[str]] = None
+    layers: list[str] | None = None
 
 
 @dataclass
@@ -182,7 +185,6 @@ class CallbacksConfig:
     filter_metrics: FilterMetricsConfig = field(default_factory=FilterMetricsConfig)
     filter_images: FilterImagesConfig = field(default_factory=FilterImagesConfig)
     progress_bar: str = "rich"  # rich | tqdm | none
-    lr_monitor: bool = True
     nan_guard: bool = True
 
 
@@ -197,29 +199,28 @@ class TrainerConfig:
     precision: str = "32-true"
     max_epochs: int = 250
     min_epochs: int = 1
-    max_time: Optional[str] = None
+    max_time: str | None = None
     deterministic: Any = False
-    benchmark: Optional[bool] = None
-    gradient_clip_val: Optional[float] = None
+    benchmark: bool | None = None
+    gradient_clip_val: float | None = None
     accumulate_grad_batches: int = 1
-    limit_train_batches: Optional[float] = None
-    limit_val_batches: Optional[float] = None
+    limit_train_batches: float | None = None
+    limit_val_batches: float | None = None
     check_val_every_n_epoch: int = 1
     num_sanity_val_steps: int = 0
     log_every_n_steps: int = 50
     enable_model_summary: bool = True
     fast_dev_run: Any = False
-    overfit_batches: float = 0.0
     detect_anomaly: bool = False
-    profiler: Optional[str] = None
+    profiler: str | None = None
 
 
 @dataclass
 class WandbConfig:
     project: str = "weightshare"
-    entity: Optional[str] = None
-    group: Optional[str] = None
-    tags: List[str] = field(default_factory=list)
+    entity: str | None = None
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
     job_type: str = "train"
     offline: bool = False
     log_model: bool = False
@@ -229,7 +230,7 @@ class WandbConfig:
 class LoggerConfig:
     """Loggers beside the always-on ``metrics.csv``: any of csv, tensorboard, wandb."""
 
-    names: List[str] = field(default_factory=lambda: ["csv"])
+    names: list[str] = field(default_factory=lambda: ["csv"])
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
 
@@ -237,10 +238,10 @@ class LoggerConfig:
 class TrialConfig:
     """Set by the Optuna sweeper for each job, so the job can report to its trial."""
 
-    storage: Optional[str] = None
-    study_name: Optional[str] = None
-    trial_number: Optional[int] = None
-    monitor: Optional[str] = None
+    storage: str | None = None
+    study_name: str | None = None
+    trial_number: int | None = None
+    monitor: str | None = None
     direction: str = "maximize"
 
 
@@ -257,18 +258,18 @@ class DivergenceConfig:
 class TrainConfig:
     """The whole config of one training run."""
 
-    defaults: List[Any] = field(default_factory=list)
+    defaults: list[Any] = field(default_factory=list)
     task_name: str = "train"
-    tags: List[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
     seed: int = 0
-    ckpt_path: Optional[str] = None  # a path, or "last" to resume this run directory
+    ckpt_path: str | None = None  # a path, or "last" to resume this run directory
     resume: bool = False  # same as ckpt_path=last when ckpt_path is null
     skip_completed: bool = True  # a job whose results.json says completed is not rerun
     train: bool = True
     test: bool = True
-    optimized_metric: Optional[str] = "val/acc_best"
+    optimized_metric: str | None = "val/acc_best"
     float32_matmul_precision: str = "high"
-    threads: Optional[int] = None
+    threads: int | None = None
     budget: str = "full"
     paths: PathsConfig = field(default_factory=PathsConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -282,7 +283,6 @@ class TrainConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     trial: TrialConfig = field(default_factory=TrialConfig)
     divergence: DivergenceConfig = field(default_factory=DivergenceConfig)
-    extras: Dict[str, Any] = field(default_factory=dict)
 
 
 def register_configs() -> None:

@@ -14,10 +14,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from weightshare.augment.validate import EVAL_VARIANTS, LEVEL_KEYS
+from weightshare.data.splits import SPLITS
 from weightshare.errors import ConfigError
 
 DATASETS = ("mnist", "cifar10", "digits", "synthetic")
-SPLITS = ("kfold", "standard")
 PAPER_MODELS = ("cnn", "fcn")
 RESNET_MODELS = ("resnet", "sharesnet")
 RESNET_ARCHS = ("cifar_preact", "wide", "imagenet")
@@ -25,7 +26,6 @@ CONNECTIVITY_MODES = ("weight", "input")
 FCN_INITS = ("conv", "keras")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "multistep", "cosine")
-EVAL_VARIANTS = ("clean", "translate", "rotate", "noise", "edge_noise", "quadrant_swap")
 LOGGERS = ("csv", "tensorboard", "wandb")
 PROGRESS_BARS = ("rich", "tqdm", "none")
 BUDGETS = ("small", "full")
@@ -33,7 +33,6 @@ PRECISIONS = (
     "32-true", "32", "64-true", "64", "16-mixed", "16", "bf16-mixed", "bf16", "bf16-true", "16-true",
     "transformer-engine", "transformer-engine-float16",
 )
-LEVEL_KEYS = ("translate", "rotate", "noise", "edge_noise")
 
 
 def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -85,6 +84,8 @@ def _check_data(d: DictConfig) -> None:
     _positive_int("data.digits_image_size", d.digits_image_size, 8)
     _positive_int("data.max_epochs", d.max_epochs)
     _positive_int("data.patience", d.patience, 0)
+    _positive_int("data.search_max_epochs", d.search_max_epochs)
+    _positive_int("data.search_patience", d.search_patience, 0)
     _in_range("data.lr", d.lr, 0.0, 10.0, lo_open=True, hi_open=False)
 
 
@@ -104,6 +105,7 @@ def _check_model(m: DictConfig) -> None:
     if m.share_tile is not None:
         _positive_int("model.share_tile", m.share_tile)
         _require(m.name == "fcn", "model.share_tile", m.share_tile, "null unless model=fcn")
+        _require(m.connectivity == 0, "model.connectivity", m.connectivity, "0 when model.share_tile is set")
     _in_range("model.share_penalty", m.share_penalty, 0.0, math.inf)
     _positive_int("model.penalty_radius", m.penalty_radius)
     if m.share_penalty > 0:
@@ -112,6 +114,7 @@ def _check_model(m: DictConfig) -> None:
         _require(m.name == "fcn", "model.connectivity", m.connectivity, "0 unless model=fcn")
     if m.init_from is not None:
         _require(m.name == "fcn", "model.init_from", m.init_from, "null unless model=fcn (a CNN checkpoint to unshare)")
+        _require(m.share_tile is None, "model.share_tile", m.share_tile, "null when model.init_from is set")
 
 
 def _check_optim(o: DictConfig, s: DictConfig) -> None:
@@ -128,6 +131,11 @@ def _check_optim(o: DictConfig, s: DictConfig) -> None:
     for i, mstone in enumerate(s.milestones):
         _positive_int(f"scheduler.milestones[{i}]", mstone)
     _positive_int("scheduler.warmup_epochs", s.warmup_epochs, 0)
+    # knobs of one schedule set on another would be silently ignored
+    if s.name != "cosine":
+        _require(s.warmup_epochs == 0, "scheduler.warmup_epochs", s.warmup_epochs, "0 unless scheduler=cosine")
+    if s.name != "multistep":
+        _require(len(s.milestones) == 0, "scheduler.milestones", list(s.milestones), "[] unless scheduler=multistep")
 
 
 def _check_aug(a: DictConfig, e: DictConfig) -> None:
@@ -144,8 +152,20 @@ def _check_aug(a: DictConfig, e: DictConfig) -> None:
     _positive_int("eval.edge_width", e.edge_width)
 
 
-def _check_callbacks(c: DictConfig) -> None:
+def monitorable(variants: Iterable[str]) -> list[str]:
+    """Metric names early stopping and checkpoints can follow (logged every validation epoch)."""
+    names = ["val/acc", "val/loss", "val/acc_best", "train/acc", "train/loss"]
+    for v in dict.fromkeys(["clean", *variants]):
+        names += [f"val/{v}/acc", f"val/{v}/loss"]
+    return names
+
+
+def _check_callbacks(c: DictConfig, variants: Iterable[str]) -> None:
+    allowed = monitorable(variants)
+    for key in ("early_stopping", "checkpoint"):
+        _require(c[key].monitor in allowed, f"callbacks.{key}.monitor", c[key].monitor, f"one of {allowed}")
     _positive_int("callbacks.early_stopping.patience", c.early_stopping.patience, 0)
+    _in_range("callbacks.early_stopping.min_delta", c.early_stopping.min_delta, 0.0, math.inf)
     _one_of("callbacks.early_stopping.mode", c.early_stopping.mode, ("min", "max"))
     _one_of("callbacks.checkpoint.mode", c.checkpoint.mode, ("min", "max"))
     for i, r in enumerate(c.filter_metrics.radii):
@@ -191,7 +211,7 @@ CHECKS: tuple[Callable[[DictConfig], None], ...] = (
     lambda c: _check_model(c.model),
     lambda c: _check_optim(c.optimizer, c.scheduler),
     lambda c: _check_aug(c.aug, c.eval),
-    lambda c: _check_callbacks(c.callbacks),
+    lambda c: _check_callbacks(c.callbacks, c.eval.variants),
     lambda c: _check_trainer(c.trainer),
     _check_top,
 )

@@ -77,17 +77,21 @@ class _IndexIdentity(Dataset):
 class TensorDataModule(pl.LightningDataModule):
     """Dataset on the device, index batches, device-side gather/scale/augment."""
 
-    def __init__(self, data: DictConfig, aug: DictConfig, eval_cfg: DictConfig, seed: int = 0) -> None:
+    def __init__(
+        self, data: DictConfig, aug: DictConfig, eval_cfg: DictConfig, seed: int = 0,
+        dataset: ArrayDataset | None = None,
+    ) -> None:
+        """``dataset`` given: use it instead of reading ``data.name`` (benchmarks, notebooks)."""
         super().__init__()
         self.cfg = data
         self.seed = seed
         self.augmenter = TrainAugmenter(aug)
         self.eval_variants = EvalVariants(eval_cfg)
-        self.dataset: ArrayDataset | None = None
+        self.dataset: ArrayDataset | None = dataset
         self.train_idx: torch.Tensor | None = None
         self.val_idx: torch.Tensor | None = None
-        self._images: torch.Tensor | None = None
-        self._labels: torch.Tensor | None = None
+        self._images: torch.Tensor | None = dataset.images if dataset is not None else None
+        self._labels: torch.Tensor | None = dataset.labels if dataset is not None else None
         self._train_gen: torch.Generator | None = None
         self._train_gen_epoch: int | None = None
 
@@ -132,7 +136,7 @@ class TensorDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_idx is not None, "setup() first"
-        return self._loader(self.train_idx, self.cfg.batch_size, shuffle=True)
+        return self._loader(self.train_idx, self.cfg.batch_size, shuffle=self.cfg.shuffle)
 
     def _eval_loader(self) -> DataLoader:
         assert self.val_idx is not None, "setup() first"
@@ -177,6 +181,7 @@ class TensorDataModule(pl.LightningDataModule):
             if self.augmenter.active:
                 x = self.augmenter(x, self.train_generator(x.device, trainer.current_epoch))
             return x, y
-        # evaluation: the perturbation is keyed by the batch's first sample, so every model
-        # (and every epoch) is scored on the same perturbed images
+        # evaluation: the perturbation is keyed by the batch's first sample index (validation
+        # is unshuffled), so every model and every epoch of a sweep with the same fold and
+        # eval batch size is scored on the same perturbed images
         return {"x": self.eval_variants(x, int(index[0])), "y": y}

@@ -66,21 +66,8 @@ class FreeConvGeometry:
         return self.kh * self.kw * self.in_channels
 
     @property
-    def padded_h(self) -> int:
-        return self.in_h + self.pad[0] + self.pad[1]
-
-    @property
-    def padded_w(self) -> int:
-        return self.in_w + self.pad[2] + self.pad[3]
-
-    @property
     def has_padding(self) -> bool:
         return any(self.pad)
-
-    @property
-    def weight_shape(self) -> tuple[int, int, int, int, int, int]:
-        """Layout of :meth:`FreeConv2d.kernel_view`: ``(oh, ow, out, in, kh, kw)``."""
-        return (self.out_h, self.out_w, self.out_channels, self.in_channels, self.kh, self.kw)
 
 
 def resolve_padding(

@@ -142,54 +142,36 @@ def _bias_grad(g: Tensor) -> Tensor:
 
 
 class _GatherBmm(torch.autograd.Function):
-    """Gather + batched matmul over positions; saves the gathered patches for backward."""
+    """Gather + batched matmul over positions.
+
+    ``save_patches=True`` (``bmm``) keeps the gathered patches for the weight gradient;
+    ``False`` (``bmm_lowmem``) keeps only the (padded) input and gathers again in backward:
+    less memory for one more gather. Everything else is the same code.
+    """
 
     @staticmethod
-    def forward(ctx, x: Tensor, w: Tensor, b: Tensor | None, spec: Spec) -> Tensor:  # type: ignore[override]
+    def forward(ctx, x: Tensor, w: Tensor, b: Tensor | None, spec: Spec, save_patches: bool) -> Tensor:  # type: ignore[override]
         patches = _gather(x, spec)
         out = torch.bmm(patches, w) if b is None else torch.baddbmm(b.unsqueeze(1), patches, w)
-        ctx.save_for_backward(patches, w)
+        ctx.save_for_backward(patches if save_patches else x, w)
         ctx.spec = spec
         ctx.x_shape = x.shape
+        ctx.save_patches = save_patches
         return out
 
     @staticmethod
     def backward(ctx, g: Tensor):  # type: ignore[override]
-        patches, w = ctx.saved_tensors
+        saved, w = ctx.saved_tensors
         g = g.contiguous()
         dx = dw = db = None
         if ctx.needs_input_grad[0]:
             dx = _scatter_input_grad(torch.bmm(g, w.transpose(1, 2)), ctx.x_shape, ctx.spec)
         if ctx.needs_input_grad[1]:
+            patches = saved if ctx.save_patches else _gather(saved, ctx.spec)
             dw = torch.bmm(patches.transpose(1, 2), g)
         if ctx.needs_input_grad[2]:
             db = _bias_grad(g)
-        return dx, dw, db, None
-
-
-class _GatherBmmLowMem(torch.autograd.Function):
-    """As :class:`_GatherBmm` but saves the (padded) input instead of the patches."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, w: Tensor, b: Tensor | None, spec: Spec) -> Tensor:  # type: ignore[override]
-        patches = _gather(x, spec)
-        out = torch.bmm(patches, w) if b is None else torch.baddbmm(b.unsqueeze(1), patches, w)
-        ctx.save_for_backward(x, w)
-        ctx.spec = spec
-        return out
-
-    @staticmethod
-    def backward(ctx, g: Tensor):  # type: ignore[override]
-        x, w = ctx.saved_tensors
-        g = g.contiguous()
-        dx = dw = db = None
-        if ctx.needs_input_grad[0]:
-            dx = _scatter_input_grad(torch.bmm(g, w.transpose(1, 2)), x.shape, ctx.spec)
-        if ctx.needs_input_grad[1]:
-            dw = torch.bmm(_gather(x, ctx.spec).transpose(1, 2), g)
-        if ctx.needs_input_grad[2]:
-            db = _bias_grad(g)
-        return dx, dw, db, None
+        return dx, dw, db, None, None
 
 
 class _OffsetAccumulate(torch.autograd.Function):
@@ -253,7 +235,9 @@ def _autocast_dtype(device_type: str) -> torch.dtype | None:
     return None
 
 
-def _function_impl(fn: type[torch.autograd.Function]) -> Callable[..., Tensor]:
+def _function_impl(name: str, fn: type[torch.autograd.Function], *extra: object) -> Callable[..., Tensor]:
+    """The ``IMPLS`` entry running ``fn`` (``extra``: its trailing non-tensor arguments)."""
+
     def run(x: Tensor, weight: Tensor, bias: Tensor | None, g: FreeConvGeometry) -> Tensor:
         w = weight_to_pko(weight, g)
         b = None if bias is None else bias.reshape(g.positions, g.out_channels)
@@ -266,11 +250,11 @@ def _function_impl(fn: type[torch.autograd.Function]) -> Callable[..., Tensor]:
                 f"free_conv2d: input dtype {x.dtype} != weight dtype {w.dtype} (outside autocast)"
             )
         xs, batch_inner = _prepare_input(x, g)
-        out = fn.apply(xs, w, b, _spec(g, batch_inner))
+        out = fn.apply(xs, w, b, _spec(g, batch_inner), *extra)
         # (P, B, O) -> (B, O, oh, ow) as a view of position-major memory.
         return out.view(g.out_h, g.out_w, x.shape[0], g.out_channels).permute(2, 3, 0, 1)
 
-    run.__name__ = f"free_conv_{fn.__name__.strip('_').lower()}"
+    run.__name__ = f"free_conv_{name}"
     return run
 
 
@@ -289,7 +273,7 @@ def unfold_einsum(x: Tensor, weight: Tensor, bias: Tensor | None, g: FreeConvGeo
 
 IMPLS: dict[str, Callable[[Tensor, Tensor, Tensor | None, FreeConvGeometry], Tensor]] = {
     "unfold": unfold_einsum,
-    "bmm": _function_impl(_GatherBmm),
-    "bmm_lowmem": _function_impl(_GatherBmmLowMem),
-    "offset": _function_impl(_OffsetAccumulate),
+    "bmm": _function_impl("bmm", _GatherBmm, True),
+    "bmm_lowmem": _function_impl("bmm_lowmem", _GatherBmm, False),
+    "offset": _function_impl("offset", _OffsetAccumulate),
 }

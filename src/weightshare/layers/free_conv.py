@@ -15,6 +15,7 @@ import math
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from weightshare.errors import ConfigError
@@ -25,6 +26,7 @@ from weightshare.layers._free_conv_geometry import (
     make_geometry,
 )
 from weightshare.layers._free_conv_impls import IMPLS
+from weightshare.layers.common import ReferenceKernelMixin, check_convertible
 
 __all__ = [
     "CONNECTIVITY_MODES",
@@ -114,7 +116,7 @@ def glorot_limit(g: FreeConvGeometry, init: str) -> float:
     return math.sqrt(6.0 / (fan_in + fan_out))
 
 
-class FreeConv2d(nn.Module):
+class FreeConv2d(ReferenceKernelMixin):
     """Locally connected layer with conv geometry (independent kernel and bias per position).
 
     Parameters are stored as ``weight`` ``(oh, ow, kh, kw, in, out)`` (the layout the batched
@@ -132,6 +134,10 @@ class FreeConv2d(nn.Module):
       ``(C, H, W)``, shared by every position and filter, buffer ``input_mask``; the input is
       multiplied by it, as the original's masking layer did. Weights reading a removed input keep
       their initial value and get exactly zero gradient, as in the original.
+
+    :meth:`effective_kernel` is the kernel with either mask folded in (what the layer computes
+    with); the share penalty, the filter distances and the filter images read it, so removed
+    weights stay out of them (and the penalty's gradient cannot move them).
 
     The mask is drawn from a ``torch.Generator`` seeded with ``mask_seed``; with ``None`` the
     seed is drawn from torch's global RNG (after the weights), so seeding the run fixes it, and
@@ -236,19 +242,6 @@ class FreeConv2d(nn.Module):
         if self.mask is not None:
             self.weight.mul_(self.mask)
 
-    def _load_from_state_dict(
-        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
-    ) -> None:
-        """Accept a saved ``reference_kernel`` into a freshly built layer (whose buffer is None).
-
-        A checkpoint of a layer made by :meth:`from_conv` must load into the plain layer a
-        model builder creates; ``nn.Module`` would reject the key of a None buffer.
-        """
-        saved = state_dict.get(prefix + "reference_kernel")
-        if saved is not None and self.reference_kernel is None:
-            self.reference_kernel = torch.empty_like(saved, device=self.weight.device)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
     @staticmethod
     def _reapply_mask_hook(module: nn.Module, incompatible_keys: Any) -> None:
         assert isinstance(module, FreeConv2d)
@@ -262,10 +255,7 @@ class FreeConv2d(nn.Module):
         (unless ``connectivity`` > 0 is passed, which then removes connections from the copy).
         ``reference_kernel`` keeps the conv's kernel ``(out, in, kh, kw)`` for distance metrics.
         """
-        if conv.groups != 1:
-            raise ConfigError("conv.groups", conv.groups, "1 (grouped convolutions cannot be unshared)")
-        if conv.padding_mode != "zeros":
-            raise ConfigError("conv.padding_mode", conv.padding_mode, "'zeros'")
+        check_convertible(conv, "unshared")
         w = conv.weight
         layer = cls(
             conv.in_channels,
@@ -304,10 +294,44 @@ class FreeConv2d(nn.Module):
         """The bias as ``(out_h, out_w, out_channels)`` (the stored tensor), or None."""
         return self.bias
 
-    def effective_kernel(self) -> Tensor:
-        """The kernel the forward pass uses: ``kernel_view()`` times the weight mask, if any."""
+    def _forward_kernel(self) -> Tensor:
+        """The kernel handed to the implementation: ``kernel_view()`` times the weight mask.
+
+        The input mask is applied to the input instead (one multiply of the input, not a mask
+        gathered to every position), so this is :meth:`effective_kernel` only in weight mode.
+        """
         w = self.weight if self.mask is None else self.weight * self.mask
         return w.permute(0, 1, 5, 4, 2, 3)
+
+    def input_weight_mask(self) -> Tensor | None:
+        """``input`` mode: which weights read a kept input, ``(oh, ow, kh, kw, in, 1)`` bool.
+
+        The input mask seen through every position's window (``F.unfold`` of the mask, i.e. the
+        same gather the layer applies to the input); weights reading the zero padding count as
+        kept (padding is not a removed connection). ``None`` without an input mask.
+        """
+        if self.input_mask is None:
+            return None
+        g = self.geometry
+        t, b, left, r = g.pad
+        m = F.pad(self.input_mask[None].float(), (left, r, t, b), value=1.0)
+        cols = F.unfold(m, (g.kh, g.kw), dilation=(g.dh, g.dw), stride=(g.sh, g.sw))  # (1, C*kh*kw, P)
+        cols = cols.view(g.in_channels, g.kh, g.kw, g.out_h, g.out_w)
+        return cols.permute(3, 4, 1, 2, 0).unsqueeze(-1) > 0.5
+
+    def effective_kernel(self) -> Tensor:
+        """The kernel as the layer computes with it, ``(out_h, out_w, out, in, kh, kw)``.
+
+        ``kernel_view()`` with the connection mask folded in: the weight mask (``weight`` mode)
+        or, in ``input`` mode, zero where a weight reads a removed input (:meth:`input_weight_mask`),
+        so the forward pass equals ``free_conv2d(x, effective_kernel(), bias)`` on the unmasked
+        input. Without connectivity it is ``kernel_view()`` itself (a view, no copy). In the
+        autograd graph: a penalty or metric on it gives removed weights exactly zero gradient.
+        """
+        w_mask = self.input_weight_mask()
+        if w_mask is None:
+            return self._forward_kernel()
+        return (self.weight * w_mask).permute(0, 1, 5, 4, 2, 3)
 
     @torch.no_grad()
     def to_conv(self) -> tuple[nn.Conv2d, dict[str, float]]:
@@ -362,7 +386,7 @@ class FreeConv2d(nn.Module):
             )
         if self.input_mask is not None:
             x = x * self.input_mask
-        return _apply(x, self.effective_kernel(), self.bias, g, _resolve_impl(self.impl))
+        return _apply(x, self._forward_kernel(), self.bias, g, _resolve_impl(self.impl))
 
     def extra_repr(self) -> str:
         g = self.geometry

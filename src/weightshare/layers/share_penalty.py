@@ -17,6 +17,11 @@ included, as in the filter distances of the paper). A sum, not a mean, so ``lamb
 meaning of weight decay on the differences (the gradient on one block,
 ``2 * lambda * sum_q (w_p - w_q)`` over its compared neighbours ``q``, does not shrink as the
 map grows).
+
+What is compared: the kernel the layer computes with (``layers.common.filter_kernel``: a
+``FreeConv2d``'s connection mask applied), never the raw stored weights. A removed weight is
+then a constant 0 in the penalty, its gradient is exactly 0, and neither the penalty nor Adam
+can bring it back (penalising the stored weights would pull it towards its neighbours).
 """
 
 from __future__ import annotations
@@ -24,14 +29,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from weightshare.errors import ConfigError
+from weightshare.layers.common import check_radius, filter_kernel
 
 __all__ = ["model_share_penalty", "neighbour_penalty"]
-
-
-def _check_radius(radius: int) -> None:
-    if isinstance(radius, bool) or not isinstance(radius, int) or radius < 1:
-        raise ConfigError("model.penalty_radius", radius, "an integer >= 1")
 
 
 def neighbour_penalty(kernel: Tensor, radius: int = 1) -> Tensor:
@@ -40,7 +40,7 @@ def neighbour_penalty(kernel: Tensor, radius: int = 1) -> Tensor:
     Args:
         kernel: ``(out_h, out_w, ...)``: the first two dimensions index output positions, the
             rest is the block compared (e.g. ``(out_channels, in_channels, kh, kw)`` from
-            ``FreeConv2d.kernel_view()``).
+            ``FreeConv2d.effective_kernel()``).
         radius: compare vertical and horizontal pairs at offsets ``1..radius`` (see the module
             docstring for the exact pairs).
 
@@ -48,7 +48,7 @@ def neighbour_penalty(kernel: Tensor, radius: int = 1) -> Tensor:
         A scalar tensor (same dtype and device as ``kernel``), differentiable; zero when
         every block is equal (a converted CNN) or when the map has a single position.
     """
-    _check_radius(radius)
+    radius = check_radius(radius, "model.penalty_radius")
     if kernel.dim() < 2:
         raise ValueError(f"kernel must have shape (out_h, out_w, ...), got {tuple(kernel.shape)}")
     total = kernel.new_zeros(())
@@ -62,20 +62,19 @@ def neighbour_penalty(kernel: Tensor, radius: int = 1) -> Tensor:
 
 
 def model_share_penalty(module: nn.Module, radius: int = 1) -> Tensor:
-    """``neighbour_penalty`` summed over every sub-module that exposes ``kernel_view()``.
+    """``neighbour_penalty`` of :func:`filter_kernel` summed over every sub-module with ``kernel_view()``.
 
     That covers ``FreeConv2d`` and ``TiledConv2d`` (whose within-tile pairs contribute zero);
     ordinary ``nn.Conv2d`` layers have no positions and are skipped. A module reachable under
     several names is counted once. With no such layer the result is a zero scalar on the
     device of the module's parameters, so ``loss + lambda * penalty`` always works.
     """
-    _check_radius(radius)
+    radius = check_radius(radius, "model.penalty_radius")
     total: Tensor | None = None
     for sub in module.modules():
-        view = getattr(sub, "kernel_view", None)
-        if not callable(view):
+        if not callable(getattr(sub, "kernel_view", None)):
             continue
-        term = neighbour_penalty(view(), radius)
+        term = neighbour_penalty(filter_kernel(sub), radius)
         total = term if total is None else total + term
     if total is None:
         ref = next(module.parameters(), None)

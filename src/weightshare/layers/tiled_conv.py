@@ -27,12 +27,13 @@ from torch import Tensor, nn
 
 from weightshare.errors import ConfigError
 from weightshare.layers._free_conv_geometry import IntPair, Padding, make_geometry
+from weightshare.layers.common import ReferenceKernelMixin, check_convertible, filter_kernel
 from weightshare.layers.free_conv import IMPL_NAMES, INIT_NAMES, free_conv2d, glorot_limit
 
 __all__ = ["TiledConv2d"]
 
 
-class TiledConv2d(nn.Module):
+class TiledConv2d(ReferenceKernelMixin):
     """Locally connected layer whose t x t tiles of output positions share a kernel and bias.
 
     Args:
@@ -91,17 +92,6 @@ class TiledConv2d(nn.Module):
             if self.bias is not None:
                 self.bias.zero_()
 
-    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-        """Accept a saved ``reference_kernel`` into a freshly built layer (whose buffer is None).
-
-        A ``None`` buffer is skipped by ``load_state_dict``, so resuming a converted layer from a
-        checkpoint would otherwise fail with an unexpected key.
-        """
-        saved = state_dict.get(prefix + "reference_kernel")
-        if saved is not None and self.reference_kernel is None:
-            self.reference_kernel = torch.empty_like(saved, device=self.weight.device)
-        super()._load_from_state_dict(state_dict, prefix, *args)
-
     def _expand(self, tiled: Tensor) -> Tensor:
         return tiled.index_select(0, self.row_tile).index_select(1, self.col_tile)
 
@@ -113,6 +103,13 @@ class TiledConv2d(nn.Module):
         autograd graph, so penalties and metrics computed on it reach ``weight``.
         """
         return self._expand(self.weight)
+
+    def effective_kernel(self) -> Tensor:
+        """The kernel as the layer computes with it: :meth:`kernel_view` (a tiled layer has no
+        connection mask). The same method as ``FreeConv2d.effective_kernel``, so penalties and
+        metrics read every free layer through one call (``layers.common.filter_kernel``).
+        """
+        return self.kernel_view()
 
     def bias_view(self) -> Tensor | None:
         """Per-position biases ``(out_h, out_w, out)`` (a gathered copy), or ``None``."""
@@ -138,10 +135,7 @@ class TiledConv2d(nn.Module):
         "to_ref"). Only zero-padded, ``groups=1`` convolutions are convertible. ``kwargs``
         (``init``, ``impl``) go to the constructor.
         """
-        if conv.groups != 1:
-            raise ConfigError("conv.groups", conv.groups, "1 (grouped convolutions cannot be tiled)")
-        if conv.padding_mode != "zeros":
-            raise ConfigError("conv.padding_mode", conv.padding_mode, "'zeros'")
+        check_convertible(conv, "tiled")
         layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                     conv.dilation, conv.bias is not None, input_size=input_size, tile=tile,
                     device=conv.weight.device, dtype=conv.weight.dtype, **kwargs)
@@ -159,10 +153,10 @@ class TiledConv2d(nn.Module):
 
         ``free`` is a ``FreeConv2d`` (or anything with its geometry attributes and
         ``kernel_view()`` / ``bias_view()``); its ``reference_kernel`` is carried over. A free
-        layer's connection mask is not carried (the mean is over the stored weights, and
-        ``FreeConv2d`` keeps the removed ones at zero).
+        layer's connection mask is not carried: the mean is over its effective kernel
+        (``filter_kernel``: removed weights count as zero, in either connectivity mode).
         """
-        kernel = free.kernel_view().detach()
+        kernel = filter_kernel(free).detach()
         bias = free.bias_view()
         kwargs.setdefault("impl", getattr(free, "impl", "auto"))
         layer = cls(free.in_channels, free.out_channels, free.kernel_size, free.stride, free.padding,

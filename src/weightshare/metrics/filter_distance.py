@@ -3,7 +3,9 @@
 These answer the paper's question "does approximate weight sharing emerge?"
 (``docs/protocol.md``, section "Filter distance"). A free layer's kernel is read as a grid
 of output positions ``(out_h, out_w)``, each holding the whole block of weights used at that
-position (all filters, kernel only, no bias), i.e. ``FreeConv2d.kernel_view()`` with layout
+position (all filters, kernel only, no bias), i.e. the kernel the layer computes with
+(:func:`filter_kernel`: ``FreeConv2d.effective_kernel()``, connection masks applied, so a
+removed weight counts as 0 whatever is stored) with layout
 ``(out_h, out_w, out_channels, in_channels, kh, kw)``.
 
 Normalisation: the whole kernel is divided by its global Frobenius norm, so distances are
@@ -24,16 +26,17 @@ offers this ring-neighbourhood statistic, hence the hand-written code.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from numbers import Integral
 
 import torch
 from torch import Tensor, nn
 
 from weightshare.errors import ConfigError
+from weightshare.layers.common import check_radii, check_radius, filter_kernel
 
 __all__ = [
     "distance_to_mean",
     "distance_to_reference",
+    "filter_kernel",
     "free_layers",
     "layer_filter_metrics",
     "ring_distances",
@@ -84,13 +87,8 @@ def ring_offsets(radius: int) -> list[tuple[int, int]]:
     return [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1) if max(abs(dy), abs(dx)) == r]
 
 
-def _is_radius(radius: object) -> bool:
-    return isinstance(radius, Integral) and not isinstance(radius, bool) and int(radius) >= 1
-
-
 def _check_radius(radius: int, height: int, width: int) -> None:
-    if not _is_radius(radius):
-        raise ConfigError("radius", radius, "an integer >= 1")
+    check_radius(radius, "radius")
     if height < 2 * radius + 1 or width < 2 * radius + 1:
         raise ConfigError(
             "radius",
@@ -163,6 +161,17 @@ def distance_to_reference(kernel: Tensor, reference: Tensor) -> dict[str, float]
     every position (``sqrt(positions) * ||reference||``). Both are then "a kernel of unit
     global norm", so a freshly converted layer (every position equal to the reference) is at
     distance 0, and the Euclidean values are on the same scale as the ring distances.
+
+    That normalisation divides out the kernel's overall scale: a layer whose every position
+    grows uniformly (``W_p = c * W_ref``) still reads ``euclid = 0``. ``euclid_raw`` keeps the
+    scale: the mean over positions ``p`` of ``||W_p - W_ref||_F / ||W_ref||_F``, i.e. each
+    position's distance relative to the reference filter block's own norm (``c - 1`` for the
+    uniform growth above, 0 for a fresh conversion, about ``||W_p|| / ||W_ref||`` once the
+    positions are unrelated to the reference). An all-zero reference leaves it unscaled (the
+    mean absolute distance ``||W_p||``).
+
+    Returns:
+        ``{"euclid", "cosine", "euclid_raw"}``.
     """
     with torch.no_grad():
         grid = _as_grid(kernel)
@@ -171,13 +180,20 @@ def distance_to_reference(kernel: Tensor, reference: Tensor) -> dict[str, float]
             raise ConfigError(
                 "reference.shape", tuple(reference.shape), f"the filter block shape {tuple(kernel.shape[2:])}"
             )
-        grid = grid.reshape(-1, block) / _global_scale(grid)
+        scale = _global_scale(grid)
+        grid = grid.reshape(-1, block)
         ref = reference.detach().to(device=grid.device, dtype=grid.dtype).reshape(block)
-        ref_norm = torch.linalg.vector_norm(ref) * (height * width) ** 0.5
+        scratch = torch.empty_like(grid)
+        ref_block_norm = torch.linalg.vector_norm(ref)
+        torch.sub(grid, ref, out=scratch)
+        raw = torch.linalg.vector_norm(scratch, dim=-1).mean()
+        if ref_block_norm > 0:
+            raw = raw / ref_block_norm
+        ref_norm = ref_block_norm * (height * width) ** 0.5
         if ref_norm > 0:
             ref = ref / ref_norm
-        euclid, cosine = _rows_to_vector(grid, ref, torch.empty_like(grid))
-        return {"euclid": float(euclid.mean()), "cosine": float(cosine.mean())}
+        euclid, cosine = _rows_to_vector(grid / scale, ref, scratch)
+        return {"euclid": float(euclid.mean()), "cosine": float(cosine.mean()), "euclid_raw": float(raw)}
 
 
 def _has_kernel_view(module: nn.Module) -> bool:
@@ -230,7 +246,11 @@ def layer_filter_metrics(
     Keys per layer ``L`` (module name, e.g. ``conv1``): ``fd/L/r<r>/euclid``,
     ``fd/L/r<r>/cosine`` for each radius, ``fd/L/to_mean/euclid|cosine``, and, when the layer
     has a non-None ``reference_kernel`` (converted from a convolution),
-    ``fd/L/to_ref/euclid|cosine``.
+    ``fd/L/to_ref/euclid|cosine`` (globally normalised, scale-free) and
+    ``fd/L/to_ref/euclid_raw`` (mean over positions of ``||W_p - W_ref|| / ||W_ref||``, which
+    sees a uniform growth of the weights; see :func:`distance_to_reference`).
+
+    Every layer is read through :func:`filter_kernel`, i.e. with its connection mask applied.
 
     A radius that does not fit a layer's position map (it needs ``2r + 1`` positions per side)
     is skipped for that layer only: with the paper's MNIST maps 13x13, 6x6, 4x4 the radius 4
@@ -241,16 +261,13 @@ def layer_filter_metrics(
     Raises:
         ConfigError: a radius below 1, or an unknown layer name (see :func:`free_layers`).
     """
-    for r in radii:
-        if not _is_radius(r):
-            raise ConfigError("radii", list(radii), "integers >= 1")
-    radii = [int(r) for r in radii]
+    radii = check_radii(radii, "radii", allow_empty=True)
     out: dict[str, float] = {}
     with torch.no_grad():
         for name, layer in free_layers(module, layers):
-            view = layer.kernel_view()
-            # one contiguous compute-dtype copy shared by every metric of the layer (a
-            # kernel_view is often a permuted view, which each reshape would copy again)
+            view = filter_kernel(layer)
+            # one contiguous compute-dtype copy shared by every metric of the layer (the
+            # kernel is often a permuted view, which each reshape would copy again)
             kernel = view.detach().to(_compute_dtype(view)).contiguous()
             height, width = kernel.shape[0], kernel.shape[1]
             for r in radii:

@@ -29,6 +29,6 @@ def build_model(cfg: DictConfig, data: DataInfo) -> nn.Module:
     from weightshare.models.resnet import build_resnet
 
     return build_resnet(
-        cfg.arch, cfg.depth, widen_factor=cfg.widen_factor, shared=cfg.name == "sharesnet" or cfg.shared,
+        cfg.arch, cfg.depth, widen_factor=cfg.widen_factor, shared=cfg.name == "sharesnet",
         num_classes=data.num_classes, in_channels=data.in_channels,
     )

@@ -14,7 +14,7 @@ from weightshare.errors import CheckpointError, ConfigError
 from weightshare.models.paper_nets import DataInfo, PaperNet
 
 
-def unshare(cnn: PaperNet, data: DataInfo) -> PaperNet:
+def unshare(cnn: PaperNet, data: DataInfo, impl: str = "auto") -> PaperNet:
     """An FCN computing the same function as ``cnn`` (a fresh module; ``cnn`` is untouched)."""
     from weightshare.layers.free_conv import FreeConv2d
 
@@ -25,7 +25,7 @@ def unshare(cnn: PaperNet, data: DataInfo) -> PaperNet:
     size = (data.height, data.width)
     for name in cnn.conv_names:
         conv = getattr(cnn, name)
-        free = FreeConv2d.from_conv(conv, size)
+        free = FreeConv2d.from_conv(conv, size, impl=impl)
         setattr(fcn, name, free)
         size = free.output_size
     fcn.kind = "fcn"
@@ -49,4 +49,4 @@ def fcn_from_cnn_checkpoint(cfg: DictConfig, data: DataInfo) -> PaperNet:
         cnn.load_state_dict(state)
     except RuntimeError as exc:
         raise CheckpointError(f"checkpoint {cfg.init_from} does not fit a {data.name} CNN: {exc}") from None
-    return unshare(cnn, data)
+    return unshare(cnn, data, impl=cfg.impl)

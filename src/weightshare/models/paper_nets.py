@@ -84,7 +84,7 @@ def _make_conv_layer(
 
         return TiledConv2d(
             in_channels, spec.channels, spec.kernel, stride=spec.stride, padding=0,
-            input_size=size, tile=share_tile, init=fcn_init,
+            input_size=size, tile=share_tile, init=fcn_init, impl=impl,
         )
     from weightshare.layers.free_conv import FreeConv2d
 

@@ -86,6 +86,16 @@ def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
 # --------------------------------------------------------------------------- CIFAR blocks
 
 
+def _preact_two_convs(block: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    """The start both pre-activation blocks share: ``(conv2(BN-ReLU(conv1(BN-ReLU(x)))), skip)``.
+
+    The shortcut reads the pre-activated input when it is a projection, the raw input otherwise.
+    """
+    o = F.relu(block.bn1(x))
+    skip = x if block.shortcut is None else block.shortcut(o)
+    return block.conv2(F.relu(block.bn2(block.conv1(o)))), skip
+
+
 class PreActBasicBlock(nn.Module):
     """Wide-ResNet block: BN-ReLU-conv3x3(stride)-BN-ReLU-conv3x3, plus the shortcut.
 
@@ -104,10 +114,7 @@ class PreActBasicBlock(nn.Module):
         self.shortcut = conv1x1(in_planes, planes, stride) if needs_proj else None
 
     def forward(self, x: Tensor) -> Tensor:
-        o = F.relu(self.bn1(x))
-        skip = x if self.shortcut is None else self.shortcut(o)
-        out = self.conv1(o)
-        out = self.conv2(F.relu(self.bn2(out)))
+        out, skip = _preact_two_convs(self, x)
         return out + skip
 
 
@@ -133,10 +140,7 @@ class PreActBottleneck(nn.Module):
         self.shortcut = conv1x1(in_planes, planes, stride) if needs_proj else None
 
     def forward(self, x: Tensor) -> Tensor:
-        o = F.relu(self.bn1(x))
-        skip = x if self.shortcut is None else self.shortcut(o)
-        out = self.conv1(o)
-        out = self.conv2(F.relu(self.bn2(out)))
+        out, skip = _preact_two_convs(self, x)
         out = self.conv3(F.relu(self.bn3(out)))
         return out + skip
 
@@ -258,12 +262,6 @@ def _make_stage(block: BlockFactory, in_planes: int, planes: int, out_planes: in
     return nn.Sequential(*blocks), (shared_conv if used else None)
 
 
-def _check_int(key: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(key, value, f"an integer >= {minimum}")
-    return value
-
-
 def _build_cifar(arch: str, depth: int, k: int, shared: bool, num_classes: int, in_channels: int) -> ResNet:
     if arch == "cifar_preact":
         if depth < 11 or (depth - 2) % 9:
@@ -352,10 +350,11 @@ def build_resnet(arch: str, depth: int, widen_factor: int = 1, shared: bool = Fa
     """
     if arch not in ARCHS:
         raise ConfigError("model.arch", arch, f"one of {list(ARCHS)}")
-    _check_int("model.depth", depth, 1)
-    _check_int("model.widen_factor", widen_factor, 1)
-    _check_int("data.num_classes", num_classes, 1)
-    _check_int("data.in_channels", in_channels, 1)
+    sizes = {"model.depth": depth, "model.widen_factor": widen_factor, "data.num_classes": num_classes,
+             "data.in_channels": in_channels}
+    for key, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(key, value, "an integer >= 1")
     if arch != "wide" and widen_factor != 1:
         raise ConfigError("model.widen_factor", widen_factor, f"1 for arch={arch} (only arch=wide widens)")
     if arch == "imagenet":

@@ -6,23 +6,20 @@ ShaResNet shares a 3x3 convolution between the blocks of a stage by registering 
 autograd sums the gradients of every use into its ``.grad``. These helpers make that sharing
 visible: counting a model's parameters once each, and listing which modules are reachable
 under several names.
+
+The count is :func:`weightshare.models.paper_nets.count_parameters` (re-exported here, one
+definition for the whole project): ``nn.Module.parameters()`` de-duplicates by identity, which
+is exactly the count a shared network stores and trains (ShaResNet's Table 1 counts this way);
+summing over ``state_dict()`` instead would count a shared convolution once per block.
 """
 
 from __future__ import annotations
 
 from torch import nn
 
-__all__ = ["count_params", "find_shared_modules"]
+from weightshare.models.paper_nets import count_parameters
 
-
-def count_params(module: nn.Module, trainable_only: bool = False) -> int:
-    """Number of scalar parameters, each shared tensor counted once.
-
-    ``nn.Module.parameters()`` de-duplicates by identity, which is exactly the count a shared
-    network stores and trains (ShaResNet's Table 1 counts this way); summing over
-    ``state_dict()`` instead would count a shared convolution once per block.
-    """
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+__all__ = ["count_parameters", "find_shared_modules"]
 
 
 def find_shared_modules(module: nn.Module) -> list[list[str]]:

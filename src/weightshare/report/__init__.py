@@ -6,10 +6,14 @@
 (:mod:`.reference`) and writes into ``OUT`` (default ``<first DIR>/report/``):
 
 - ``report.md``: one section per data x augmentation-type table, each in the three labelled
-  conventions, cells ``measured (paper, measured - paper)``, n folds per cell; then the
-  missing and failed jobs and any warnings; then the plots;
+  conventions, cells ``measured (paper, measured - paper)``, n folds per cell; then one section
+  per VCP group (:mod:`.vcp`: FCN accuracy vs connectivity, Figures C.1-C.2), which replaces
+  the single-row tables of a connectivity sweep; then the missing and failed jobs (and why the
+  list may be incomplete) and any warnings; then the plots;
 - ``tables/<data>_<aug_type>[_<setting>]_<convention>.csv``: wide tables in the paper's layout,
   ``tables/all_long.csv``: every cell of every table in long form (columns in :mod:`.tables`);
+  ``tables/vcp_<data>_<aug_type>_<level>[_<setting>]_<convention>.csv`` and
+  ``tables/vcp_long.csv``: the VCP view, when the sweep has one;
 - ``failures.csv``: jobs that are not completed (status, identity, error, directory, overrides)
   and completed jobs with a note (e.g. no ``metrics.csv``);
 - ``plots/*.png`` (:mod:`weightshare.plots`) unless ``plots=False``.
@@ -38,6 +42,16 @@ from weightshare.report.tables import (
     table_keys,
     wide_table,
 )
+from weightshare.report.vcp import (
+    REFERENCE_MODEL,
+    VCP_MODEL,
+    VcpGroup,
+    cnn_reference_note,
+    covered_tables,
+    summarize_vcp,
+    vcp_groups,
+    vcp_wide,
+)
 
 __all__ = ["FAILURE_COLUMNS", "Report", "failure_list", "load_sweep", "render_markdown", "write_report"]
 
@@ -54,6 +68,9 @@ class Report:
     long: pd.DataFrame
     failures: pd.DataFrame
     files: list[Path] = field(default_factory=list)
+    vcp: pd.DataFrame = field(default_factory=pd.DataFrame)  # long VCP frame (:mod:`.vcp`)
+    vcp_groups: list[VcpGroup] = field(default_factory=list)
+    covered: set[tuple[str, str, str]] = field(default_factory=set)  # tables the VCP view replaces
 
 
 def failure_list(jobs: pd.DataFrame) -> pd.DataFrame:
@@ -64,6 +81,10 @@ def failure_list(jobs: pd.DataFrame) -> pd.DataFrame:
 
 def table_file_name(data: str, aug_type: str, setting: str, convention: str) -> str:
     return "_".join(p for p in (data, aug_type, slug(setting), convention) if p) + ".csv"
+
+
+def vcp_file_name(group: VcpGroup, convention: str) -> str:
+    return f"{group.file_stem()}_{convention}.csv"
 
 
 def _relative(path: str, roots: Sequence[Path]) -> str:
@@ -79,6 +100,27 @@ def _escape(text: object) -> str:
     if text is None or (isinstance(text, float) and math.isnan(text)):
         return ""
     return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _vcp_markdown(report: Report) -> list[str]:
+    """The VCP sections (paper Figures C.1-C.2 as tables), one per group."""
+    lines: list[str] = []
+    for group in report.vcp_groups:
+        lines += [f"## {group.title}", "",
+                  f"Rows: fraction of the FCN's connections removed (`model.connectivity`); "
+                  f"FCN trained with {group.aug_type} {format_level(group.level)}, median over folds. "
+                  "The single-connectivity tables of these jobs are left out above (their CSVs are in "
+                  "`tables/`).", ""]
+        notes = set()
+        for convention in CONVENTIONS:
+            wide = vcp_wide(report.vcp, group, convention)
+            if wide.empty:
+                continue
+            notes.add(cnn_reference_note(wide))
+            lines += [f"### {convention.replace('_', '-')} convention", "",
+                      markdown_table(wide, index="connectivity", models=[VCP_MODEL, REFERENCE_MODEL]), ""]
+        lines += [*sorted(notes), ""]
+    return lines
 
 
 def render_markdown(report: Report, reference_note: str, plot_files: Sequence[Path]) -> str:
@@ -108,6 +150,8 @@ def render_markdown(report: Report, reference_note: str, plot_files: Sequence[Pa
     lines += ["", "Only completed jobs count. CSV: `tables/` (wide, one file per table and convention; "
               "`all_long.csv` has every cell with min, max and the number of pooled values).", ""]
     for data, aug_type, setting in table_keys(long):
+        if (data, aug_type, setting) in report.covered:
+            continue  # a single connectivity value of a VCP sweep: shown in its VCP section
         heading = f"## {data} · {aug_type}" + (f" · {setting}" if setting else "")
         lines += [heading, ""]
         for convention in CONVENTIONS:
@@ -117,9 +161,15 @@ def render_markdown(report: Report, reference_note: str, plot_files: Sequence[Pa
             lines += [f"### {convention.replace('_', '-')} convention", "", markdown_table(wide), ""]
     if long.empty:
         lines += ["## Tables", "", "No completed job: nothing to tabulate.", ""]
+    lines += _vcp_markdown(report)
 
     failures = report.failures
     lines += ["## Missing or failed jobs", ""]
+    if report.sweep.notes:
+        lines += ["Missing-job detection is incomplete: jobs of these sweeps that were never created "
+                  "are not listed.", ""]
+        lines += [f"- {_escape(note)}" for note in report.sweep.notes]
+        lines.append("")
     if failures.empty:
         lines += ["None: every job found completed.", ""]
     else:
@@ -170,7 +220,9 @@ def write_report(dirs: Sequence[Path | str], out: Path | str | None = None, *,
     reference_note = (f"`{ref_path}` ({', '.join(PAPER_METRICS)})" if not reference.empty
                       else f"none found at `{ref_path}` (pass --reference-dir)")
     long = summarize(sweep.jobs, sweep.epochs, reference)
-    report = Report(out_dir=out_dir, sweep=sweep, long=long, failures=failure_list(sweep.jobs))
+    report = Report(out_dir=out_dir, sweep=sweep, long=long, failures=failure_list(sweep.jobs),
+                    vcp=summarize_vcp(sweep.jobs, sweep.epochs), vcp_groups=vcp_groups(sweep.jobs),
+                    covered=covered_tables(sweep.jobs))
 
     tables_dir = out_dir / "tables"
     tables_dir.mkdir(parents=True, exist_ok=True)
@@ -186,6 +238,18 @@ def write_report(dirs: Sequence[Path | str], out: Path | str | None = None, *,
             path = tables_dir / table_file_name(data, aug_type, setting, convention)
             wide.to_csv(path, index=False)
             files.append(path)
+    if report.vcp_groups:
+        vcp_long_path = tables_dir / "vcp_long.csv"
+        report.vcp.to_csv(vcp_long_path, index=False)
+        files.append(vcp_long_path)
+        for group in report.vcp_groups:
+            for convention in CONVENTIONS:
+                wide = vcp_wide(report.vcp, group, convention)
+                if wide.empty:
+                    continue
+                path = tables_dir / vcp_file_name(group, convention)
+                wide.to_csv(path, index=False)
+                files.append(path)
     failures_path = out_dir / "failures.csv"
     report.failures.to_csv(failures_path, index=False)
     files.append(failures_path)

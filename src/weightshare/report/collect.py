@@ -6,10 +6,12 @@ does not descend into it). Hydra's ``multirun.yaml`` in a sweep directory lists 
 overrides; for the basic sweeper it is expanded into the job list Hydra launched, so a
 numbered job whose directory was never created is reported as ``missing`` too.
 
-Nothing here raises on a bad job: a half-written or malformed ``results.json`` becomes a row
-with status ``corrupt`` and the parse error, a job directory without ``results.json`` becomes
-``missing``, an unreadable ``metrics.csv`` leaves a ``note``. Only a root that does not exist
-is an error (:class:`ConfigError`).
+A ``multirun.yaml`` that cannot be expanded adds a line to :attr:`Sweep.notes` (the report
+prints it: missing-job detection is off for that sweep). Nothing here raises on a bad job: a
+half-written or malformed ``results.json`` becomes a row with status ``corrupt`` and the parse
+error, a job directory without ``results.json`` becomes ``missing``, an unreadable
+``metrics.csv`` leaves a ``note``. Only a root that does not exist is an error
+(:class:`ConfigError`).
 
 Frames (:class:`Sweep`)
 -----------------------
@@ -25,8 +27,10 @@ Frames (:class:`Sweep`)
   ``none`` whenever the level is 0;
 - ``setting``: a short label of the identity fields that are not the paper's protocol
   (``""`` for depth 3, k-fold split, full connectivity, no tiles, no penalty, no init_from;
-  e.g. ``"connectivity=0.5"``), plus ``lr``/``optimizer``/``arch`` where these take several
-  values within one data set, so runs of different experiments are never pooled;
+  e.g. ``"connectivity=0.5"``; any ``init_from`` checkpoint is ``"init_from=cnn"``, so the folds
+  of ``experiment=divergence`` pool although each has its own checkpoint path), plus
+  ``lr``/``optimizer``/``arch`` where these take several values within one data set, so runs
+  of different experiments are never pooled;
 - ``param_count, wall_time_s, epochs_completed, stopped_epoch, best_epoch``;
 - ``final/<metric>`` (results.json ``final``: last epoch), ``best/<metric>`` (``best``: the
   early-stopping epoch, the one with the best ``val/acc``), ``init/<metric>``, ``test/<metric>``;
@@ -69,6 +73,8 @@ NUMERIC_META = ("depth", "fold", "aug_level", "connectivity", "share_tile", "sha
 # identity values of the paper's protocol; anything else goes into the ``setting`` label
 _PROTOCOL_SETTING: dict[str, Any] = {"depth": 3, "split": "kfold", "connectivity": 0.0, "share_tile": None,
                                      "share_penalty": 0.0, "init_from": None}
+# the setting label of any job started from a checkpoint (only CNN checkpoints are unshared)
+INIT_FROM_LABEL = "cnn"
 # fields without one protocol value (the learning rate depends on the data set): they enter the
 # ``setting`` label only where they take several values among the jobs of one data set
 _VARYING_SETTING = ("lr", "optimizer", "arch")
@@ -81,6 +87,9 @@ class Sweep:
     jobs: pd.DataFrame
     epochs: pd.DataFrame
     roots: list[Path] = field(default_factory=list)
+    # problems that make the job list incomplete (e.g. a multirun.yaml that could not be
+    # expanded, so never-created jobs cannot be reported missing); printed by the report
+    notes: list[str] = field(default_factory=list)
 
     @property
     def completed(self) -> pd.DataFrame:
@@ -126,33 +135,39 @@ def find_sweep_files(root: Path) -> list[Path]:
     return found
 
 
-def expected_jobs(multirun_yaml: Path) -> list[tuple[Path, list[str]]]:
-    """The (job dir, overrides) pairs Hydra's basic sweeper launched for this sweep.
+def expected_jobs(multirun_yaml: Path) -> tuple[list[tuple[Path, list[str]]], str | None]:
+    """``(jobs, note)``: the (job dir, overrides) pairs Hydra's basic sweeper launched, and why not.
 
     Uses Hydra's own override parser and :meth:`BasicSweeper.split_arguments` so the job
-    numbering is exactly Hydra's. Returns ``[]`` when it cannot be known: another sweeper
-    (Optuna decides its trials as it goes), a custom ``hydra.sweep.subdir``, or a file that
-    does not parse.
+    numbering is exactly Hydra's. ``jobs`` is ``[]`` with ``note=None`` when the list is not
+    knowable by design (another sweeper: Optuna decides its trials as it goes; a custom
+    ``hydra.sweep.subdir``), and ``[]`` with a note
+    ``"could not list the expected jobs of <dir>: <reason>"`` when the file should have told but
+    could not be read or expanded: missing-job detection is then off for that sweep, which the
+    report must say rather than claim every job was found.
     """
     try:
         from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
         cfg = yaml.safe_load(multirun_yaml.read_text())
+        if not isinstance(cfg, dict) or not isinstance(cfg.get("hydra"), dict):
+            raise ValueError("no hydra section")
         hydra_cfg = cfg["hydra"]
         sweeper = hydra_cfg.get("sweeper") or {}
         if not str(sweeper.get("_target_", "")).endswith("BasicSweeper"):
-            return []
-        if str(hydra_cfg.get("sweep", {}).get("subdir")) != "${hydra.job.num}":
-            return []
+            return [], None
+        if str((hydra_cfg.get("sweep") or {}).get("subdir")) != "${hydra.job.num}":
+            return [], None
         arguments = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
-        arguments += list(hydra_cfg.get("overrides", {}).get("task") or [])
+        arguments += list((hydra_cfg.get("overrides") or {}).get("task") or [])
         parsed = OverridesParser.create().parse_overrides(arguments)
         batches = BasicSweeper.split_arguments(parsed, None)
-    except Exception:  # any problem here only means "expected jobs unknown", never a crash
-        return []
+    except Exception as exc:  # yaml, Hydra's grammar, a file of the wrong shape: a note, never a crash
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+        return [], f"could not list the expected jobs of {multirun_yaml.parent}: {reason}"
     jobs = [job for batch in batches for job in batch]
-    return [(multirun_yaml.parent / str(num), list(overrides)) for num, overrides in enumerate(jobs)]
+    return [(multirun_yaml.parent / str(num), list(overrides)) for num, overrides in enumerate(jobs)], None
 
 
 # ----------------------------------------------------------------------------- one job
@@ -318,12 +333,21 @@ def read_metrics(job_dir: Path) -> tuple[pd.DataFrame | None, str | None]:
 
 
 def setting_label(row: pd.Series | dict[str, Any]) -> str:
-    """Short label of the identity fields that differ from the paper's protocol ("" if none)."""
+    """Short label of the identity fields that differ from the paper's protocol ("" if none).
+
+    ``init_from`` is labelled ``init_from=cnn`` whatever the checkpoint path: that path is
+    per job (``<job>/cnn_stage/checkpoints/last.ckpt`` in ``experiment=divergence``), so putting
+    it into the label would give every fold a table of its own instead of pooling the folds.
+    """
     parts = []
     for key, default in _PROTOCOL_SETTING.items():
         value = row.get(key)
         if value is None or (isinstance(value, float) and math.isnan(value)):
             continue  # unknown is not evidence of a different experiment
+        if key == "init_from":
+            if str(value).strip():
+                parts.append(f"init_from={INIT_FROM_LABEL}")
+            continue
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if default is not None and float(value) == float(default):
                 continue
@@ -374,9 +398,11 @@ def _fill_from_epochs(jobs: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
     return jobs[ordered].reset_index()
 
 
-def load_jobs(dirs: Iterable[Path | str]) -> list[dict[str, Any]]:
-    """Raw rows of every job found under ``dirs`` (expected-but-absent jobs included)."""
+def load_jobs(dirs: Iterable[Path | str]) -> tuple[list[dict[str, Any]], list[str]]:
+    """``(rows, notes)``: raw rows of every job found under ``dirs`` (expected-but-absent jobs
+    included) and the notes of :func:`expected_jobs` for sweeps whose job list is unknown."""
     rows: list[dict[str, Any]] = []
+    notes: list[str] = []
     seen: set[str] = set()
     for given in dirs:
         root = Path(given)
@@ -389,7 +415,10 @@ def load_jobs(dirs: Iterable[Path | str]) -> list[dict[str, Any]]:
             seen.add(row["job_dir"])
             rows.append({**row, "root": str(root)})
         for multirun in find_sweep_files(root):
-            for job_dir, overrides in expected_jobs(multirun):
+            listed, note = expected_jobs(multirun)
+            if note is not None:
+                notes.append(note)
+            for job_dir, overrides in listed:
                 key = str(job_dir.resolve())
                 if key in seen:
                     continue
@@ -397,16 +426,16 @@ def load_jobs(dirs: Iterable[Path | str]) -> list[dict[str, Any]]:
                 rows.append({"job_dir": key, "root": str(root), "status": "missing",
                              "error": "job directory never created (listed by multirun.yaml)",
                              "overrides": " ".join(overrides)})
-    return rows
+    return rows, notes
 
 
 def load_sweep(dirs: Sequence[Path | str]) -> Sweep:
     """Load every job under ``dirs`` into a :class:`Sweep` (frames documented above)."""
-    rows = load_jobs(dirs)
+    rows, notes = load_jobs(dirs)
     if not rows:
         jobs = _normalise_jobs([{c: None for c in META_COLUMNS}]).iloc[0:0]
         return Sweep(jobs=jobs, epochs=pd.DataFrame(columns=[*EPOCH_KEY_COLUMNS, "epoch"]),
-                     roots=[Path(d) for d in dirs])
+                     roots=[Path(d) for d in dirs], notes=notes)
     jobs = _normalise_jobs(rows)
     frames: dict[str, pd.DataFrame] = {}
     for index, (job_dir, status) in enumerate(zip(jobs["job_dir"], jobs["status"])):
@@ -423,4 +452,4 @@ def load_sweep(dirs: Sequence[Path | str]) -> Sweep:
     else:
         epochs = pd.DataFrame(columns=[*EPOCH_KEY_COLUMNS, "epoch"])
     jobs = _fill_from_epochs(jobs, epochs)
-    return Sweep(jobs=jobs, epochs=epochs, roots=[Path(d) for d in dirs])
+    return Sweep(jobs=jobs, epochs=epochs, roots=[Path(d) for d in dirs], notes=notes)

@@ -199,10 +199,15 @@ def _cell(value: float, paper: float | None, diff: float | None) -> str:
     return text
 
 
-def markdown_table(wide: pd.DataFrame) -> str:
-    """A wide table as Markdown: cells ``measured (paper, measured - paper)``."""
-    models = model_order([c.split("/")[0] for c in wide.columns if c.endswith("/n")])
-    header = ["level"]
+def markdown_table(wide: pd.DataFrame, *, index: str = "level", models: list[str] | None = None) -> str:
+    """A wide table as Markdown: cells ``measured (paper, measured - paper)`` where paper columns exist.
+
+    ``index`` names the row column (``level``, or ``connectivity`` for the VCP view), ``models``
+    the column groups in order (default: those present, CNN first).
+    """
+    present = [c.split("/")[0] for c in wide.columns if c.endswith("/n")]
+    models = [m for m in models if m in present] if models is not None else model_order(present)
+    header = [index]
     columns: list[tuple[str, str | None]] = []
     for model in models:
         header.append(f"{model.upper()} n")
@@ -214,15 +219,13 @@ def markdown_table(wide: pd.DataFrame) -> str:
                 columns.append((column, metric))
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     for row in wide.to_dict("records"):
-        cells = [format_level(row["level"])]
+        cells = [format_level(row[index])]
         for column, metric in columns:
             if metric is None:
                 n = row[column]
                 cells.append("0" if n is pd.NA or n is None else str(int(n)))
-            elif metric in PAPER_METRICS:
-                cells.append(_cell(row[column], row[f"{column}/paper"], row[f"{column}/diff"]))
             else:
-                cells.append(_cell(row[column], None, None))
+                cells.append(_cell(row[column], row.get(f"{column}/paper"), row.get(f"{column}/diff")))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
