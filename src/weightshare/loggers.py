@@ -13,6 +13,7 @@ multirun must be its own W&B run: call :func:`finish_wandb` at the end of every 
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -122,8 +123,13 @@ def _build_wandb(
     # Offline mode goes through wandb.init(mode="offline") rather than WandbLogger(offline=True):
     # the latter sets os.environ["WANDB_MODE"]="dryrun" for the whole process, which would make
     # every later (online) job of a multirun offline too.
+    # The run id is derived from the run directory, so a killed job resumed in its directory
+    # (ckpt_path=last) continues the same W&B run instead of leaving a crashed half behind.
+    run_id = hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]
     return WandbLogger(
         name=run_name,
+        id=run_id,
+        resume="allow",
         save_dir=str(run_dir),
         project=_get(wandb_cfg, "project", "weightshare"),
         log_model=log_model,

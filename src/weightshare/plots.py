@@ -60,9 +60,9 @@ from weightshare.report.vcp import REFERENCE_MODEL, VCP_MODEL, covered_tables, v
 DPI = 120
 # fd/<layer>/<target>/<kind>: target r<radius> (neighbours on the ring), to_ref (the original
 # shared filter), to_mean (the layer's mean filter); kind euclid, cosine, euclid_raw, or any new one
-FD_PATTERN = re.compile(r"^fd/(?P<layer>[^/]+)/(?P<target>r(?P<radius>\d+))/(?P<kind>euclid|cosine)$")
+FD_PATTERN = re.compile(r"^fd/(?P<layer>[^/]+)/(?P<target>r(?P<radius>\d+)|to_ref|to_mean)/(?P<kind>\w+)$")
 KIND_ORDER = ("euclid", "cosine", "euclid_raw")
-KIND_LABELS = {"euclid": "Euclidean", "cosine": "cosine", "euclid_raw": "Euclidean (raw weights)"}
+KIND_LABELS = {"euclid": "Euclidean", "cosine": "cosine", "euclid_raw": "raw Euclidean (/ ||W_ref||)"}
 GROUP_ORDER = ("neighbours", "to_ref", "to_mean")
 GROUP_TITLES = {"neighbours": "between neighbouring filters", "to_ref": "to the original shared filter",
                 "to_mean": "to the layer's mean filter"}
