@@ -203,6 +203,16 @@ def test_vcp_figure(tmp_path: Path) -> None:
     high = fs.epoch_row("fcn", 0.3, 2, 2, connectivity=0.0)["val/acc"]
     assert (band.min(), band.max()) == pytest.approx((low, high))
     assert line(ax, "CNN validation, connectivity 0 (reference)").get_ydata()[0] == pytest.approx(0.875)
+    # filter distances: one figure for the group, a line per connectivity, not one figure per value
+    fd_names = sorted(name for name in figures if name.startswith("filter_distance"))
+    assert fd_names == ["filter_distance_mnist_translate_fcn_conv1.png",  # connectivity 0: the paper's table
+                        "filter_distance_vcp_mnist_translate_0.30_conv1.png"]
+    fig = figures["filter_distance_vcp_mnist_translate_0.30_conv1.png"]
+    panel = {a.get_title(): a for a in fig.axes}["conv1, radius 1: euclid"]
+    assert sorted(ln.get_label() for ln in panel.get_lines()) == ["0.00", "0.50", "0.90"]
+    expected = [fs.fd_values(0.3, e)["fd/conv1/r1/euclid"] for e in range(-1, 4)]
+    assert list(line(panel, "0.90").get_ydata()) == pytest.approx(expected)
+    assert fig.legends[0].get_title().get_text() == "connectivity"
 
 
 def test_quadrant_swap_bars(figures) -> None:

@@ -422,8 +422,13 @@ def test_220_job_sweep(tmp_path: Path) -> None:
     for data in ("mnist", "cifar10"):
         fs.build_translate_sweep(tmp_path / data, levels=levels, folds=(0, 1, 2, 3, 4), data=data,
                                  n_epochs=20)
-    result = write_report([tmp_path], plots=False, reference_dir=write_reference(tmp_path / "ref"))
+    result = write_report([tmp_path], reference_dir=write_reference(tmp_path / "ref"))
     assert len(result.sweep.jobs) == 220 and result.failures.empty
+    plots = sorted(p.name for p in result.files if p.suffix == ".png")
+    assert plots == [f"{kind}_{data}{suffix}.png" for kind, suffix in
+                     (("accuracy", "_translate"), ("filter_distance", "_translate_fcn_conv1"), ("quadrant_swap", ""))
+                     for data in ("cifar10", "mnist")]
+    assert result.vcp_groups == [] and result.sweep.notes == []
     for data in ("mnist", "cifar10"):
         for convention in ("early_stopped", "last_epoch", "all_epochs"):
             wide = pd.read_csv(tmp_path / "report" / "tables" / f"{data}_translate_{convention}.csv")

@@ -55,7 +55,14 @@ from weightshare.report.tables import (
     slug,
     with_shared_level_zero,
 )
-from weightshare.report.vcp import REFERENCE_MODEL, VCP_MODEL, covered_tables, vcp_groups, vcp_rows
+from weightshare.report.vcp import (
+    REFERENCE_MODEL,
+    VCP_MODEL,
+    covered_tables,
+    vcp_groups,
+    vcp_members,
+    vcp_rows,
+)
 
 DPI = 120
 # fd/<layer>/<target>/<kind>: target r<radius> (neighbours on the ring), to_ref (the original
@@ -210,7 +217,8 @@ def accuracy_figure(rows: pd.DataFrame, title: str, xlabel: str) -> Figure:
     return fig
 
 
-def filter_distance_figure(epochs: pd.DataFrame, init: pd.DataFrame, layer: str, title: str) -> Figure:
+def filter_distance_figure(epochs: pd.DataFrame, init: pd.DataFrame, layer: str, title: str, *,
+                           line_by: str = "aug_level", legend_title: str = "aug level") -> Figure:
     """Figure 5 (and the divergence follow-up's) for one layer: a panel per (target, kind), a line per level.
 
     ``epochs``: epoch rows of one table's FCN jobs (``aug_level``, ``epoch``, ``fd/...``
@@ -220,6 +228,7 @@ def filter_distance_figure(epochs: pd.DataFrame, init: pd.DataFrame, layer: str,
     ``to_mean``), rows are kinds (``euclid``, ``cosine``, ``euclid_raw``, ...); a (target, kind)
     with no value in ``epochs`` has no panel. Panels are titled ``"<layer>, radius <r>: <kind>"``,
     ``"<layer>, to original shared filter: <kind>"``, ``"<layer>, to mean filter: <kind>"``.
+    ``line_by`` names the column that tells the lines apart (``connectivity`` in the VCP view).
     """
     specs = [s for s in fd_columns(list(epochs.columns)).get(layer, []) if epochs[s.column].notna().any()]
     if not specs:
@@ -228,17 +237,17 @@ def filter_distance_figure(epochs: pd.DataFrame, init: pd.DataFrame, layer: str,
     kinds = sorted({s.kind for s in specs}, key=kind_rank)
     fig = Figure(figsize=(4.8 * len(targets) + 1.2, 3.8 * len(kinds)), layout="constrained")
     panels = _grid(fig, kinds, targets, {(s.kind, s.target) for s in specs})
-    levels = sorted(epochs["aug_level"].dropna().unique())
+    levels = sorted(epochs[line_by].dropna().unique())
     colors = matplotlib.colormaps["viridis"](np.linspace(0.0, 0.9, max(len(levels), 1)))
     for spec in specs:
         ax = panels[(spec.kind, spec.target)]
         column = spec.column
         for level, color in zip(levels, colors):
-            curve = epochs[epochs["aug_level"] == level].groupby("epoch")[column].median().dropna()
+            curve = epochs[epochs[line_by] == level].groupby("epoch")[column].median().dropna()
             x, y = list(curve.index + 1), list(curve.to_numpy())
             init_column = f"init/{column}"
             if init_column in init.columns:
-                start = init.loc[init["aug_level"] == level, init_column].median()
+                start = init.loc[init[line_by] == level, init_column].median()
                 if not math.isnan(start):
                     x, y = [0, *x], [start, *y]
             if x:
@@ -252,7 +261,7 @@ def filter_distance_figure(epochs: pd.DataFrame, init: pd.DataFrame, layer: str,
             entries.setdefault(label, handle)
     labels = sorted(entries, key=lambda text: float(text) if text != "mixed" else math.inf)
     handles = [entries[label] for label in labels]
-    fig.legend(handles, labels, title="aug level", fontsize=9, title_fontsize=10, loc="outside right upper")
+    fig.legend(handles, labels, title=legend_title, fontsize=9, title_fontsize=10, loc="outside right upper")
     fig.suptitle(title, fontsize=13)
     return fig
 
@@ -370,18 +379,41 @@ def _filter_distance_figures(jobs: pd.DataFrame, epochs: pd.DataFrame, fd_layers
         return
     curves = with_shared_level_zero(done[[*keys, "epoch", *columns]])
     init_columns = [f"init/{c}" for c in columns if f"init/{c}" in jobs.columns]
-    init = with_shared_level_zero(jobs.loc[jobs["status"] == "completed", [*keys, *init_columns]])
-    for (data, setting, aug_type, model), table in curves.groupby(["data", "setting", "aug_type", "model"]):
-        if aug_type == "mixed":
-            continue
+    completed = jobs.loc[jobs["status"] == "completed", [*keys, "connectivity", *init_columns]]
+    init = with_shared_level_zero(completed)
+    covered = covered_tables(jobs)
+
+    def chosen(table: pd.DataFrame) -> list[str]:
         present = [layer for layer, specs in layers.items()
                    if table[[s.column for s in specs]].notna().to_numpy().any()]
+        return present[:1] if fd_layers == "first" else present
+
+    for (data, setting, aug_type, model), table in curves.groupby(["data", "setting", "aug_type", "model"]):
+        if aug_type == "mixed" or (data, aug_type, setting) in covered:
+            continue  # a single connectivity value of a VCP sweep: drawn in its VCP figure below
         job_init = init[init["job_dir"].isin(table["job_dir"]) & (init["aug_type"] == aug_type)]
-        for layer in present[:1] if fd_layers == "first" else present:
+        for layer in chosen(table):
             title = (f"{data} {model.upper()}: filter distances, {aug_type} augmentation"
                      + (f"\n{setting}" if setting else ""))
             yield (_name("filter_distance", data, aug_type, model, layer, setting),
                    filter_distance_figure(table, job_init, layer, title))
+    members = vcp_members(jobs)
+    members = members[members["model"] == VCP_MODEL]
+    for group in vcp_groups(jobs):
+        in_group = members[(members["data"] == group.data) & (members["base_setting"] == group.setting)
+                           & (members["aug_type"] == group.aug_type)
+                           & ((members["aug_level"] - group.level).abs() < 1e-9)]
+        table = done[done["job_dir"].isin(in_group["job_dir"])].merge(
+            in_group[["job_dir", "connectivity"]], on="job_dir")
+        if table.empty:
+            continue
+        job_init = completed[completed["job_dir"].isin(in_group["job_dir"])]
+        for layer in chosen(table):
+            title = (f"{group.data} FCN: filter distances vs removed connections, {group.aug_type} "
+                     f"{format_level(group.level)}" + (f"\n{group.setting}" if group.setting else ""))
+            yield (f"filter_distance_{group.file_stem()}_{slug(layer)}.png",
+                   filter_distance_figure(table, job_init, layer, title, line_by="connectivity",
+                                          legend_title="connectivity"))
 
 
 def plot_sweep(jobs_frame: pd.DataFrame, epochs_frame: pd.DataFrame, out_dir: Path | str, *,
@@ -394,7 +426,9 @@ def plot_sweep(jobs_frame: pd.DataFrame, epochs_frame: pd.DataFrame, out_dir: Pa
     ``vcp_<data>_<aug_type>_<level>[_<setting>].png`` (Figures C.1-C.2, per VCP group of
     :mod:`weightshare.report.vcp`),
     ``filter_distance_<data>_<aug_type>_<model>_<layer>[_<setting>].png`` (Figure 5 and the
-    divergence follow-up: neighbours, original shared filter, mean filter).
+    divergence follow-up: neighbours, original shared filter, mean filter; a line per level),
+    ``filter_distance_vcp_<data>_<aug_type>_<level>[_<setting>]_<layer>.png`` (a VCP group's
+    FCNs, a line per connectivity, instead of one figure per connectivity value).
     ``convention`` picks the values of the accuracy and quadrant figures (see
     :data:`~weightshare.report.tables.CONVENTIONS`); ``fd_layers`` is ``first`` (the paper)
     or ``all``; ``quadrant`` is the (aug_type, level) of the runs in the quadrant-swap chart
