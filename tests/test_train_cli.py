@@ -92,3 +92,47 @@ def test_multirun_with_wandb_offline_gives_each_job_its_own_grouped_run(tmp_path
     assert len(ids) == 2
     for r in runs:  # each run finished and its config logged (the offline .wandb file is complete)
         assert list(r[0].glob("run-*.wandb")), list(r[0].iterdir())
+
+
+def test_fcn_trains_under_bf16_autocast_on_cpu(tmp_path) -> None:
+    out = tmp_path / "bf16"
+    args = [*FAST, "model=fcn", "trainer.precision=bf16-mixed", "trainer.max_epochs=1", f"hydra.run.dir={out}"]
+    proc = run_train(args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((out / "results.json").read_text())
+    assert res["status"] == "completed" and res["config"]["trainer"]["precision"] == "bf16-mixed"
+    assert res["final"]["train/loss"] < 2.5  # finite, and below chance-level cross-entropy (ln 10 = 2.30 + slack)
+
+
+def _write_cifar_batches(root: Path, per_batch: int = 40) -> None:
+    """Tiny CIFAR-10 in the python pickle format (5 train batches + test batch + meta)."""
+    import pickle
+
+    import numpy as np
+
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for name in names:
+        batch = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+                 b"labels": [int(v) for v in rng.integers(0, 10, per_batch)], b"batch_label": name.encode()}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=4))
+    meta = {b"label_names": [f"c{i}".encode() for i in range(10)], b"num_cases_per_batch": per_batch}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=4))
+
+
+def test_cifar10_fcn_depth2_from_written_files(tmp_path) -> None:
+    _write_cifar_batches(tmp_path / "data")
+    out = tmp_path / "cifar"
+    proc = run_train([
+        "data=cifar10", f"data.root={tmp_path / 'data'}", "data.verify_checksums=false", "data.download=false",
+        "data.batch_size=32", "model=fcn", "model.depth=2", "trainer.max_epochs=1", "callbacks=minimal",
+        "eval.variants=[clean,quadrant_swap]", "threads=1", f"hydra.run.dir={out}",
+    ])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((out / "results.json").read_text())
+    assert res["status"] == "completed"
+    assert res["param_count"] == 9_364_618  # CIFAR-10 FCN at depth 2 (Table A.2 without layer 3)
+    assert res["data_info"] == {"name": "cifar10", "in_channels": 3, "height": 32, "width": 32, "num_classes": 10}
+    assert res["identity"]["split"] == "kfold" and res["epochs_completed"] == 1

@@ -281,11 +281,11 @@ def task(cfg: DictConfig) -> float | None:
     try:
         return train(cfg)
     except WeightshareError as exc:
-        log.error("%s", exc)
         if multirun:
+            log.error("%s", exc)
             _record_failure(cfg, exc)
             return None
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)  # once, one line (the console log would repeat it)
         sys.exit(2)
     except Exception as exc:
         if multirun:
