@@ -68,10 +68,25 @@ def test_divergence_experiment_runs_both_stages_in_one_command(tmp_path) -> None
     fcn = json.loads((out / "results.json").read_text())
     assert cnn["status"] == fcn["status"] == "completed"
     assert cnn["identity"]["model"] == "cnn" and cnn["epochs_completed"] == 2
-    assert fcn["identity"]["init_from"].endswith("cnn_stage/checkpoints/last.ckpt")
+    assert fcn["identity"]["init_from"] == "cnn_stage"
+    assert fcn["stages"]["init_from"].endswith("cnn_stage/checkpoints/last.ckpt")
     # at the start every position holds the shared filter: distances are exactly zero ...
     for key in ("fd/conv1/r1/euclid", "fd/conv1/r1/cosine", "fd/conv1/to_ref/euclid", "fd/conv1/to_mean/euclid"):
         assert fcn["init"][key] == pytest.approx(0.0, abs=1e-6), key
     # ... and training frees them: the filters move apart and away from the shared one
     assert fcn["final"]["fd/conv1/r1/euclid"] > 1e-4
     assert fcn["final"]["fd/conv1/to_ref/euclid"] > 1e-4
+
+
+def test_completed_divergence_run_is_skipped_when_rerun(tmp_path) -> None:
+    out = tmp_path / "div"
+    args = [sys.executable, str(REPO / "train.py"), "experiment=divergence", "data=synthetic",
+            "data.synthetic_size=256", "divergence.cnn_epochs=1", "trainer.max_epochs=1", "eval=clean",
+            "callbacks.filter_images.enabled=false", "callbacks.progress_bar=none", "threads=1", "test=false",
+            f"hydra.run.dir={out}"]
+    assert subprocess.run(args, capture_output=True, timeout=600).returncode == 0
+    first = json.loads((out / "results.json").read_text())
+    again = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "already completed" in again.stdout + again.stderr
+    assert json.loads((out / "results.json").read_text())["finished_unix"] == first["finished_unix"]

@@ -95,7 +95,9 @@ def run_identity(cfg: DictConfig) -> dict[str, Any]:
         "lr": float(cfg.optimizer.lr),
         "optimizer": cfg.optimizer.name,
         "seed": cfg.seed,
-        "init_from": cfg.model.init_from,
+        # a two-stage divergence run is "cnn_stage" from its start, so its identity never
+        # changes mid-run (resume and skip_completed compare identities)
+        "init_from": cfg.model.init_from or ("cnn_stage" if cfg.divergence.cnn_epochs > 0 else None),
     }
 
 

@@ -197,8 +197,7 @@ def _run_cnn_stage(cfg: DictConfig, job: Job) -> DictConfig:
     fcn_cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     fcn_cfg.model.init_from = str(stage_dir / "checkpoints" / "last.ckpt")
     fcn_cfg.divergence.cnn_epochs = 0
-    job.summary["stages"] = {"cnn": str(stage_dir)}
-    job.summary["identity"]["init_from"] = fcn_cfg.model.init_from
+    job.summary["stages"] = {"cnn": str(stage_dir), "init_from": fcn_cfg.model.init_from}
     log.info("divergence stage 2: unsharing into an FCN, fresh optimiser")
     return fcn_cfg
 
