@@ -106,6 +106,14 @@ def with_shared_level_zero(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+def cell_stats(long: pd.DataFrame, keys: list[str], *, sort: bool) -> pd.DataFrame:
+    """Median, min, max, value and job counts of ``long['value']`` per ``keys`` (one row per cell)."""
+    cells = long.groupby(keys, dropna=False, sort=sort)
+    stats = cells["value"].agg(["median", "min", "max", "count"]).rename(columns={"count": "n_values"})
+    stats["n_jobs"] = cells["job_dir"].nunique()
+    return stats.reset_index()
+
+
 def summarize(jobs: pd.DataFrame, epochs: pd.DataFrame, reference: pd.DataFrame | None = None,
               conventions: tuple[str, ...] = tuple(CONVENTIONS)) -> pd.DataFrame:
     """The long table (columns :data:`LONG_COLUMNS`) of every cell in every convention."""
@@ -119,10 +127,7 @@ def summarize(jobs: pd.DataFrame, epochs: pd.DataFrame, reference: pd.DataFrame 
         long = long.dropna(subset=["value"])
         if long.empty:
             continue
-        cells = long.groupby([*CELL, "metric"], dropna=False, sort=False)
-        stats = cells["value"].agg(["median", "min", "max", "count"]).rename(columns={"count": "n_values"})
-        stats["n_jobs"] = cells["job_dir"].nunique()
-        frames.append(stats.reset_index().assign(convention=convention))
+        frames.append(cell_stats(long, [*CELL, "metric"], sort=False).assign(convention=convention))
     if not frames:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in LONG_COLUMNS})
     table = pd.concat(frames, ignore_index=True).rename(columns={"aug_level": "level"})

@@ -29,6 +29,7 @@ from weightshare.report.tables import (
     CONVENTIONS,
     PAPER_METRICS,
     TABLE_METRICS,
+    cell_stats,
     convention_rows,
     format_level,
     slug,
@@ -136,10 +137,7 @@ def summarize_vcp(jobs: pd.DataFrame, epochs: pd.DataFrame,
             subset=["value"])
         if long.empty:
             continue
-        cells = long.groupby([*id_vars[1:], "metric"], sort=True)
-        stats = cells["value"].agg(["median", "min", "max", "count"]).rename(columns={"count": "n_values"})
-        stats["n_jobs"] = cells["job_dir"].nunique()
-        frames.append(stats.reset_index().assign(convention=convention))
+        frames.append(cell_stats(long, [*id_vars[1:], "metric"], sort=True).assign(convention=convention))
     if not frames:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in VCP_LONG_COLUMNS})
     table = pd.concat(frames, ignore_index=True)
