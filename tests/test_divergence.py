@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 def _model_cfg(**kw):
     base = {"name": "fcn", "depth": 3, "hidden": 64, "connectivity": 0.0, "connectivity_mode": "weight",
             "fcn_init": "conv", "impl": "auto", "share_tile": None, "share_penalty": 0.0, "penalty_radius": 1,
-            "init_from": None, "compile": False, "arch": "paper", "widen_factor": 1, "shared": False}
+            "init_from": None, "compile": False, "arch": "paper", "widen_factor": 1}
     base.update(kw)
     return OmegaConf.create(base)
 
