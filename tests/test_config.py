@@ -126,3 +126,33 @@ def test_experiment_and_budget_compose(compose, tmp_path) -> None:
     assert cfg.task_name == "paper_translate"
     assert cfg.trainer.max_epochs == 10
     assert cfg.callbacks.early_stopping.patience == 5
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["+aug.translat=0.1"], "aug.translat"),  # the append syntax must not smuggle in a typo
+        (["+callbacks.early_stopping.pateince=3"], "callbacks.early_stopping.pateince"),
+        (["data.split=standard", "data.fold=3"], "data.fold"),  # the fold would be ignored
+        (["scheduler=multistep", "scheduler.warmup_epochs=2"], "scheduler.warmup_epochs"),
+        (["callbacks.early_stopping.monitor=val/accuracy"], "callbacks.early_stopping.monitor"),
+    ],
+)
+def test_silently_ignored_settings_are_errors(compose, tmp_path, overrides, key) -> None:
+    cfg = compose(overrides, output_dir=tmp_path)
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg)
+    assert err.value.key == key
+
+
+def test_gpu_trainer_without_cuda_is_a_clear_error(compose, tmp_path) -> None:
+    import torch
+
+    from weightshare.train import train
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    cfg = compose(["trainer=gpu", "data=synthetic"], output_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"trainer\.accelerator='gpu'.*no CUDA device"):
+        train(cfg)
+    assert not (tmp_path / "results.json").exists()  # nothing started

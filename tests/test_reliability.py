@@ -159,3 +159,19 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_run(tmp_path) -> None:
     ref_rows = read_metrics_csv(ref / "metrics.csv")
     for key in ("train/loss", "train/acc", "val/acc", "val/loss", "fd/conv1/r1/euclid", "val/acc_best"):
         assert [r[key] for r in rows] == [r[key] for r in ref_rows], key
+
+
+def test_sigterm_marks_the_run_interrupted_exits_nonzero_and_resumes(tmp_path) -> None:
+    out = tmp_path / "term"
+    proc = subprocess.Popen(_train_cmd(out, 4), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(read_metrics_csv(out / "metrics.csv")) < 1:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # what SLURM sends at preemption or the time limit
+    assert proc.wait(timeout=120) == 143
+    res = json.loads((out / "results.json").read_text())
+    assert res["status"] == "interrupted" and "SIGTERM" in res["error"]
+    resumed = subprocess.run([*_train_cmd(out, 4), "resume=true"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [r["epoch"] for r in read_metrics_csv(out / "metrics.csv")] == [0, 1, 2, 3]
+    assert json.loads((out / "results.json").read_text())["status"] == "completed"

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
@@ -18,7 +19,24 @@ from weightshare.results import read_json
 
 log = logging.getLogger("weightshare")
 
-COLUMNS = ("val/acc", "val/translate/acc", "val/rotate/acc", "val/noise/acc", "val/quadrant_swap/acc")
+COLUMNS = (
+    "val/acc", "val/translate/acc", "val/rotate/acc", "val/noise/acc", "val/edge_noise/acc", "val/quadrant_swap/acc",
+)
+
+
+def _overrides(job_dir: Path) -> dict[str, str]:
+    """The job's command-line overrides (Hydra's .hydra/overrides.yaml), as key -> value."""
+    path = job_dir / ".hydra" / "overrides.yaml"
+    try:
+        items = yaml.safe_load(path.read_text()) or []
+    except (OSError, yaml.YAMLError):
+        return {}
+    out = {}
+    for item in items:
+        key, _, value = str(item).partition("=")
+        if not key.lstrip("+~").startswith(("hydra.", "trial.")):
+            out[key.lstrip("+~")] = value
+    return out
 
 
 def _aug_label(aug: str, level: Any) -> str:
@@ -30,7 +48,8 @@ def _aug_label(aug: str, level: Any) -> str:
 def sweep_rows(sweep_dir: Path) -> list[dict[str, Any]]:
     """One row per job directory that has a results.json (job number order)."""
     rows = []
-    for path in sorted(sweep_dir.rglob("results.json"), key=lambda p: (len(p.parts), str(p))):
+    paths = [p for p in sweep_dir.rglob("results.json") if "cnn_stage" not in p.parts]
+    for path in sorted(paths, key=lambda p: (len(p.parts), str(p))):
         res = read_json(path) or {"status": "corrupt"}
         ident = res.get("identity") or {}
         final = res.get("final") or {}
@@ -42,13 +61,23 @@ def sweep_rows(sweep_dir: Path) -> list[dict[str, Any]]:
                 "model": ident.get("model", "?"),
                 "data": ident.get("data", "?"),
                 "aug": _aug_label(aug, level),
-                "fold": ident.get("fold", "?"),
+                "fold": ident.get("fold", "?") if ident.get("split") != "standard" else "-",
                 "status": res.get("status", "?"),
                 "epochs": res.get("epochs_completed", ""),
                 **{c: final.get(c) for c in COLUMNS},
+                "overrides": _overrides(path.parent),
             }
         )
     return rows
+
+
+def varying_overrides(rows: list[dict[str, Any]]) -> list[str]:
+    """Override keys whose values differ between jobs: what the sweep swept."""
+    keys: dict[str, set[str]] = {}
+    for r in rows:
+        for k, v in r["overrides"].items():
+            keys.setdefault(k, set()).add(v)
+    return [k for k, values in keys.items() if len(values) > 1 or any(k not in r["overrides"] for r in rows)]
 
 
 def print_sweep_table(sweep_dir: Path) -> None:
@@ -56,8 +85,11 @@ def print_sweep_table(sweep_dir: Path) -> None:
     from rich.table import Table
 
     rows = sweep_rows(sweep_dir)
+    swept = [k for k in varying_overrides(rows) if k not in ("model", "data.fold")]
+    for r in rows:
+        r.update({k: r["overrides"].get(k, "") for k in swept})
     table = Table(title=f"sweep {sweep_dir}")
-    keys = ["job", "model", "data", "aug", "fold", "status", "epochs", *COLUMNS]
+    keys = ["job", "model", "data", "aug", "fold", *swept, "status", "epochs", *COLUMNS]
     for k in keys:
         table.add_column(k.replace("val/", "").replace("/acc", " acc"), justify="right" if k in COLUMNS else "left")
     for r in rows:

@@ -109,7 +109,12 @@ def _style(ax: Axes, title: str, xlabel: str, ylabel: str) -> None:
 
 
 def _epoch_axis(ax: Axes) -> None:
+    """Whole-number epoch ticks; a run of one or two epochs still spans a readable range."""
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    lo, hi = ax.get_xlim()
+    if hi - lo < 2:
+        mid = (lo + hi) / 2
+        ax.set_xlim(mid - 1, mid + 1)
 
 
 def _side_legend(ax: Axes) -> None:
@@ -465,6 +470,8 @@ def run_figures(run_dir: Path | str) -> dict[str, Figure]:
     result = read_results(run_dir)
     title = _run_title(result)
     x = metrics["epoch"] + 1
+    # markers keep short runs visible (a single epoch is one point, not a line)
+    marker = "o" if len(metrics) <= 30 else None
     best = result.get("best_epoch")
     figures: dict[str, Figure] = {}
 
@@ -472,14 +479,15 @@ def run_figures(run_dir: Path | str) -> dict[str, Figure]:
     ax_acc, ax_loss = fig.subplots(1, 2)
     for column, label in (("train/acc", "train"), ("val/acc", "validation")):
         if column in metrics.columns:
-            ax_acc.plot(x, metrics[column], linewidth=1.8, label=label)
+            ax_acc.plot(x, metrics[column], linewidth=1.8, marker=marker, label=label)
     for variant in VARIANT_NAMES:
         column = f"val/{variant}/acc"
         if column in metrics.columns and metrics[column].notna().any():
-            ax_acc.plot(x, metrics[column], "--", linewidth=1.3, label=f"validation, {variant}")
+            ax_acc.plot(x, metrics[column], "--", linewidth=1.3, marker=marker, markersize=4,
+                        label=f"validation, {variant}")
     for column, label in (("train/loss", "train"), ("val/loss", "validation")):
         if column in metrics.columns:
-            ax_loss.plot(x, metrics[column], linewidth=1.8, label=label)
+            ax_loss.plot(x, metrics[column], linewidth=1.8, marker=marker, label=label)
     panels = (("accuracy", "accuracy"), ("loss", "cross-entropy loss"))
     for ax, (name, ylabel) in zip((ax_acc, ax_loss), panels):
         if isinstance(best, (int, float)) and not math.isnan(best):

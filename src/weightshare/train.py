@@ -15,6 +15,7 @@ import socket
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,11 @@ log = logging.getLogger("weightshare")
 os.environ.setdefault("WEIGHTSHARE_ROOT", str(ROOT))
 
 register_configs()
+
+# noise that hides the run's own log: a Lightning-internal deprecation, and a hint about
+# log_every_n_steps that does not apply (epoch metrics are what this trainer logs)
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")
 
 
 def _is_multirun() -> bool:
@@ -140,9 +146,21 @@ def _objective(cfg: DictConfig, summary: dict[str, Any]) -> float | None:
     return None
 
 
+def _check_device(cfg: DictConfig) -> None:
+    """A GPU trainer config on a machine without one: a clear error before data is read."""
+    import torch
+
+    accelerator = str(cfg.trainer.accelerator)
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError("trainer.accelerator", accelerator, "'cpu' or 'auto' (no CUDA device on this machine)")
+    if accelerator == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("trainer.accelerator", accelerator, "'cpu' or 'auto' (no MPS device on this machine)")
+
+
 def train(cfg: DictConfig) -> float | None:
     """Run one job (no error handling: see :func:`task`)."""
     validate_config(cfg)
+    _check_device(cfg)
     job = Job(cfg)
     if cfg.skip_completed and cfg.ckpt_path is None and not cfg.resume:
         done = _completed_value(cfg, job.results_path)
@@ -160,12 +178,19 @@ def train(cfg: DictConfig) -> float | None:
         exit_code = 0
         return value
     except BaseException as exc:
+        from pytorch_lightning.utilities.exceptions import SIGTERMException
+
         from weightshare.module import DivergenceError
 
         status = "diverged" if isinstance(exc, DivergenceError) else "failed"
-        if isinstance(exc, KeyboardInterrupt):
+        # SIGTERM (a scheduler's preemption or time limit) and Ctrl+C: Lightning turns them into
+        # SystemExit; the run is resumable, and a SIGTERM must not exit 0 as if it had finished
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             status = "interrupted"
         job.save(status=status, error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(limit=8))
+        if isinstance(exc, SIGTERMException):
+            log.error("terminated (SIGTERM): resume with ckpt_path=last in %s", job.out)
+            raise SystemExit(143) from None
         raise
     finally:
         from weightshare.loggers import finish_wandb

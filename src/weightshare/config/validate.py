@@ -8,6 +8,7 @@ rate, an augmentation level of 1.5, fold 7 of 5). Each failure is one
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -15,8 +16,13 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from weightshare.augment.validate import EVAL_VARIANTS, LEVEL_KEYS
+from weightshare.config import schema as _schema
+from weightshare.config.schema import TrainConfig
 from weightshare.data.splits import SPLITS
 from weightshare.errors import ConfigError
+
+# field types are strings under `from __future__ import annotations`: resolve them by name
+_SCHEMA_TYPES = {name: obj for name, obj in vars(_schema).items() if dataclasses.is_dataclass(obj)}
 
 DATASETS = ("mnist", "cifar10", "digits", "synthetic")
 PAPER_MODELS = ("cnn", "fcn")
@@ -82,6 +88,9 @@ def _check_data(d: DictConfig) -> None:
     _positive_int("data.synthetic_size", d.synthetic_size, 16)
     _positive_int("data.synthetic_image_size", d.synthetic_image_size, 12)
     _positive_int("data.digits_image_size", d.digits_image_size, 8)
+    if d.split == "standard":
+        allowed = "0 with data.split=standard (the official test set is the validation set)"
+        _require(d.fold == 0, "data.fold", d.fold, allowed)
     _positive_int("data.max_epochs", d.max_epochs)
     _positive_int("data.patience", d.patience, 0)
     _positive_int("data.search_max_epochs", d.search_max_epochs)
@@ -190,6 +199,26 @@ def _check_trainer(t: DictConfig) -> None:
             _require(_number(v) and v > 0, f"trainer.{key}", v, "a fraction in (0, 1] or a batch count >= 1")
 
 
+def _check_known_keys(node: Any, schema: type, path: str) -> None:
+    """Every key of ``node`` is a field of the dataclass ``schema`` (recursively).
+
+    Hydra rejects ``data.bogus=1``, but ``+data.bogus=1`` (the append syntax) adds the key to a
+    structured node without complaint; a misspelled knob must never be silently ignored.
+    """
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    for key in node:
+        name = f"{path}.{key}" if path else str(key)
+        if key not in fields:
+            raise ConfigError(name, OmegaConf.select(node, str(key), throw_on_missing=False),
+                              f"a key of {path or 'the config'}: {sorted(fields)}")
+        sub_schema = fields[key].type if isinstance(fields[key].type, type) else None
+        if sub_schema is None and isinstance(fields[key].type, str):
+            sub_schema = _SCHEMA_TYPES.get(fields[key].type)
+        value = node._get_node(key)
+        if sub_schema is not None and dataclasses.is_dataclass(sub_schema) and isinstance(value, DictConfig):
+            _check_known_keys(value, sub_schema, name)
+
+
 def _check_top(cfg: DictConfig) -> None:
     _positive_int("seed", cfg.seed, 0)
     _one_of("budget", cfg.budget, BUDGETS)
@@ -207,6 +236,7 @@ def _check_top(cfg: DictConfig) -> None:
 
 
 CHECKS: tuple[Callable[[DictConfig], None], ...] = (
+    lambda c: _check_known_keys(c, TrainConfig, ""),
     lambda c: _check_data(c.data),
     lambda c: _check_model(c.model),
     lambda c: _check_optim(c.optimizer, c.scheduler),

@@ -62,7 +62,7 @@ IDENTITY_FIELDS = ("data", "model", "depth", "split", "fold", "aug_type", "aug_l
                    "share_tile", "share_penalty", "seed", "init_from", "lr", "optimizer", "arch")
 GROUP_FIELDS = ("data", "model", "aug_type", "aug_level")
 AUG_TYPES = ("translate", "rotate", "noise", "edge_noise")
-KNOWN_STATUSES = ("completed", "diverged", "failed", "pruned", "running")
+KNOWN_STATUSES = ("completed", "diverged", "failed", "pruned", "running", "interrupted")
 RESULT_SECTIONS = ("final", "best", "init", "test")
 META_COLUMNS = ("job_dir", "root", "status", "error", "note", "overrides", *IDENTITY_FIELDS, "setting",
                 "param_count", "wall_time_s", "epochs_completed", "stopped_epoch", "best_epoch")
