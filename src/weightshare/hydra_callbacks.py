@@ -11,11 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from weightshare.results import read_json
+from weightshare.results import read_json, read_overrides
 
 log = logging.getLogger("weightshare")
 
@@ -26,13 +25,8 @@ COLUMNS = (
 
 def _overrides(job_dir: Path) -> dict[str, str]:
     """The job's command-line overrides (Hydra's .hydra/overrides.yaml), as key -> value."""
-    path = job_dir / ".hydra" / "overrides.yaml"
-    try:
-        items = yaml.safe_load(path.read_text()) or []
-    except (OSError, yaml.YAMLError):
-        return {}
     out = {}
-    for item in items:
+    for item in read_overrides(job_dir) or []:
         key, _, value = str(item).partition("=")
         if not key.lstrip("+~").startswith(("hydra.", "trial.")):
             out[key.lstrip("+~")] = value

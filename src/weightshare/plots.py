@@ -36,6 +36,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -115,6 +116,15 @@ def _epoch_axis(ax: Axes) -> None:
     if hi - lo < 2:
         mid = (lo + hi) / 2
         ax.set_xlim(mid - 1, mid + 1)
+
+
+def _median_band(ax: Axes, rows: pd.DataFrame, by: str, metric: str, linestyle: str, color: Any, label: str) -> None:
+    """Median of ``metric`` per value of ``by`` as a line, min-max over folds as a band."""
+    stats = rows.groupby(by)[metric].agg(["median", "min", "max"]).dropna()
+    if stats.empty:
+        return
+    ax.plot(stats.index, stats["median"], linestyle=linestyle, marker="o", color=color, linewidth=1.8, label=label)
+    ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.15, linewidth=0)
 
 
 def _side_legend(ax: Axes) -> None:
@@ -209,12 +219,7 @@ def accuracy_figure(rows: pd.DataFrame, title: str, xlabel: str) -> Figure:
         color = _model_color(model, models)
         per_model = rows[rows["model"] == model]
         for metric, linestyle, label in ACCURACY_LINES:
-            stats = per_model.groupby("aug_level")[metric].agg(["median", "min", "max"]).dropna()
-            if stats.empty:
-                continue
-            ax.plot(stats.index, stats["median"], linestyle=linestyle, marker="o", color=color, linewidth=1.8,
-                    label=f"{model.upper()} {label}")
-            ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.15, linewidth=0)
+            _median_band(ax, per_model, "aug_level", metric, linestyle, color, f"{model.upper()} {label}")
     levels = sorted(rows["aug_level"].dropna().unique())
     ax.set_xticks(levels, [format_level(v) for v in levels])
     _style(ax, title, xlabel, "accuracy (median over folds, band: min-max)")
@@ -306,12 +311,7 @@ def vcp_figure(rows: pd.DataFrame, title: str) -> Figure:
     fcn = rows[rows["model"] == VCP_MODEL]
     color = _model_color(VCP_MODEL, [VCP_MODEL])
     for metric, linestyle, label in ACCURACY_LINES:
-        stats = fcn.groupby("connectivity")[metric].agg(["median", "min", "max"]).dropna()
-        if stats.empty:
-            continue
-        ax.plot(stats.index, stats["median"], linestyle=linestyle, marker="o", color=color, linewidth=1.8,
-                label=f"{VCP_MODEL.upper()} {label}")
-        ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.15, linewidth=0)
+        _median_band(ax, fcn, "connectivity", metric, linestyle, color, f"{VCP_MODEL.upper()} {label}")
     for model, alpha in ((REFERENCE_MODEL, 0.9), (VCP_MODEL, 0.5)):
         at_zero = rows[(rows["model"] == model) & (rows["connectivity"] == 0)]
         for metric, linestyle, label in ACCURACY_LINES:

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig
 
 from weightshare.augment.validate import LEVEL_KEYS
@@ -64,6 +65,15 @@ def read_json(path: str | Path) -> dict[str, Any] | None:
     except (OSError, json.JSONDecodeError):
         return None
     return obj if isinstance(obj, dict) else None
+
+
+def read_overrides(job_dir: str | Path) -> list[str] | None:
+    """The job's command-line overrides (Hydra's ``.hydra/overrides.yaml``), None if unreadable."""
+    try:
+        items = yaml.safe_load((Path(job_dir) / ".hydra" / "overrides.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return [str(o) for o in items] if isinstance(items, list) else None
 
 
 def aug_identity(aug: Mapping[str, Any]) -> tuple[str, float | None]:

@@ -91,15 +91,18 @@ class Job:
         self.out = _output_dir(cfg)
         self.results_path = self.out / "results.json"
         self.t0 = time.time()
-        prev = read_json(self.results_path) or {}
-        resuming = (cfg.ckpt_path == "last" or cfg.resume) and prev.get("identity") == run_identity(cfg)
+        self.identity = run_identity(cfg)
+        #: what an earlier start of this run directory left (empty if none)
+        self.prev: dict[str, Any] = read_json(self.results_path) or {}
+        prev = self.prev
+        resuming = (cfg.ckpt_path == "last" or cfg.resume) and prev.get("identity") == self.identity
         # a resumed run keeps counting from its first start
         self.prior_wall_s = float(prev.get("wall_time_s") or 0.0) if resuming else 0.0
         self.summary: dict[str, Any] = {
             "status": "running",
             "error": None,
             "task": cfg.task_name,
-            "identity": run_identity(cfg),
+            "identity": self.identity,
             "seed": cfg.seed,
             "output_dir": str(self.out),
             "host": socket.gethostname(),
@@ -115,16 +118,16 @@ class Job:
         atomic_write_json(self.results_path, self.summary)
 
 
-def _completed_value(cfg: DictConfig, results_path: Path) -> float | bool | None:
+def _completed_value(job: Job) -> float | bool | None:
     """The stored objective of an already-completed job (``skip_completed``), else False."""
-    prev = read_json(results_path)
-    if not prev or prev.get("status") != "completed":
+    prev = job.prev
+    if prev.get("status") != "completed":
         return False
-    if prev.get("identity") != run_identity(cfg):
-        log.warning("%s holds a completed run of another config: training this one anew", results_path)
+    if prev.get("identity") != job.identity:
+        log.warning("%s holds a completed run of another config: training this one anew", job.results_path)
         return False
-    log.info("job already completed (%s): skipping; set skip_completed=false to rerun", results_path)
-    return _objective(cfg, prev)
+    log.info("job already completed (%s): skipping; set skip_completed=false to rerun", job.results_path)
+    return _objective(job.cfg, prev)
 
 
 def _objective(cfg: DictConfig, summary: dict[str, Any]) -> float | None:
@@ -163,7 +166,7 @@ def train(cfg: DictConfig) -> float | None:
     _check_device(cfg)
     job = Job(cfg)
     if cfg.skip_completed and cfg.ckpt_path is None and not cfg.resume:
-        done = _completed_value(cfg, job.results_path)
+        done = _completed_value(job)
         if done is not False:
             return done  # type: ignore[return-value]
     ckpt_path = _resolve_ckpt_path(cfg, job.out)

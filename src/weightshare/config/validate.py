@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from weightshare.augment.validate import EVAL_VARIANTS, LEVEL_KEYS
-from weightshare.config import schema as _schema
 from weightshare.config.schema import TrainConfig
 from weightshare.data.splits import SPLITS
 from weightshare.errors import ConfigError
-
-# field types are strings under `from __future__ import annotations`: resolve them by name
-_SCHEMA_TYPES = {name: obj for name, obj in vars(_schema).items() if dataclasses.is_dataclass(obj)}
 
 DATASETS = ("mnist", "cifar10", "digits", "synthetic")
 PAPER_MODELS = ("cnn", "fcn")
@@ -205,18 +202,14 @@ def _check_known_keys(node: Any, schema: type, path: str) -> None:
     Hydra rejects ``data.bogus=1``, but ``+data.bogus=1`` (the append syntax) adds the key to a
     structured node without complaint; a misspelled knob must never be silently ignored.
     """
-    fields = {f.name: f for f in dataclasses.fields(schema)}
+    fields = typing.get_type_hints(schema)  # resolves the string annotations of the schema module
     for key in node:
         name = f"{path}.{key}" if path else str(key)
         if key not in fields:
             raise ConfigError(name, OmegaConf.select(node, str(key), throw_on_missing=False),
                               f"a key of {path or 'the config'}: {sorted(fields)}")
-        sub_schema = fields[key].type if isinstance(fields[key].type, type) else None
-        if sub_schema is None and isinstance(fields[key].type, str):
-            sub_schema = _SCHEMA_TYPES.get(fields[key].type)
-        value = node._get_node(key)
-        if sub_schema is not None and dataclasses.is_dataclass(sub_schema) and isinstance(value, DictConfig):
-            _check_known_keys(value, sub_schema, name)
+        if dataclasses.is_dataclass(fields[key]) and isinstance(node[key], DictConfig):
+            _check_known_keys(node[key], fields[key], name)
 
 
 def _check_top(cfg: DictConfig) -> None:

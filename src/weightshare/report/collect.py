@@ -57,6 +57,7 @@ import pandas as pd
 import yaml
 
 from weightshare.errors import ConfigError
+from weightshare.results import read_overrides
 
 IDENTITY_FIELDS = ("data", "model", "depth", "split", "fold", "aug_type", "aug_level", "connectivity",
                    "share_tile", "share_penalty", "seed", "init_from", "lr", "optimizer", "arch")
@@ -239,13 +240,8 @@ def _identity_from_config(job_dir: Path) -> dict[str, Any]:
 
 
 def _read_overrides(job_dir: Path) -> str | None:
-    try:
-        overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text())
-    except (OSError, yaml.YAMLError):
-        return None
-    if isinstance(overrides, list):
-        return " ".join(str(o) for o in overrides)
-    return None
+    overrides = read_overrides(job_dir)
+    return " ".join(overrides) if overrides is not None else None
 
 
 def read_results(job_dir: Path) -> dict[str, Any]:
