@@ -129,12 +129,29 @@ def bench_dataset(data: str, repeats: int, device: torch.device, make_free: Call
     x = images[:B].float().div_(255)
     idx = torch.randperm(N, device=device, generator=g)[:B]
 
-    aug_all = TrainAugmenter(SimpleNamespace(
-        translate=LEVEL, rotate=LEVEL, noise=LEVEL, edge_noise=LEVEL, edge_width=5,
-        faithful_edge_noise=False, crop_padding=0, hflip=False))
-    evals = EvalVariants(SimpleNamespace(
-        variants=["clean", "translate", "rotate", "noise", "edge_noise", "quadrant_swap"],
-        translate=0.25, rotate_degrees=45.0, noise=0.15, edge_noise=0.15, edge_width=5, seed=1))
+    aug_all = TrainAugmenter(
+        SimpleNamespace(
+            translate=LEVEL,
+            rotate=LEVEL,
+            noise=LEVEL,
+            edge_noise=LEVEL,
+            edge_width=5,
+            faithful_edge_noise=False,
+            crop_padding=0,
+            hflip=False,
+        )
+    )
+    evals = EvalVariants(
+        SimpleNamespace(
+            variants=["clean", "translate", "rotate", "noise", "edge_noise", "quadrant_swap"],
+            translate=0.25,
+            rotate_degrees=45.0,
+            noise=0.15,
+            edge_noise=0.15,
+            edge_width=5,
+            seed=1,
+        )
+    )
 
     def input_path() -> torch.Tensor:
         return aug_all(images.index_select(0, idx).float().div_(255), g)
@@ -171,8 +188,7 @@ def bench_dataset(data: str, repeats: int, device: torch.device, make_free: Call
         steps[f"{kind.upper()} train step"] = step
     timed.update(time_interleaved(steps, max(5, repeats // 10)))
     rows = [
-        {"data": data, "batch": B, "what": name, "ms": best * 1e3, "median_ms": med * 1e3,
-         "images_per_s": B / best}
+        {"data": data, "batch": B, "what": name, "ms": best * 1e3, "median_ms": med * 1e3, "images_per_s": B / best}
         for name, (best, med) in timed.items()
     ]
     by = {r["what"]: r["ms"] for r in rows}
@@ -200,14 +216,21 @@ def main(argv: list[str] | None = None) -> None:
     head = ("data", "batch", "what", "best ms", "median ms", "images/s", "% FCN step", "% CNN step")
     print("{:8} {:>5}  {:36} {:>9} {:>9} {:>10} {:>10} {:>10}".format(*head), file=sys.stderr)
     for r in rows:
-        print(f"{r['data']:8} {r['batch']:5d}  {r['what']:36} {r['ms']:9.3f} {r['median_ms']:9.3f} "
-              f"{r['images_per_s']:10.0f} {r['pct_of_fcn_step']:10.2f} {r['pct_of_cnn_step']:10.2f}",
-              file=sys.stderr)
+        print(
+            f"{r['data']:8} {r['batch']:5d}  {r['what']:36} {r['ms']:9.3f} {r['median_ms']:9.3f} "
+            f"{r['images_per_s']:10.0f} {r['pct_of_fcn_step']:10.2f} {r['pct_of_cnn_step']:10.2f}",
+            file=sys.stderr,
+        )
     print(f"FCN layer: {free_impl}", file=sys.stderr)
     meta = {
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(device),
-        "machine": platform.machine(), "processor": platform.processor(), "fcn_layer": free_impl,
-        "repeats": args.repeats, "level": LEVEL,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "device": str(device),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "fcn_layer": free_impl,
+        "repeats": args.repeats,
+        "level": LEVEL,
     }
     json.dump({"meta": meta, "rows": rows}, sys.stdout, indent=1)
     print()

@@ -79,8 +79,14 @@ def _dataset(name: str) -> ArrayDataset:
 
 def measure(data: str, model: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     cfg = load_config(
-        [f"data={data}", f"model={model}", "aug.translate=0.3", "callbacks=minimal",
-         f"paths.output_dir={out}", f"trainer.precision={args.precision}"]
+        [
+            f"data={data}",
+            f"model={model}",
+            "aug.translate=0.3",
+            "callbacks=minimal",
+            f"paths.output_dir={out}",
+            f"trainer.precision={args.precision}",
+        ]
     )
     ds = _dataset(data)
     dm = TensorDataModule(cfg.data, cfg.aug, cfg.eval, seed=0, dataset=ds)
@@ -89,10 +95,18 @@ def measure(data: str, model: str, args: argparse.Namespace, out: Path) -> dict[
     timer = _Timer()
     callbacks = [c for c in build_callbacks(cfg, out) if not isinstance(c, pl.callbacks.ModelCheckpoint)]
     trainer = pl.Trainer(
-        accelerator=args.device, devices=1, precision=args.precision, max_epochs=args.epochs,
-        limit_train_batches=args.train_batches, limit_val_batches=args.val_batches, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        callbacks=[*callbacks, timer], num_sanity_val_steps=0,
+        accelerator=args.device,
+        devices=1,
+        precision=args.precision,
+        max_epochs=args.epochs,
+        limit_train_batches=args.train_batches,
+        limit_val_batches=args.val_batches,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[*callbacks, timer],
+        num_sanity_val_steps=0,
     )
     trainer.fit(module, datamodule=dm)
     train_ips = timer.train_n / timer.train_s
@@ -101,8 +115,12 @@ def measure(data: str, model: str, args: argparse.Namespace, out: Path) -> dict[
     epoch_s = n_train / train_ips + n_val / val_ips
     max_epochs, patience = PROTOCOL[data]
     return {
-        "data": data, "model": model, "params": module.param_count, "train_images_per_s": round(train_ips, 1),
-        "val_images_per_s_all_variants": round(val_ips, 1), "epoch_s": round(epoch_s, 2),
+        "data": data,
+        "model": model,
+        "params": module.param_count,
+        "train_images_per_s": round(train_ips, 1),
+        "val_images_per_s_all_variants": round(val_ips, 1),
+        "epoch_s": round(epoch_s, 2),
         "small_job_h": round(epoch_s * SMALL[0] / 3600, 3),
         "full_job_h_max": round(epoch_s * max_epochs / 3600, 2),
         "full_job_h_min": round(epoch_s * (patience + 1) / 3600, 2),
@@ -134,21 +152,37 @@ def main() -> None:
             "full_h_min": round(sum(r["full_job_h_min"] for r in per) * LEVELS * FOLDS, 1),
         }
     result = {
-        "device": args.device, "precision": args.precision, "threads": args.threads,
-        "torch": torch.__version__, "measured": rows, "paper_translate": sweep,
+        "device": args.device,
+        "precision": args.precision,
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "measured": rows,
+        "paper_translate": sweep,
     }
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:
         args.json.write_text(text)
-    cols = ["data", "model", "params", "train_images_per_s", "val_images_per_s_all_variants", "epoch_s",
-            "small_job_h", "full_job_h_min", "full_job_h_max"]
+    cols = [
+        "data",
+        "model",
+        "params",
+        "train_images_per_s",
+        "val_images_per_s_all_variants",
+        "epoch_s",
+        "small_job_h",
+        "full_job_h_min",
+        "full_job_h_max",
+    ]
     print(" | ".join(cols), file=sys.stderr)
     for r in rows:
         print(" | ".join(str(r[c]) for c in cols), file=sys.stderr)
     for data, s in sweep.items():
-        print(f"paper_translate {data}: small {s['small_h']} h, full {s['full_h_min']}-{s['full_h_max']} h "
-              f"({s['jobs_full']} jobs, one process)", file=sys.stderr)
+        print(
+            f"paper_translate {data}: small {s['small_h']} h, full {s['full_h_min']}-{s['full_h_max']} h "
+            f"({s['jobs_full']} jobs, one process)",
+            file=sys.stderr,
+        )
 
 
 if __name__ == "__main__":

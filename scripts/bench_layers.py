@@ -64,9 +64,7 @@ NETS = {
 }
 
 
-def build_net(
-    spec: NetSpec, kind: str, depth: int = 3, hidden: int = 1024, classes: int = 10
-) -> nn.Sequential:
+def build_net(spec: NetSpec, kind: str, depth: int = 3, hidden: int = 1024, classes: int = 10) -> nn.Sequential:
     """The Table A.2 network; ``kind`` is ``cnn`` or ``fcn:<impl>``."""
     layers: list[nn.Module] = []
     c, s = spec.channels, spec.size
@@ -126,9 +124,7 @@ def make_optimizer(model: nn.Module, name: str) -> torch.optim.Optimizer:
 class Runner:
     """A model with its optimiser and a fixed batch; ``train_step`` / ``forward`` run one step."""
 
-    def __init__(
-        self, spec: NetSpec, kind: str, dtype: str, device: torch.device, opt: str, depth: int
-    ) -> None:
+    def __init__(self, spec: NetSpec, kind: str, dtype: str, device: torch.device, opt: str, depth: int) -> None:
         torch.manual_seed(0)
         self.model = build_net(spec, kind, depth).to(device)
         self.opt = make_optimizer(self.model, opt)

@@ -31,8 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             paths = plot_run(args.dir, out)
         else:
             sweep = load_sweep([args.dir])
-            paths = plot_sweep(sweep.jobs, sweep.epochs, out, convention=args.convention,
-                               fd_layers=args.fd_layers)
+            paths = plot_sweep(sweep.jobs, sweep.epochs, out, convention=args.convention, fd_layers=args.fd_layers)
     except WeightshareError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -41,15 +41,30 @@ def gen(seed: int = 0) -> torch.Generator:
 
 
 def aug_cfg(**kw) -> SimpleNamespace:
-    base = dict(translate=0.0, rotate=0.0, noise=0.0, edge_noise=0.0, edge_width=5,
-                faithful_edge_noise=False, crop_padding=0, hflip=False)
+    base = dict(
+        translate=0.0,
+        rotate=0.0,
+        noise=0.0,
+        edge_noise=0.0,
+        edge_width=5,
+        faithful_edge_noise=False,
+        crop_padding=0,
+        hflip=False,
+    )
     base.update(kw)
     return SimpleNamespace(**base)
 
 
 def eval_cfg(**kw) -> SimpleNamespace:
-    base = dict(variants=["clean", "translate", "rotate", "noise", "edge_noise", "quadrant_swap"],
-                translate=0.25, rotate_degrees=45.0, noise=0.15, edge_noise=0.15, edge_width=5, seed=12345)
+    base = dict(
+        variants=["clean", "translate", "rotate", "noise", "edge_noise", "quadrant_swap"],
+        translate=0.25,
+        rotate_degrees=45.0,
+        noise=0.15,
+        edge_noise=0.15,
+        edge_width=5,
+        seed=12345,
+    )
     base.update(kw)
     return SimpleNamespace(**base)
 
@@ -298,9 +313,7 @@ RANDOM_FNS = {
     "quadrant_swap": lambda x, g: quadrant_swap(x),
     "crop": lambda x, g: random_crop(x, 4, g),
     "hflip": lambda x, g: random_hflip(x, g),
-    "train_all": lambda x, g: TrainAugmenter(
-        aug_cfg(translate=0.2, rotate=0.1, noise=0.1, edge_noise=0.1)
-    )(x, g),
+    "train_all": lambda x, g: TrainAugmenter(aug_cfg(translate=0.2, rotate=0.1, noise=0.1, edge_noise=0.1))(x, g),
 }
 
 
@@ -406,8 +419,16 @@ def test_eval_variants_levels():
 
 @pytest.mark.parametrize(
     "key,value",
-    [("translate", 1.0), ("rotate", -0.1), ("noise", float("nan")), ("edge_noise", 1.5),
-     ("translate", "0.1"), ("edge_width", 0), ("crop_padding", -1), ("hflip", "yes")],
+    [
+        ("translate", 1.0),
+        ("rotate", -0.1),
+        ("noise", float("nan")),
+        ("edge_noise", 1.5),
+        ("translate", "0.1"),
+        ("edge_width", 0),
+        ("crop_padding", -1),
+        ("hflip", "yes"),
+    ],
 )
 def test_bad_aug_levels_raise_config_error(key, value):
     cfg = aug_cfg(**{key: value})

@@ -126,9 +126,7 @@ def test_mnist_corrupted_file_fails_its_checksum(tmp_path: Path) -> None:
         load_mnist(tmp_path, checksums=w["md5"])
     assert str(path) in str(info.value) and w["md5"]["t10k-images-idx3-ubyte"] in str(info.value)
     ds = load_mnist(tmp_path, verify_checksums=False)  # without verification the flip is read
-    assert (
-        int(ds.images[6, 0].flatten()[100]) == int(w["arrays"]["t10k-images-idx3-ubyte"][0].flat[100]) ^ 0xFF
-    )
+    assert int(ds.images[6, 0].flatten()[100]) == int(w["arrays"]["t10k-images-idx3-ubyte"][0].flat[100]) ^ 0xFF
 
 
 @pytest.mark.parametrize("gz", [True, False])
@@ -410,22 +408,16 @@ def test_cifar_missing_files_list_every_searched_path(tmp_path: Path) -> None:
 def test_mnist_download_from_second_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     mirror = tmp_path / "mirror"
     w = write_mnist(mirror)
-    monkeypatch.setattr(
-        mnist_mod, "MNIST_MIRRORS", [(tmp_path / "absent").as_uri() + "/", mirror.as_uri() + "/"]
-    )
+    monkeypatch.setattr(mnist_mod, "MNIST_MIRRORS", [(tmp_path / "absent").as_uri() + "/", mirror.as_uri() + "/"])
     root = tmp_path / "data"
     ds = load_mnist(root, download=True, checksums=w["md5"])
     assert ds.n_train == 6
     raw_dir = root / "MNIST" / "raw"
     assert sorted(p.name for p in raw_dir.iterdir()) == sorted(f"{n}.gz" for n in MNIST_NAMES)
-    assert (raw_dir / "t10k-images-idx3-ubyte.gz").read_bytes() == (
-        mirror / "t10k-images-idx3-ubyte.gz"
-    ).read_bytes()
+    assert (raw_dir / "t10k-images-idx3-ubyte.gz").read_bytes() == (mirror / "t10k-images-idx3-ubyte.gz").read_bytes()
 
 
-def test_mnist_download_skips_a_mirror_with_a_bad_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_mnist_download_skips_a_mirror_with_a_bad_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     good, bad = tmp_path / "good", tmp_path / "bad"
     w = write_mnist(good)
     write_mnist(bad, seed=7)  # valid IDX files, other content: the md5 check must reject them
@@ -511,9 +503,7 @@ def test_safe_extract_refuses_escaping_members(tmp_path: Path, kind: str) -> Non
     assert not outside.exists() and not (dest / "cifar-10-batches-py" / "fine.txt").exists()
 
 
-def test_torchvision_is_used_for_downloads_when_it_imports(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_torchvision_is_used_for_downloads_when_it_imports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple] = []
 
     def fake_mnist(root: str, train: bool, download: bool) -> None:
@@ -537,9 +527,7 @@ def test_registry_dispatch_and_errors() -> None:
     with pytest.raises(ConfigError) as info:
         load_dataset("imagenet", "/nowhere")
     assert info.value.key == "data.name" and "['mnist', 'cifar10', 'digits', 'synthetic']" in str(info.value)
-    with pytest.raises(
-        ConfigError, match=r"data\.colour=.*one of \['size', 'image_size', 'seed', 'noise_std'\]"
-    ):
+    with pytest.raises(ConfigError, match=r"data\.colour=.*one of \['size', 'image_size', 'seed', 'noise_std'\]"):
         load_dataset("synthetic", None, colour=True)
     ds = load_dataset("synthetic", None, size=40, image_size=16, seed=3)
     assert isinstance(ds, ArrayDataset) and ds.images.shape == (40, 1, 16, 16)
@@ -587,9 +575,7 @@ def test_digits_matches_sklearn_and_an_independent_resize() -> None:
     assert np.abs(got - ref).max() <= 0.5 + 1e-9  # rounding to the nearest integer
     assert np.mean(got == np.round(ref)) > 0.999
     # torch's own interpolate agrees with the reference too (same convention)
-    t = F.interpolate(
-        torch.from_numpy(bunch.images[:5, None]), size=(28, 28), mode="bilinear", align_corners=False
-    )
+    t = F.interpolate(torch.from_numpy(bunch.images[:5, None]), size=(28, 28), mode="bilinear", align_corners=False)
     assert np.allclose(t[:, 0].numpy(), ref[:5] * 16 / 255)
     small = load_digits(image_size=8)
     assert np.array_equal(small.images[:, 0].numpy(), np.round(bunch.images * 255 / 16).astype(np.uint8))

@@ -20,9 +20,22 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _model_cfg(**kw):
-    base = {"name": "fcn", "depth": 3, "hidden": 64, "connectivity": 0.0, "connectivity_mode": "weight",
-            "fcn_init": "conv", "impl": "auto", "share_tile": None, "share_penalty": 0.0, "penalty_radius": 1,
-            "init_from": None, "compile": False, "arch": "paper", "widen_factor": 1}
+    base = {
+        "name": "fcn",
+        "depth": 3,
+        "hidden": 64,
+        "connectivity": 0.0,
+        "connectivity_mode": "weight",
+        "fcn_init": "conv",
+        "impl": "auto",
+        "share_tile": None,
+        "share_penalty": 0.0,
+        "penalty_radius": 1,
+        "init_from": None,
+        "compile": False,
+        "arch": "paper",
+        "widen_factor": 1,
+    }
     base.update(kw)
     return OmegaConf.create(base)
 
@@ -58,10 +71,23 @@ def test_init_from_needs_the_same_depth(tmp_path) -> None:
 def test_divergence_experiment_runs_both_stages_in_one_command(tmp_path) -> None:
     out = tmp_path / "div"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "train.py"), "experiment=divergence", "data=synthetic",
-         "data.synthetic_size=512", "divergence.cnn_epochs=2", "trainer.max_epochs=2", "eval=clean",
-         "callbacks.filter_images.enabled=false", "callbacks.progress_bar=none", "threads=1", f"hydra.run.dir={out}"],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(REPO / "train.py"),
+            "experiment=divergence",
+            "data=synthetic",
+            "data.synthetic_size=512",
+            "divergence.cnn_epochs=2",
+            "trainer.max_epochs=2",
+            "eval=clean",
+            "callbacks.filter_images.enabled=false",
+            "callbacks.progress_bar=none",
+            "threads=1",
+            f"hydra.run.dir={out}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     cnn = json.loads((out / "cnn_stage" / "results.json").read_text())
@@ -80,10 +106,21 @@ def test_divergence_experiment_runs_both_stages_in_one_command(tmp_path) -> None
 
 def test_completed_divergence_run_is_skipped_when_rerun(tmp_path) -> None:
     out = tmp_path / "div"
-    args = [sys.executable, str(REPO / "train.py"), "experiment=divergence", "data=synthetic",
-            "data.synthetic_size=256", "divergence.cnn_epochs=1", "trainer.max_epochs=1", "eval=clean",
-            "callbacks.filter_images.enabled=false", "callbacks.progress_bar=none", "threads=1", "test=false",
-            f"hydra.run.dir={out}"]
+    args = [
+        sys.executable,
+        str(REPO / "train.py"),
+        "experiment=divergence",
+        "data=synthetic",
+        "data.synthetic_size=256",
+        "divergence.cnn_epochs=1",
+        "trainer.max_epochs=1",
+        "eval=clean",
+        "callbacks.filter_images.enabled=false",
+        "callbacks.progress_bar=none",
+        "threads=1",
+        "test=false",
+        f"hydra.run.dir={out}",
+    ]
     assert subprocess.run(args, capture_output=True, timeout=600).returncode == 0
     first = json.loads((out / "results.json").read_text())
     again = subprocess.run(args, capture_output=True, text=True, timeout=600)

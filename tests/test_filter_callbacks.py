@@ -57,9 +57,7 @@ class TinyModule(pl.LightningModule):
         super().__init__()
         self.net = TinyNet(free, cin)
         g = torch.Generator().manual_seed(0)
-        self.data = TensorDataset(
-            torch.rand(32, cin, 9, 9, generator=g), torch.randint(0, 2, (32,), generator=g)
-        )
+        self.data = TensorDataset(torch.rand(32, cin, 9, 9, generator=g), torch.randint(0, 2, (32,), generator=g))
 
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -116,9 +114,7 @@ def test_distance_callback_init_and_every_epoch(tmp_path):
     logger = CSVLogger(str(tmp_path), name="csv")
     _trainer(tmp_path, [cb, probe], 3, logger=logger).fit(module)
 
-    assert set(cb.init_metrics) == {
-        f"fd/conv1/{p}/{s}" for p in ("r1", "r2", "to_mean") for s in ("euclid", "cosine")
-    }
+    assert set(cb.init_metrics) == {f"fd/conv1/{p}/{s}" for p in ("r1", "r2", "to_mean") for s in ("euclid", "cosine")}
     for key, value in init_expected.items():
         assert cb.init_metrics[key] == pytest.approx(value, rel=1e-6)
     # each epoch the logged values are the distances of that epoch's weights (and they move)
@@ -127,9 +123,7 @@ def test_distance_callback_init_and_every_epoch(tmp_path):
         assert seen.keys() == expected.keys()
         for key in expected:
             assert seen[key] == pytest.approx(expected[key], rel=1e-6)
-    assert probe.seen[-1]["fd/conv1/r1/euclid"] != pytest.approx(
-        init_expected["fd/conv1/r1/euclid"], rel=1e-4
-    )
+    assert probe.seen[-1]["fd/conv1/r1/euclid"] != pytest.approx(init_expected["fd/conv1/r1/euclid"], rel=1e-4)
     # init values went to the logger at step 0
     df = pd.read_csv(Path(logger.log_dir) / "metrics.csv")
     row0 = df[df["step"] == 0].dropna(axis=1).iloc[0]

@@ -453,9 +453,7 @@ def test_mask_survives_save_and_load() -> None:
 def test_input_mask_mode() -> None:
     """One mask over the input units: equal to masking the input of an unmasked layer."""
     torch.manual_seed(13)
-    layer = FreeConv2d(
-        3, 4, 3, 2, input_size=(9, 9), connectivity=0.5, connectivity_mode="input", mask_seed=4
-    )
+    layer = FreeConv2d(3, 4, 3, 2, input_size=(9, 9), connectivity=0.5, connectivity_mode="input", mask_seed=4)
     assert layer.mask is None and layer.input_mask.shape == (3, 9, 9)
     removed = (~layer.input_mask).float().mean().item()
     assert abs(removed - 0.5) < 5 * math.sqrt(0.25 / 243)

@@ -10,15 +10,25 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-JOBS = ["data=synthetic", "data.synthetic_size=1024", "trainer.max_epochs=2", "callbacks=minimal", "eval=clean",
-        "threads=1", "test=false", "seed=0,1"]
+JOBS = [
+    "data=synthetic",
+    "data.synthetic_size=1024",
+    "trainer.max_epochs=2",
+    "callbacks=minimal",
+    "eval=clean",
+    "threads=1",
+    "test=false",
+    "seed=0,1",
+]
 
 
 def _sweep(tmp_path: Path, launcher: str) -> list[dict]:
     sweep = tmp_path / launcher
     proc = subprocess.run(
         [sys.executable, str(REPO / "train.py"), "-m", f"hydra/launcher={launcher}", *JOBS, f"hydra.sweep.dir={sweep}"],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return [json.loads((sweep / str(i) / "results.json").read_text()) for i in range(2)]

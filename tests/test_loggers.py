@@ -62,10 +62,7 @@ def test_run_name_encoding():
         _cfg(model__name="fcn", data__name="cifar10", data__fold=3, aug__translate=0.1, aug__noise=0.2)
     )
     assert name == "fcn-cifar10-translate0.1+noise0.2-fold3"
-    assert (
-        make_run_name(_cfg(data__split="standard", aug__edge_noise=0.99))
-        == "cnn-mnist-edge_noise0.99-standard"
-    )
+    assert make_run_name(_cfg(data__split="standard", aug__edge_noise=0.99)) == "cnn-mnist-edge_noise0.99-standard"
     vcp = _cfg(model__name="fcn", model__connectivity=0.5, aug__translate=0.3)
     assert make_run_name(vcp) == "fcn_conn0.5-mnist-translate0.3-fold0"
     assert make_run_name(_cfg(model__name="fcn", model__share_tile=2)) == "fcn_tile2-mnist-noaug-fold0"
@@ -80,7 +77,8 @@ def test_run_name_depth_and_lr_suffixes():
     # the paper's grid: depth {2, 3} x lr {1e-3, 1e-4} x ... must give distinct names
     names = {
         make_run_name(_cfg(model__name="fcn", model__depth=d, optimizer__lr=lr))
-        for d in (2, 3) for lr in (None, 1e-3, 1e-4)
+        for d in (2, 3)
+        for lr in (None, 1e-3, 1e-4)
     }
     assert names == {
         "fcn-mnist-noaug-fold0",  # depth 3, lr null or equal to the MNIST default 1e-3
@@ -91,9 +89,7 @@ def test_run_name_depth_and_lr_suffixes():
     # CIFAR's default is 1e-4: there 1e-3 is the non-default one
     cifar = _cfg(data__name="cifar10", data__lr=1e-4, optimizer__lr=1e-3, model__depth=2)
     assert make_run_name(cifar) == "cnn-cifar10-noaug-fold0-d2-lr0.001"
-    assert make_run_name(_cfg(data__name="cifar10", data__lr=1e-4, optimizer__lr=1e-4)) == (
-        "cnn-cifar10-noaug-fold0"
-    )
+    assert make_run_name(_cfg(data__name="cifar10", data__lr=1e-4, optimizer__lr=1e-4)) == ("cnn-cifar10-noaug-fold0")
     # composed config: optimizer.lr interpolates data.lr (conf/optimizer/adam.yaml) -> no suffix
     dict_cfg = OmegaConf.structured(_cfg(model__name="fcn"))
     dict_cfg.optimizer.lr = "${data.lr}"
@@ -112,14 +108,10 @@ def test_wandb_offline_run_without_network(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_DISABLE_GIT", "true")
     monkeypatch.setenv("WANDB_DISABLE_CODE", "true")
     cfg = OmegaConf.structured(
-        LoggerConfig(
-            names=["wandb"], wandb=WandbConfig(project="ws-test", tags=["paper", "mnist"], offline=True)
-        )
+        LoggerConfig(names=["wandb"], wandb=WandbConfig(project="ws-test", tags=["paper", "mnist"], offline=True))
     )
     resolved = {"model": {"name": "fcn"}, "marker": "resolvedmarker17"}
-    (logger,) = build_loggers(
-        cfg, tmp_path, "fcn-mnist-translate0.1-fold0", resolved, group="2026-01-01_00-00-00"
-    )
+    (logger,) = build_loggers(cfg, tmp_path, "fcn-mnist-translate0.1-fold0", resolved, group="2026-01-01_00-00-00")
     try:
         logger.log_metrics({"val/acc": 0.5}, step=1)
         run = logger.experiment

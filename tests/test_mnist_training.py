@@ -8,8 +8,15 @@ from weightshare.train import train
 def test_cnn_passes_95_percent_on_real_mnist(compose, mnist_root, tmp_path) -> None:
     cfg = compose(
         [
-            "model=cnn", f"data.root={mnist_root}", "data.limit_train=16384", "data.limit_val=4096",
-            "trainer.max_epochs=2", "callbacks=minimal", "eval=clean", "test=false", "threads=2",
+            "model=cnn",
+            f"data.root={mnist_root}",
+            "data.limit_train=16384",
+            "data.limit_val=4096",
+            "trainer.max_epochs=2",
+            "callbacks=minimal",
+            "eval=clean",
+            "test=false",
+            "threads=2",
         ],
         output_dir=tmp_path,
     )

@@ -285,9 +285,7 @@ def test_grid_visits_every_point_once(sweep: Any) -> None:
 
 
 def test_grid_rejects_an_interval(sweep: Any) -> None:
-    with pytest.raises(
-        ConfigError, match=r"optimizer\.lr.*choice\(\.\.\.\) or range\(\.\.\.\) with GridSampler"
-    ):
+    with pytest.raises(ConfigError, match=r"optimizer\.lr.*choice\(\.\.\.\) or range\(\.\.\.\) with GridSampler"):
         sweep(["hydra/sweeper/sampler=grid", "optimizer.lr=interval(1e-5, 1e-1)", "model.depth=choice(2,3)"])
 
 
@@ -316,9 +314,7 @@ def test_failed_trial_is_recorded_and_the_sweep_goes_on(sweep: Any) -> None:
 
 
 def test_too_many_failures_stop_the_sweep(sweep: Any, tmp_path: Path) -> None:
-    with pytest.raises(
-        TooManyFailedTrialsError, match=r"2 of n_trials=6 trials failed.*max_failure_rate=0.25"
-    ) as err:
+    with pytest.raises(TooManyFailedTrialsError, match=r"2 of n_trials=6 trials failed.*max_failure_rate=0.25") as err:
         sweep(
             [
                 "hydra.sweeper.n_trials=6",
@@ -365,11 +361,7 @@ def test_pruner_stops_a_hopeless_trial_early(sweep: Any) -> None:
     good, (bad,) = study.trials[:2], study.trials[2:]
     for t in good:
         assert t.state == TrialState.COMPLETE and len(t.intermediate_values) == epochs
-        assert (
-            toy_acc(t.params["optimizer.lr"], 3, "cnn", 0)
-            >= toy_acc(1e-4, 3, "cnn", 0)
-            == pytest.approx(0.42)
-        )
+        assert toy_acc(t.params["optimizer.lr"], 3, "cnn", 0) >= toy_acc(1e-4, 3, "cnn", 0) == pytest.approx(0.42)
     lr = bad.params["optimizer.lr"]
     assert 0.09 <= lr <= 0.1
     assert bad.state == TrialState.PRUNED
@@ -457,9 +449,7 @@ def test_killed_sweep_resumes_without_duplicates(tmp_path: Path) -> None:
     (retry,) = [t for t in trials if t.user_attrs.get(ATTR_RETRY_OF) == killed_number]
     assert retry.state == TrialState.COMPLETE and retry.params == killed_params
     # the trials finished before the kill were kept, not run again
-    assert all(
-        trials[t.number].state == TrialState.COMPLETE for t in before if t.state == TrialState.COMPLETE
-    )
+    assert all(trials[t.number].state == TrialState.COMPLETE for t in before if t.state == TrialState.COMPLETE)
     assert sorted(job_records(sweep_dir)) == sorted(t.number for t in complete)
 
 
@@ -473,9 +463,7 @@ def test_trial_of_a_dead_sweeper_elsewhere_is_retried(sweep: Any, tmp_path: Path
     foreign = study.ask({"optimizer.lr": FloatDistribution(1e-4, 1e-2, log=True)})
     foreign.set_user_attr("sweeper_owner", {"host": "elsewhere", "pid": 1, "token": "x"})
     storage.record_heartbeat(
-        storage.get_trial_id_from_study_id_trial_number(
-            storage.get_study_id_from_name("shared"), foreign.number
-        )
+        storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name("shared"), foreign.number)
     )
     time.sleep(2.2)  # the heartbeat is now older than the grace period
     sweep_dir = sweep(

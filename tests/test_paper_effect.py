@@ -18,9 +18,16 @@ def test_fcn_without_translation_loses_far_more_on_translated_data(compose, mnis
         out = tmp_path / f"t{level}"
         cfg = compose(
             [
-                "model=fcn", f"data.root={mnist_root}", "data.limit_train=30000", "data.limit_val=5000",
-                f"aug.translate={level}", "trainer.max_epochs=3", "callbacks=minimal",
-                "eval.variants=[clean,translate]", "test=false", "threads=2",
+                "model=fcn",
+                f"data.root={mnist_root}",
+                "data.limit_train=30000",
+                "data.limit_val=5000",
+                f"aug.translate={level}",
+                "trainer.max_epochs=3",
+                "callbacks=minimal",
+                "eval.variants=[clean,translate]",
+                "test=false",
+                "threads=2",
             ],
             output_dir=out,
         )

@@ -40,8 +40,10 @@ def test_depth2_parameter_counts(data, kind) -> None:
     assert count_parameters(PaperNet(data, kind, 2)) == _hand_count(data, kind, 2)
 
 
-@pytest.mark.parametrize(("data", "depth", "shape"), [(MNIST, 3, (128, 4, 4)), (MNIST, 2, (64, 6, 6)),
-                                                      (CIFAR, 3, (256, 3, 3)), (CIFAR, 2, (128, 5, 5))])
+@pytest.mark.parametrize(
+    ("data", "depth", "shape"),
+    [(MNIST, 3, (128, 4, 4)), (MNIST, 2, (64, 6, 6)), (CIFAR, 3, (256, 3, 3)), (CIFAR, 2, (128, 5, 5))],
+)
 def test_output_maps_follow_table_a2(data, depth, shape) -> None:
     net = PaperNet(data, "fcn", depth)
     assert net.feature_shape == shape

@@ -56,9 +56,13 @@ def line(ax, label: str):
 def test_plot_sweep_writes_valid_pngs(sweep, tmp_path: Path) -> None:
     paths = plot_sweep(sweep.jobs, sweep.epochs, tmp_path, fd_layers="all")
     assert {p.name for p in paths} == {
-        "accuracy_mnist_translate.png", "accuracy_mnist_rotate.png", "quadrant_swap_mnist.png",
-        "filter_distance_mnist_translate_fcn_conv1.png", "filter_distance_mnist_translate_fcn_conv2.png",
-        "filter_distance_mnist_rotate_fcn_conv1.png", "filter_distance_mnist_rotate_fcn_conv2.png",
+        "accuracy_mnist_translate.png",
+        "accuracy_mnist_rotate.png",
+        "quadrant_swap_mnist.png",
+        "filter_distance_mnist_translate_fcn_conv1.png",
+        "filter_distance_mnist_translate_fcn_conv2.png",
+        "filter_distance_mnist_rotate_fcn_conv1.png",
+        "filter_distance_mnist_rotate_fcn_conv2.png",
     }
     for path in paths:
         assert path.parent == tmp_path
@@ -67,8 +71,10 @@ def test_plot_sweep_writes_valid_pngs(sweep, tmp_path: Path) -> None:
 
 def test_first_layer_by_default(figures) -> None:
     assert sorted(figures) == [
-        "accuracy_mnist_rotate.png", "accuracy_mnist_translate.png",
-        "filter_distance_mnist_rotate_fcn_conv1.png", "filter_distance_mnist_translate_fcn_conv1.png",
+        "accuracy_mnist_rotate.png",
+        "accuracy_mnist_translate.png",
+        "filter_distance_mnist_rotate_fcn_conv1.png",
+        "filter_distance_mnist_translate_fcn_conv1.png",
         "quadrant_swap_mnist.png",
     ]
 
@@ -77,45 +83,69 @@ def test_accuracy_figure_draws_fold_medians(figures) -> None:
     ax = figures["accuracy_mnist_rotate.png"].axes[0]
     assert "rotate" in ax.get_xlabel()
     for model in ("cnn", "fcn"):
-        for label, metric in (("validation", "val/acc"), ("translated validation", "val/translate/acc"),
-                              ("train", "train/acc")):
+        for label, metric in (
+            ("validation", "val/acc"),
+            ("translated validation", "val/translate/acc"),
+            ("train", "train/acc"),
+        ):
             drawn = line(ax, f"{model.upper()} {label}")
             assert list(drawn.get_xdata()) == pytest.approx([0.0, 0.2])  # level 0 shared into rotate
-            expected = [statistics.median(fs.epoch_row(model, level, f, 2)[metric] for f in (0, 1, 2))
-                        for level in (0.0, 0.2)]
+            expected = [
+                statistics.median(fs.epoch_row(model, level, f, 2)[metric] for f in (0, 1, 2)) for level in (0.0, 0.2)
+            ]
             assert list(drawn.get_ydata()) == pytest.approx(expected)
     legend = {t.get_text() for t in ax.get_legend().get_texts()}
     assert legend >= {"CNN validation", "FCN translated validation"}
 
 
 def test_fd_columns_parse_every_target_and_kind() -> None:
-    columns = ["val/acc", "fd/conv10/r1/euclid", "fd/conv1/to_mean/cosine", "fd/conv1/to_ref/euclid_raw",
-               "fd/conv1/r4/cosine", "fd/conv1/to_ref/euclid", "fd/conv1/r1/euclid", "fd/conv2/other/euclid",
-               "fd/conv1/r1/euclid/extra", "fd/conv1/r1/cosine"]
+    columns = [
+        "val/acc",
+        "fd/conv10/r1/euclid",
+        "fd/conv1/to_mean/cosine",
+        "fd/conv1/to_ref/euclid_raw",
+        "fd/conv1/r4/cosine",
+        "fd/conv1/to_ref/euclid",
+        "fd/conv1/r1/euclid",
+        "fd/conv2/other/euclid",
+        "fd/conv1/r1/euclid/extra",
+        "fd/conv1/r1/cosine",
+    ]
     parsed = fd_columns(columns)
     assert list(parsed) == ["conv1", "conv10"]  # natural order; unknown targets and paths are not specs
     assert [(s.target, s.kind, s.radius, s.group) for s in parsed["conv1"]] == [
-        ("r1", "euclid", 1, "neighbours"), ("r1", "cosine", 1, "neighbours"),
+        ("r1", "euclid", 1, "neighbours"),
+        ("r1", "cosine", 1, "neighbours"),
         ("r4", "cosine", 4, "neighbours"),
-        ("to_ref", "euclid", None, "to_ref"), ("to_ref", "euclid_raw", None, "to_ref"),
-        ("to_mean", "cosine", None, "to_mean")]
+        ("to_ref", "euclid", None, "to_ref"),
+        ("to_ref", "euclid_raw", None, "to_ref"),
+        ("to_mean", "cosine", None, "to_mean"),
+    ]
     assert parsed["conv1"][4].column == "fd/conv1/to_ref/euclid_raw"
 
 
 def test_filter_distance_figure_starts_at_init(figures) -> None:
     fig = figures["filter_distance_mnist_translate_fcn_conv1.png"]
     titles = {ax.get_title(): ax for ax in fig.axes}
-    assert set(titles) == {"conv1, radius 1: euclid", "conv1, radius 4: euclid", "conv1, radius 1: cosine",
-                           "conv1, radius 4: cosine", "conv1, to mean filter: euclid",
-                           "conv1, to mean filter: cosine"}
-    for title, column, start in (("conv1, radius 1: euclid", "fd/conv1/r1/euclid", 0.109),
-                                 ("conv1, radius 4: cosine", "fd/conv1/r4/cosine", 2 * 0.112),
-                                 ("conv1, to mean filter: euclid", "fd/conv1/to_mean/euclid", 0.08)):
+    assert set(titles) == {
+        "conv1, radius 1: euclid",
+        "conv1, radius 4: euclid",
+        "conv1, radius 1: cosine",
+        "conv1, radius 4: cosine",
+        "conv1, to mean filter: euclid",
+        "conv1, to mean filter: cosine",
+    }
+    for title, column, start in (
+        ("conv1, radius 1: euclid", "fd/conv1/r1/euclid", 0.109),
+        ("conv1, radius 4: cosine", "fd/conv1/r4/cosine", 2 * 0.112),
+        ("conv1, to mean filter: euclid", "fd/conv1/to_mean/euclid", 0.08),
+    ):
         for level in (0.0, 0.1):
             drawn = line(titles[title], f"{level:.2f}")
             assert list(drawn.get_xdata()) == [0, 1, 2, 3, 4]
-            expected = [statistics.median(fs.epoch_row("fcn", level, f, e)[column] for f in (0, 1, 2))
-                        for e in range(4)]
+            expected = [
+                statistics.median(fs.epoch_row("fcn", level, f, e)[column] for f in (0, 1, 2)) for e in range(4)
+            ]
             assert list(drawn.get_ydata()) == pytest.approx([start, *expected])
     # the level-0 FCN runs also appear in the rotate figure
     rotate = figures["filter_distance_mnist_rotate_fcn_conv1.png"]
@@ -124,8 +154,7 @@ def test_filter_distance_figure_starts_at_init(figures) -> None:
 
 @pytest.fixture(scope="module")
 def divergence(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return fs.build_divergence_sweep(tmp_path_factory.mktemp("div") / "divergence", levels=(0.0, 0.5),
-                                     folds=(0, 1))
+    return fs.build_divergence_sweep(tmp_path_factory.mktemp("div") / "divergence", levels=(0.0, 0.5), folds=(0, 1))
 
 
 def test_divergence_sweep_draws_distance_to_the_shared_filter(divergence: Path) -> None:
@@ -136,9 +165,11 @@ def test_divergence_sweep_draws_distance_to_the_shared_filter(divergence: Path) 
     targets = ("radius 1", "radius 4", "to original shared filter", "to mean filter")
     expected_titles = {f"conv1, {target}: {kind}" for target in targets for kind in ("euclid", "cosine")}
     assert set(titles) == expected_titles | {"conv1, to original shared filter: euclid_raw"}
-    for title, column in (("conv1, to original shared filter: euclid", "fd/conv1/to_ref/euclid"),
-                          ("conv1, to original shared filter: euclid_raw", "fd/conv1/to_ref/euclid_raw"),
-                          ("conv1, radius 4: cosine", "fd/conv1/r4/cosine")):
+    for title, column in (
+        ("conv1, to original shared filter: euclid", "fd/conv1/to_ref/euclid"),
+        ("conv1, to original shared filter: euclid_raw", "fd/conv1/to_ref/euclid_raw"),
+        ("conv1, radius 4: cosine", "fd/conv1/r4/cosine"),
+    ):
         for level in (0.0, 0.5):
             drawn = line(titles[title], f"{level:.2f}")
             assert list(drawn.get_xdata()) == [0, 1, 2, 3, 4]
@@ -158,16 +189,18 @@ def test_plot_run_of_a_divergence_run(divergence: Path, tmp_path: Path) -> None:
     assert_valid_png(tmp_path / "filter_distance.png")
     fig = run_figures(run)["filter_distance"]
     panels = {ax.get_title(): ax for ax in fig.axes}
-    assert set(panels) == {f"mean {kind} distance {target}" for kind in ("euclid", "cosine")
-                           for target in ("between neighbouring filters", "to the original shared filter",
-                                          "to the layer's mean filter")
-                           } | {"mean euclid_raw distance to the original shared filter"}
+    assert set(panels) == {
+        f"mean {kind} distance {target}"
+        for kind in ("euclid", "cosine")
+        for target in ("between neighbouring filters", "to the original shared filter", "to the layer's mean filter")
+    } | {"mean euclid_raw distance to the original shared filter"}
     for title, label, column in (
-            ("mean euclid distance between neighbouring filters", "conv2 r4", "fd/conv2/r4/euclid"),
-            ("mean euclid distance to the original shared filter", "conv1", "fd/conv1/to_ref/euclid"),
-            ("mean cosine distance to the original shared filter", "conv2", "fd/conv2/to_ref/cosine"),
-            ("mean euclid_raw distance to the original shared filter", "conv2", "fd/conv2/to_ref/euclid_raw"),
-            ("mean cosine distance to the layer's mean filter", "conv1", "fd/conv1/to_mean/cosine")):
+        ("mean euclid distance between neighbouring filters", "conv2 r4", "fd/conv2/r4/euclid"),
+        ("mean euclid distance to the original shared filter", "conv1", "fd/conv1/to_ref/euclid"),
+        ("mean cosine distance to the original shared filter", "conv2", "fd/conv2/to_ref/cosine"),
+        ("mean euclid_raw distance to the original shared filter", "conv2", "fd/conv2/to_ref/euclid_raw"),
+        ("mean cosine distance to the layer's mean filter", "conv1", "fd/conv1/to_mean/cosine"),
+    ):
         drawn = line(panels[title], label)
         assert list(drawn.get_xdata()) == [0, 1, 2, 3, 4]
         expected = [fs.fd_values(0.5, e, diverge=True)[column] for e in range(-1, 4)]
@@ -190,8 +223,9 @@ def test_vcp_figure(tmp_path: Path) -> None:
     for label, metric in (("validation", "val/acc"), ("translated validation", "val/translate/acc")):
         drawn = line(ax, f"FCN {label}")
         assert list(drawn.get_xdata()) == pytest.approx([0.0, 0.5, 0.9])
-        per_fold = [[fs.epoch_row("fcn", 0.3, f, 2, connectivity=c)[metric] for f in (0, 1, 2)]
-                    for c in (0.0, 0.5, 0.9)]
+        per_fold = [
+            [fs.epoch_row("fcn", 0.3, f, 2, connectivity=c)[metric] for f in (0, 1, 2)] for c in (0.0, 0.5, 0.9)
+        ]
         assert list(drawn.get_ydata()) == pytest.approx([statistics.median(v) for v in per_fold])
         for model in ("cnn", "fcn"):
             reference = line(ax, f"{model.upper()} {label}, connectivity 0 (reference)")
@@ -205,8 +239,10 @@ def test_vcp_figure(tmp_path: Path) -> None:
     assert line(ax, "CNN validation, connectivity 0 (reference)").get_ydata()[0] == pytest.approx(0.875)
     # filter distances: one figure for the group, a line per connectivity, not one figure per value
     fd_names = sorted(name for name in figures if name.startswith("filter_distance"))
-    assert fd_names == ["filter_distance_mnist_translate_fcn_conv1.png",  # connectivity 0: the paper's table
-                        "filter_distance_vcp_mnist_translate_0.30_conv1.png"]
+    assert fd_names == [
+        "filter_distance_mnist_translate_fcn_conv1.png",  # connectivity 0: the paper's table
+        "filter_distance_vcp_mnist_translate_0.30_conv1.png",
+    ]
     fig = figures["filter_distance_vcp_mnist_translate_0.30_conv1.png"]
     panel = {a.get_title(): a for a in fig.axes}["conv1, radius 1: euclid"]
     assert sorted(ln.get_label() for ln in panel.get_lines()) == ["0.00", "0.50", "0.90"]
@@ -218,16 +254,22 @@ def test_vcp_figure(tmp_path: Path) -> None:
 def test_quadrant_swap_bars(figures) -> None:
     ax = figures["quadrant_swap_mnist.png"].axes[0]
     heights = [patch.get_height() for patch in ax.patches]
-    expected = [statistics.median(fs.epoch_row(model, 0.0, f, 2)[metric] for f in (0, 1, 2))
-                for metric in ("val/acc", "val/quadrant_swap/acc") for model in ("cnn", "fcn")]
+    expected = [
+        statistics.median(fs.epoch_row(model, 0.0, f, 2)[metric] for f in (0, 1, 2))
+        for metric in ("val/acc", "val/quadrant_swap/acc")
+        for model in ("cnn", "fcn")
+    ]
     assert heights == pytest.approx(expected)  # CNN 0.86 / FCN 0.76 clean, 0.41 / 0.31 swapped
     assert heights == pytest.approx([0.86, 0.76, 0.41, 0.31])
     assert [t.get_text() for t in ax.get_xticklabels()] == ["CNN", "FCN"]
 
 
 def test_plot_run(sweep, tmp_path: Path) -> None:
-    fcn_job = Path(sweep.jobs.loc[(sweep.jobs["model"] == "fcn") & (sweep.jobs["aug_level"] == 0.1)
-                                  & (sweep.jobs["fold"] == 0), "job_dir"].iloc[0])
+    fcn_job = Path(
+        sweep.jobs.loc[
+            (sweep.jobs["model"] == "fcn") & (sweep.jobs["aug_level"] == 0.1) & (sweep.jobs["fold"] == 0), "job_dir"
+        ].iloc[0]
+    )
     paths = plot_run(fcn_job, tmp_path / "fcn")
     assert [p.name for p in paths] == ["training_curves.png", "filter_distance.png"]
     for path in paths:

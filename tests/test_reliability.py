@@ -21,8 +21,13 @@ from weightshare.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = [
-    "data=synthetic", "data.synthetic_size=1024", "callbacks=minimal", "eval=clean", "threads=1",
-    "trainer.deterministic=true", "test=false",
+    "data=synthetic",
+    "data.synthetic_size=1024",
+    "callbacks=minimal",
+    "eval=clean",
+    "threads=1",
+    "trainer.deterministic=true",
+    "test=false",
 ]
 
 
@@ -55,9 +60,17 @@ def test_cli_refuses_crafted_checkpoint_for_resume_and_init_from(tmp_path) -> No
     path, marker = _crafted_checkpoint(tmp_path)
     for args in ([f"ckpt_path={path}"], ["model=fcn", f"model.init_from={path}"]):
         proc = subprocess.run(
-            [sys.executable, str(REPO / "train.py"), *SMALL, "trainer.max_epochs=1", *args,
-             f"hydra.run.dir={tmp_path / 'run'}"],
-            capture_output=True, text=True, timeout=300,
+            [
+                sys.executable,
+                str(REPO / "train.py"),
+                *SMALL,
+                "trainer.max_epochs=1",
+                *args,
+                f"hydra.run.dir={tmp_path / 'run'}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert proc.returncode == 2, proc.stderr[-2000:]
         assert "refusing to load checkpoint" in proc.stderr and "evil.ckpt" in proc.stderr
@@ -131,9 +144,17 @@ def load_mask(run: Path) -> torch.Tensor:
 
 
 def _train_cmd(out: Path, epochs: int) -> list[str]:
-    return [sys.executable, str(REPO / "train.py"), *SMALL, "model=fcn", "aug.translate=0.1",
-            "data.synthetic_size=2048", f"trainer.max_epochs={epochs}", "callbacks.early_stopping.enabled=false",
-            f"hydra.run.dir={out}"]
+    return [
+        sys.executable,
+        str(REPO / "train.py"),
+        *SMALL,
+        "model=fcn",
+        "aug.translate=0.1",
+        "data.synthetic_size=2048",
+        f"trainer.max_epochs={epochs}",
+        "callbacks.early_stopping.enabled=false",
+        f"hydra.run.dir={out}",
+    ]
 
 
 def test_killed_run_resumes_and_matches_an_uninterrupted_run(tmp_path) -> None:
@@ -149,8 +170,9 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_run(tmp_path) -> None:
     done_before = len(read_metrics_csv(killed / "metrics.csv"))
     assert 2 <= done_before < epochs, "the kill must land mid-run"
     assert json.loads((killed / "results.json").read_text())["status"] == "running"
-    resumed = subprocess.run([*_train_cmd(killed, epochs), "ckpt_path=last"], capture_output=True, text=True,
-                             timeout=600)
+    resumed = subprocess.run(
+        [*_train_cmd(killed, epochs), "ckpt_path=last"], capture_output=True, text=True, timeout=600
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     rows = read_metrics_csv(killed / "metrics.csv")
     assert [r["epoch"] for r in rows] == list(range(epochs))

@@ -32,18 +32,25 @@ _spec.loader.exec_module(fs)
 FOLDS = (0, 1, 2)
 MODELS = ("cnn", "fcn")
 # the test's own paper values: (train, val, translation) and (val, translation) per cell
-PAPER_TRANSLATE = {("cnn", 0.0): (0.99, 0.90, 0.40), ("fcn", 0.0): (0.98, 0.80, 0.30),
-                   ("cnn", 0.1): (0.97, 0.88, 0.60), ("fcn", 0.1): (0.96, 0.78, 0.50)}
-PAPER_ROTATE = {("cnn", 0.0): (0.91, 0.41), ("fcn", 0.0): (0.81, 0.31),
-                ("cnn", 0.2): (0.85, 0.35), ("fcn", 0.2): (0.75, 0.25)}
+PAPER_TRANSLATE = {
+    ("cnn", 0.0): (0.99, 0.90, 0.40),
+    ("fcn", 0.0): (0.98, 0.80, 0.30),
+    ("cnn", 0.1): (0.97, 0.88, 0.60),
+    ("fcn", 0.1): (0.96, 0.78, 0.50),
+}
+PAPER_ROTATE = {
+    ("cnn", 0.0): (0.91, 0.41),
+    ("fcn", 0.0): (0.81, 0.31),
+    ("cnn", 0.2): (0.85, 0.35),
+    ("fcn", 0.2): (0.75, 0.25),
+}
 CONVENTION_EPOCHS = {"early_stopped": (2,), "last_epoch": (3,), "all_epochs": (0, 1, 2, 3)}
 
 
 def write_reference(directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     lines = ["dataset,aug_type,aug,model,train_acc,val_acc,translation_acc"]
-    lines += [f"mnist,translate,{lvl:.2f},{m},{t},{v},{tr}"
-              for (m, lvl), (t, v, tr) in PAPER_TRANSLATE.items()]
+    lines += [f"mnist,translate,{lvl:.2f},{m},{t},{v},{tr}" for (m, lvl), (t, v, tr) in PAPER_TRANSLATE.items()]
     (directory / "paper_translation_tables.csv").write_text("\n".join(lines) + "\n")
     lines = ["aug_type,aug,model,mnist_val_acc,mnist_translation_acc,cifar10_val_acc,cifar10_translation_acc"]
     lines += [f"rotate,{lvl:.2f},{m},{v},{tr},0.5,0.2" for (m, lvl), (v, tr) in PAPER_ROTATE.items()]
@@ -51,10 +58,14 @@ def write_reference(directory: Path) -> Path:
     return directory
 
 
-def expected_median(model: str, level: float, metric: str, convention: str, folds=FOLDS,
-                    connectivity: float = 0.0) -> float:
-    values = [fs.epoch_row(model, level, f, e, connectivity=connectivity)[metric]
-              for f in folds for e in CONVENTION_EPOCHS[convention]]
+def expected_median(
+    model: str, level: float, metric: str, convention: str, folds=FOLDS, connectivity: float = 0.0
+) -> float:
+    values = [
+        fs.epoch_row(model, level, f, e, connectivity=connectivity)[metric]
+        for f in folds
+        for e in CONVENTION_EPOCHS[convention]
+    ]
     return statistics.median(values)
 
 
@@ -95,8 +106,9 @@ def test_every_cell_of_every_table(report, convention: str, aug_type: str, level
     expected_columns = {"level"}
     for model in MODELS:
         expected_columns |= {f"{model}/n"} | {f"{model}/{m}" for m in TABLE_METRICS}
-        expected_columns |= {f"{model}/{m}/{k}" for m in ("train/acc", "val/acc", "val/translate/acc")
-                             for k in ("paper", "diff")}
+        expected_columns |= {
+            f"{model}/{m}/{k}" for m in ("train/acc", "val/acc", "val/translate/acc") for k in ("paper", "diff")
+        }
     assert set(wide.columns) == expected_columns
     for row in wide.to_dict("records"):
         level = round(row["level"], 2)
@@ -119,9 +131,13 @@ def test_hand_computed_cells(report) -> None:
     long = pd.read_csv(report.out_dir / "tables" / "all_long.csv")
 
     def cell(convention, aug_type, level, model, metric):
-        hit = long[(long["convention"] == convention) & (long["aug_type"] == aug_type)
-                   & (long["level"].round(2) == level) & (long["model"] == model)
-                   & (long["metric"] == metric)]
+        hit = long[
+            (long["convention"] == convention)
+            & (long["aug_type"] == aug_type)
+            & (long["level"].round(2) == level)
+            & (long["model"] == model)
+            & (long["metric"] == metric)
+        ]
         assert len(hit) == 1
         return hit.iloc[0]
 
@@ -201,9 +217,11 @@ def test_expected_jobs_follow_hydra_numbering(sweep_dirs) -> None:
 
 @pytest.mark.parametrize(
     ("edit", "reason"),
-    [(lambda text: text.replace("data.fold=0,1,2", "data.fold=range(0,"), "OverrideParseException"),
-     (lambda text: "hydra: [unclosed\n", "ParserError"),
-     (lambda text: "just text\n", "no hydra section")],
+    [
+        (lambda text: text.replace("data.fold=0,1,2", "data.fold=range(0,"), "OverrideParseException"),
+        (lambda text: "hydra: [unclosed\n", "ParserError"),
+        (lambda text: "just text\n", "no hydra section"),
+    ],
 )
 def test_unlistable_expected_jobs_leave_a_note(tmp_path: Path, edit, reason: str) -> None:
     sweep = fs.build_translate_sweep(tmp_path / "s", models=("cnn",), levels=(0.1,))
@@ -223,9 +241,12 @@ def test_unlistable_expected_jobs_leave_a_note(tmp_path: Path, edit, reason: str
 def test_other_sweepers_have_no_expected_jobs_and_no_note(tmp_path: Path) -> None:
     sweep = fs.build_translate_sweep(tmp_path / "s", models=("cnn",), levels=(0.1,), folds=(0,))
     path = sweep / "multirun.yaml"
-    path.write_text(path.read_text().replace(
-        "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
-        "hydra_plugins.weightshare_optuna_sweeper.OptunaSweeper"))
+    path.write_text(
+        path.read_text().replace(
+            "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
+            "hydra_plugins.weightshare_optuna_sweeper.OptunaSweeper",
+        )
+    )
     assert expected_jobs(path) == ([], None)
     result = write_report([sweep], plots=False, reference_dir=write_reference(tmp_path / "ref"))
     assert result.sweep.notes == []
@@ -234,9 +255,13 @@ def test_other_sweepers_have_no_expected_jobs_and_no_note(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [('{"status": "compl', "Unterminated string"), ("[1, 2]", "not an object"),
-     ('{"status": "exploded", "identity": {"data": "mnist", "model": "cnn"}}', "'exploded'"),
-     ('{"status": "completed"}', "no identity"), ("", "Expecting value")],
+    [
+        ('{"status": "compl', "Unterminated string"),
+        ("[1, 2]", "not an object"),
+        ('{"status": "exploded", "identity": {"data": "mnist", "model": "cnn"}}', "'exploded'"),
+        ('{"status": "completed"}', "no identity"),
+        ("", "Expecting value"),
+    ],
 )
 def test_malformed_results_are_corrupt(tmp_path: Path, text: str, message: str) -> None:
     (tmp_path / "results.json").write_text(text)
@@ -286,8 +311,7 @@ def test_other_settings_get_their_own_table(tmp_path: Path) -> None:
 
 def test_divergence_folds_are_pooled(tmp_path: Path) -> None:
     sweep = fs.build_divergence_sweep(tmp_path / "div", levels=(0.0, 0.5), folds=(0, 1))
-    init_from = {json.loads((sweep / str(n) / "results.json").read_text())["identity"]["init_from"]
-                 for n in range(4)}
+    init_from = {json.loads((sweep / str(n) / "results.json").read_text())["identity"]["init_from"] for n in range(4)}
     assert len(init_from) == 4  # every fold has its own checkpoint path
     result = write_report([sweep], plots=False, reference_dir=write_reference(tmp_path / "ref"))
     jobs = result.sweep.jobs
@@ -298,8 +322,9 @@ def test_divergence_folds_are_pooled(tmp_path: Path) -> None:
     assert wide["level"].tolist() == pytest.approx([0.0, 0.5])
     assert wide["fcn/n"].tolist() == [2, 2]
     for row, level in zip(wide.to_dict("records"), (0.0, 0.5)):
-        assert row["fcn/val/acc"] == pytest.approx(expected_median("fcn", level, "val/acc", "early_stopped",
-                                                                   folds=(0, 1)))
+        assert row["fcn/val/acc"] == pytest.approx(
+            expected_median("fcn", level, "val/acc", "early_stopped", folds=(0, 1))
+        )
     # fcn noise 0.5, best epoch: folds 0 and 1 -> 0.70 + 0.025 + 0.05 + (0, 0.01) -> median 0.78
     assert wide["fcn/val/acc"].iloc[1] == pytest.approx(0.78)
     md = (result.out_dir / "report.md").read_text()
@@ -366,8 +391,7 @@ def test_a_learning_rate_search_is_not_pooled(tmp_path: Path) -> None:
 def test_duplicate_folds_are_counted_and_warned(sweep_dirs, tmp_path: Path) -> None:
     translate, _, reference = sweep_dirs
     shutil.copytree(translate / "4", tmp_path / "rerun" / "4")  # cnn 0.1 fold 1 once more
-    result = write_report([translate, tmp_path / "rerun"], tmp_path / "out", reference_dir=reference,
-                          plots=False)
+    result = write_report([translate, tmp_path / "rerun"], tmp_path / "out", reference_dir=reference, plots=False)
     wide = pd.read_csv(tmp_path / "out" / "tables" / "mnist_translate_early_stopped.csv")
     assert wide["cnn/n"].tolist() == [3, 4]
     # folds 0, 1, 1, 2 -> median of 0.855, 0.865, 0.865, 0.905
@@ -404,8 +428,7 @@ def test_reference_dir_given_but_absent_is_an_error(tmp_path: Path) -> None:
 def test_cli(sweep_dirs, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     translate, rotate, reference = sweep_dirs
     out = tmp_path / "cli"
-    assert main([str(translate), str(rotate), "--out", str(out), "--reference-dir", str(reference),
-                 "--no-plots"]) == 0
+    assert main([str(translate), str(rotate), "--out", str(out), "--reference-dir", str(reference), "--no-plots"]) == 0
     assert "22 jobs (18 completed, 4 missing, failed or flagged)" in capsys.readouterr().out
     assert (out / "report.md").is_file() and (out / "failures.csv").is_file()
     assert not (out / "plots").exists()
@@ -420,14 +443,19 @@ def test_220_job_sweep(tmp_path: Path) -> None:
     """The paper's Table 1 and 2 sweeps at full size (2 x 11 levels x 2 models x 5 folds)."""
     levels = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99)
     for data in ("mnist", "cifar10"):
-        fs.build_translate_sweep(tmp_path / data, levels=levels, folds=(0, 1, 2, 3, 4), data=data,
-                                 n_epochs=20)
+        fs.build_translate_sweep(tmp_path / data, levels=levels, folds=(0, 1, 2, 3, 4), data=data, n_epochs=20)
     result = write_report([tmp_path], reference_dir=write_reference(tmp_path / "ref"))
     assert len(result.sweep.jobs) == 220 and result.failures.empty
     plots = sorted(p.name for p in result.files if p.suffix == ".png")
-    assert plots == [f"{kind}_{data}{suffix}.png" for kind, suffix in
-                     (("accuracy", "_translate"), ("filter_distance", "_translate_fcn_conv1"), ("quadrant_swap", ""))
-                     for data in ("cifar10", "mnist")]
+    assert plots == [
+        f"{kind}_{data}{suffix}.png"
+        for kind, suffix in (
+            ("accuracy", "_translate"),
+            ("filter_distance", "_translate_fcn_conv1"),
+            ("quadrant_swap", ""),
+        )
+        for data in ("cifar10", "mnist")
+    ]
     assert result.vcp_groups == [] and result.sweep.notes == []
     for data in ("mnist", "cifar10"):
         for convention in ("early_stopped", "last_epoch", "all_epochs"):

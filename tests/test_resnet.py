@@ -143,8 +143,9 @@ def test_shared_gradient_is_the_sum_of_per_use_gradients(arch, depth, k):
     assert count_parameters(untied) - count_parameters(model) == uses_total - n_shared
 
 
-@pytest.mark.parametrize(("arch", "depth", "k", "shared"),
-                         [("wide", 10, 1, False), ("cifar_preact", 11, 1, False), ("wide", 22, 1, True)])
+@pytest.mark.parametrize(
+    ("arch", "depth", "k", "shared"), [("wide", 10, 1, False), ("cifar_preact", 11, 1, False), ("wide", 22, 1, True)]
+)
 def test_quick_training_step_on_a_cifar_batch(arch, depth, k, shared):
     torch.manual_seed(1)
     model = build_resnet(arch, depth, k, shared=shared, num_classes=10)

@@ -173,8 +173,7 @@ def test_tile_gradient_is_the_sum_over_its_positions():
     g = torch.randn(2, cout, *tiled.output_size, dtype=DT)
     (tiled(x) * g).sum().backward()
     # independent of free_conv2d: the per-tile convolutions give the same tile gradients
-    ref_grad_w, ref_grad_b = torch.autograd.grad((per_tile_reference(tiled, x) * g).sum(),
-                                                 [tiled.weight, tiled.bias])
+    ref_grad_w, ref_grad_b = torch.autograd.grad((per_tile_reference(tiled, x) * g).sum(), [tiled.weight, tiled.bias])
     torch.testing.assert_close(tiled.weight.grad, ref_grad_w, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(tiled.bias.grad, ref_grad_b, rtol=1e-10, atol=1e-10)
     # the same computation with one independent leaf kernel per position
@@ -188,8 +187,9 @@ def test_tile_gradient_is_the_sum_over_its_positions():
             rows, cols = slice(a * t, (a + 1) * t), slice(b * t, (b + 1) * t)
             expected = grad_pos[rows, cols].sum(dim=(0, 1))
             torch.testing.assert_close(tiled.weight.grad[a, b], expected, rtol=1e-10, atol=1e-10)
-            torch.testing.assert_close(tiled.bias.grad[a, b], b_pos.grad[rows, cols].sum(dim=(0, 1)),
-                                       rtol=1e-10, atol=1e-10)
+            torch.testing.assert_close(
+                tiled.bias.grad[a, b], b_pos.grad[rows, cols].sum(dim=(0, 1)), rtol=1e-10, atol=1e-10
+            )
 
 
 def test_from_free_takes_the_mean_of_each_tile():
@@ -246,7 +246,7 @@ def brute_force_penalty(kernel: torch.Tensor, radius: int) -> float:
     positions = [(i, j) for i in range(oh) for j in range(ow)]
     total = 0.0
     for n, (i, j) in enumerate(positions):
-        for (k, l) in positions[n + 1:]:
+        for k, l in positions[n + 1 :]:
             same_row = i == k and 1 <= abs(j - l) <= radius
             same_col = j == l and 1 <= abs(i - k) <= radius
             if same_row or same_col:
@@ -308,7 +308,8 @@ def test_model_share_penalty_sums_layers_and_skips_convolutions():
     torch.testing.assert_close(value, expected)
     # tiled: within-tile pairs are zero, so only pairs across tile borders count
     assert neighbour_penalty(tiled.kernel_view()).item() == pytest.approx(
-        brute_force_penalty(tiled.kernel_view().detach(), 1), rel=1e-5)
+        brute_force_penalty(tiled.kernel_view().detach(), 1), rel=1e-5
+    )
     value.backward()
     assert tiled.weight.grad is not None and tiled.weight.grad.abs().sum() > 0
     zero = model_share_penalty(nn.Sequential(nn.Conv2d(1, 1, 3)))
@@ -349,8 +350,7 @@ def test_share_penalty_keeps_masked_weights_at_zero_under_adam():
 def test_share_penalty_input_mode_leaves_weights_of_removed_inputs_untouched():
     """``input`` mode: weights reading a removed input unit keep their initial value exactly."""
     torch.manual_seed(12)
-    layer = FreeConv2d(2, 3, 3, padding=1, input_size=(6, 6), connectivity=0.4, connectivity_mode="input",
-                       mask_seed=5)
+    layer = FreeConv2d(2, 3, 3, padding=1, input_size=(6, 6), connectivity=0.4, connectivity_mode="input", mask_seed=5)
     # independent reference of "reads a removed input": loop over positions and kernel taps
     reads_removed = torch.zeros(6, 6, 3, 3, 2, dtype=torch.bool)
     for i in range(6):

@@ -12,15 +12,23 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = [
-    "data=synthetic", "data.synthetic_size=512", "trainer.max_epochs=2", "callbacks=minimal",
-    "eval.variants=[clean,translate,quadrant_swap]", "threads=1",
+    "data=synthetic",
+    "data.synthetic_size=512",
+    "trainer.max_epochs=2",
+    "callbacks=minimal",
+    "eval.variants=[clean,translate,quadrant_swap]",
+    "threads=1",
 ]
 
 
 def run_train(args: list[str], cwd: Path = REPO, timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore"}
     return subprocess.run(
-        [sys.executable, str(REPO / "train.py"), *args], cwd=cwd, env=env, capture_output=True, text=True,
+        [sys.executable, str(REPO / "train.py"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=timeout,
     )
 
@@ -81,9 +89,22 @@ def test_multirun_with_wandb_offline_gives_each_job_its_own_grouped_run(tmp_path
     env_extra = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DISABLE_GIT": "true"}
     env = {**os.environ, **env_extra, "HYDRA_FULL_ERROR": "0"}
     proc = subprocess.run(
-        [sys.executable, str(REPO / "train.py"), "-m", *FAST, "trainer.max_epochs=1", "logger=wandb",
-         "logger.wandb.offline=true", "seed=0,1", f"hydra.sweep.dir={sweep}"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(REPO / "train.py"),
+            "-m",
+            *FAST,
+            "trainer.max_epochs=1",
+            "logger=wandb",
+            "logger.wandb.offline=true",
+            "seed=0,1",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = [sorted((sweep / str(i)).rglob("offline-run-*")) for i in range(2)]
@@ -115,8 +136,11 @@ def _write_cifar_batches(root: Path, per_batch: int = 40) -> None:
     rng = np.random.default_rng(0)
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     for name in names:
-        batch = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-                 b"labels": [int(v) for v in rng.integers(0, 10, per_batch)], b"batch_label": name.encode()}
+        batch = {
+            b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+            b"labels": [int(v) for v in rng.integers(0, 10, per_batch)],
+            b"batch_label": name.encode(),
+        }
         (folder / name).write_bytes(pickle.dumps(batch, protocol=4))
     meta = {b"label_names": [f"c{i}".encode() for i in range(10)], b"num_cases_per_batch": per_batch}
     (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=4))
@@ -125,11 +149,22 @@ def _write_cifar_batches(root: Path, per_batch: int = 40) -> None:
 def test_cifar10_fcn_depth2_from_written_files(tmp_path) -> None:
     _write_cifar_batches(tmp_path / "data")
     out = tmp_path / "cifar"
-    proc = run_train([
-        "data=cifar10", f"data.root={tmp_path / 'data'}", "data.verify_checksums=false", "data.download=false",
-        "data.batch_size=32", "model=fcn", "model.depth=2", "trainer.max_epochs=1", "callbacks=minimal",
-        "eval.variants=[clean,quadrant_swap]", "threads=1", f"hydra.run.dir={out}",
-    ])
+    proc = run_train(
+        [
+            "data=cifar10",
+            f"data.root={tmp_path / 'data'}",
+            "data.verify_checksums=false",
+            "data.download=false",
+            "data.batch_size=32",
+            "model=fcn",
+            "model.depth=2",
+            "trainer.max_epochs=1",
+            "callbacks=minimal",
+            "eval.variants=[clean,quadrant_swap]",
+            "threads=1",
+            f"hydra.run.dir={out}",
+        ]
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads((out / "results.json").read_text())
     assert res["status"] == "completed"

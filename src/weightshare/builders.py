@@ -19,7 +19,12 @@ from weightshare.callbacks.epoch_csv import EpochCSVWriter
 from weightshare.callbacks.throughput import ThroughputMonitor
 
 _OPTIONAL_TRAINER_KEYS = (
-    "max_time", "benchmark", "gradient_clip_val", "limit_train_batches", "limit_val_batches", "profiler",
+    "max_time",
+    "benchmark",
+    "gradient_clip_val",
+    "limit_train_batches",
+    "limit_val_batches",
+    "profiler",
 )
 
 
@@ -74,15 +79,22 @@ def build_callbacks(cfg: DictConfig, out: Path) -> list[pl.Callback]:
     if c.early_stopping.enabled:
         callbacks.append(
             EarlyStopping(
-                monitor=c.early_stopping.monitor, mode=c.early_stopping.mode,
-                patience=c.early_stopping.patience, min_delta=c.early_stopping.min_delta,
+                monitor=c.early_stopping.monitor,
+                mode=c.early_stopping.mode,
+                patience=c.early_stopping.patience,
+                min_delta=c.early_stopping.min_delta,
             )
         )
     if c.checkpoint.enabled:
         callbacks.append(
             ModelCheckpoint(
-                dirpath=out / "checkpoints", filename="best", monitor=c.checkpoint.monitor, mode=c.checkpoint.mode,
-                save_last=c.checkpoint.save_last, save_top_k=1, save_on_train_epoch_end=True,
+                dirpath=out / "checkpoints",
+                filename="best",
+                monitor=c.checkpoint.monitor,
+                mode=c.checkpoint.mode,
+                save_last=c.checkpoint.save_last,
+                save_top_k=1,
+                save_on_train_epoch_end=True,
                 enable_version_counter=False,
             )
         )

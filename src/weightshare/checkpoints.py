@@ -39,7 +39,7 @@ def module_state(ckpt: dict[str, Any], prefix: str, path: str | Path) -> dict[st
     state = ckpt.get("state_dict")
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} has no 'state_dict' (is it a Lightning checkpoint?)")
-    out = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    out = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     if not out:
         raise CheckpointError(f"checkpoint {path} has no weights under '{prefix}'")
     return out

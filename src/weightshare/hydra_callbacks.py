@@ -19,7 +19,12 @@ from weightshare.results import read_json, read_overrides
 log = logging.getLogger("weightshare")
 
 COLUMNS = (
-    "val/acc", "val/translate/acc", "val/rotate/acc", "val/noise/acc", "val/edge_noise/acc", "val/quadrant_swap/acc",
+    "val/acc",
+    "val/translate/acc",
+    "val/rotate/acc",
+    "val/noise/acc",
+    "val/edge_noise/acc",
+    "val/quadrant_swap/acc",
 )
 
 

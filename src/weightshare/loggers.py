@@ -100,9 +100,7 @@ def make_run_name(cfg: Any) -> str:
     return "-".join(parts)
 
 
-def _build_wandb(
-    wandb_cfg: Any, run_dir: Path, run_name: str, resolved_config: dict, group: str | None
-) -> Logger:
+def _build_wandb(wandb_cfg: Any, run_dir: Path, run_name: str, resolved_config: dict, group: str | None) -> Logger:
     try:
         from pytorch_lightning.loggers import WandbLogger
         from pytorch_lightning.loggers.wandb import _WANDB_AVAILABLE
@@ -176,9 +174,7 @@ def build_loggers(
         if name == "csv":
             loggers.append(CSVLogger(save_dir=str(run_dir), name="lightning_csv"))
         elif name == "tensorboard":
-            loggers.append(
-                TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", default_hp_metric=False)
-            )
+            loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", default_hp_metric=False))
         else:
             wandb_cfg = _get(logger_cfg, "wandb", {})
             loggers.append(_build_wandb(wandb_cfg, run_dir, run_name, resolved_config, group))

@@ -72,14 +72,20 @@ FD_PATTERN = re.compile(r"^fd/(?P<layer>[^/]+)/(?P<target>r(?P<radius>\d+)|to_re
 KIND_ORDER = ("euclid", "cosine", "euclid_raw")
 KIND_LABELS = {"euclid": "Euclidean", "cosine": "cosine", "euclid_raw": "raw Euclidean (/ ||W_ref||)"}
 GROUP_ORDER = ("neighbours", "to_ref", "to_mean")
-GROUP_TITLES = {"neighbours": "between neighbouring filters", "to_ref": "to the original shared filter",
-                "to_mean": "to the layer's mean filter"}
+GROUP_TITLES = {
+    "neighbours": "between neighbouring filters",
+    "to_ref": "to the original shared filter",
+    "to_mean": "to the layer's mean filter",
+}
 TARGET_TITLES = {"to_ref": "to original shared filter", "to_mean": "to mean filter"}
 RADIUS_STYLES = ("-", "--", "-.", ":")
 MODEL_COLORS = {"cnn": "tab:blue", "fcn": "tab:orange"}
 _EXTRA_COLORS = ("tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive")
-ACCURACY_LINES = (("val/acc", "-", "validation"), ("val/translate/acc", "--", "translated validation"),
-                  ("train/acc", ":", "train"))
+ACCURACY_LINES = (
+    ("val/acc", "-", "validation"),
+    ("val/translate/acc", "--", "translated validation"),
+    ("train/acc", ":", "train"),
+)
 VARIANT_NAMES = ("translate", "rotate", "noise", "edge_noise", "quadrant_swap")
 
 
@@ -189,8 +195,7 @@ def fd_columns(columns: Sequence[str]) -> dict[str, list[FdSpec]]:
     return {layer: sorted(layers[layer], key=FdSpec.sort_key) for layer in sorted(layers, key=_natural)}
 
 
-def _grid(fig: Figure, rows: list[str], columns: list[str], used: set[tuple[str, str]]
-          ) -> dict[tuple[str, str], Axes]:
+def _grid(fig: Figure, rows: list[str], columns: list[str], used: set[tuple[str, str]]) -> dict[tuple[str, str], Axes]:
     """A ``rows x columns`` grid of panels keyed by (row, column); cells not in ``used`` removed."""
     axes = fig.subplots(len(rows), len(columns), squeeze=False)
     panels: dict[tuple[str, str], Axes] = {}
@@ -227,8 +232,15 @@ def accuracy_figure(rows: pd.DataFrame, title: str, xlabel: str) -> Figure:
     return fig
 
 
-def filter_distance_figure(epochs: pd.DataFrame, init: pd.DataFrame, layer: str, title: str, *,
-                           line_by: str = "aug_level", legend_title: str = "aug level") -> Figure:
+def filter_distance_figure(
+    epochs: pd.DataFrame,
+    init: pd.DataFrame,
+    layer: str,
+    title: str,
+    *,
+    line_by: str = "aug_level",
+    legend_title: str = "aug level",
+) -> Figure:
     """Figure 5 (and the divergence follow-up's) for one layer: a panel per (target, kind), a line per level.
 
     ``epochs``: epoch rows of one table's FCN jobs (``aug_level``, ``epoch``, ``fd/...``
@@ -262,8 +274,12 @@ def filter_distance_figure(epochs: pd.DataFrame, init: pd.DataFrame, layer: str,
                     x, y = [0, *x], [start, *y]
             if x:
                 ax.plot(x, y, color=color, linewidth=1.6, label=format_level(level))
-        _style(ax, f"{layer}, {spec.target_title}: {spec.kind}", "epoch (0 = initialisation)",
-               f"mean {kind_label(spec.kind)} distance")
+        _style(
+            ax,
+            f"{layer}, {spec.target_title}: {spec.kind}",
+            "epoch (0 = initialisation)",
+            f"mean {kind_label(spec.kind)} distance",
+        )
         _epoch_axis(ax)
     entries: dict[str, object] = {}
     for ax in panels.values():  # every level, even one missing from the first panel
@@ -283,8 +299,10 @@ def quadrant_swap_figure(rows: pd.DataFrame, title: str) -> Figure:
     models = model_order(rows["model"])
     x = np.arange(len(models))
     width = 0.38
-    bars_spec = (("val/acc", "clean validation", "tab:gray"),
-                 ("val/quadrant_swap/acc", "quadrant-swapped validation", "tab:red"))
+    bars_spec = (
+        ("val/acc", "clean validation", "tab:gray"),
+        ("val/quadrant_swap/acc", "quadrant-swapped validation", "tab:red"),
+    )
     for offset, (metric, label, color) in zip((-width / 2, width / 2), bars_spec):
         stats = rows.groupby("model")[metric].agg(["median", "min", "max"]).reindex(models)
         errors = np.vstack([stats["median"] - stats["min"], stats["max"] - stats["median"]])
@@ -317,19 +335,31 @@ def vcp_figure(rows: pd.DataFrame, title: str) -> Figure:
         for metric, linestyle, label in ACCURACY_LINES:
             value = at_zero[metric].median()
             if not math.isnan(value):
-                ax.axhline(value, color=_model_color(model, [model]), linestyle=linestyle, linewidth=1.1,
-                           alpha=alpha, label=f"{model.upper()} {label}, connectivity 0 (reference)")
+                ax.axhline(
+                    value,
+                    color=_model_color(model, [model]),
+                    linestyle=linestyle,
+                    linewidth=1.1,
+                    alpha=alpha,
+                    label=f"{model.upper()} {label}, connectivity 0 (reference)",
+                )
     values = sorted(fcn["connectivity"].dropna().unique())
     ax.set_xticks(values, [format_level(v) for v in values])
-    _style(ax, title, "fraction of connections removed (model.connectivity)",
-           "accuracy (median over folds, band: min-max)")
+    _style(
+        ax, title, "fraction of connections removed (model.connectivity)", "accuracy (median over folds, band: min-max)"
+    )
     _side_legend(ax)
     return fig
 
 
-def sweep_figures(jobs_frame: pd.DataFrame, epochs_frame: pd.DataFrame, *, convention: str = "early_stopped",
-                  fd_layers: str = "first", quadrant: tuple[str, float] = ("none", 0.0)
-                  ) -> Iterator[tuple[str, Figure]]:
+def sweep_figures(
+    jobs_frame: pd.DataFrame,
+    epochs_frame: pd.DataFrame,
+    *,
+    convention: str = "early_stopped",
+    fd_layers: str = "first",
+    quadrant: tuple[str, float] = ("none", 0.0),
+) -> Iterator[tuple[str, Figure]]:
     """``(file name, figure)`` of every sweep figure, one at a time (see :func:`plot_sweep`)."""
     if fd_layers not in ("first", "all"):
         raise ConfigError("fd_layers", fd_layers, "first or all")
@@ -346,10 +376,13 @@ def sweep_figures(jobs_frame: pd.DataFrame, epochs_frame: pd.DataFrame, *, conve
             if (data, aug_type, setting) in covered:
                 continue  # one connectivity value of a VCP sweep: drawn in its VCP figure
             title = f"{data}: accuracy vs {aug_type} level ({label})" + (f"\n{setting}" if setting else "")
-            yield (_name("accuracy", data, aug_type, setting),
-                   accuracy_figure(table, title, f"{aug_type} augmentation level"))
-        chosen = rows[(rows["aug_type"] == quadrant[0])
-                      & (level_key(rows["aug_level"]) == level_key(quadrant[1])).fillna(False)]
+            yield (
+                _name("accuracy", data, aug_type, setting),
+                accuracy_figure(table, title, f"{aug_type} augmentation level"),
+            )
+        chosen = rows[
+            (rows["aug_type"] == quadrant[0]) & (level_key(rows["aug_level"]) == level_key(quadrant[1])).fillna(False)
+        ]
         runs = "no augmentation" if quadrant[0] == "none" else f"{quadrant[0]} {format_level(quadrant[1])}"
         for (data, setting), table in chosen.groupby(["data", "setting"], sort=True):
             if table["val/quadrant_swap/acc"].notna().any():
@@ -359,20 +392,23 @@ def sweep_figures(jobs_frame: pd.DataFrame, epochs_frame: pd.DataFrame, *, conve
     if groups:
         all_vcp = vcp_rows(jobs_frame, epochs_frame, convention)
         for group in groups:
-            table = all_vcp[(all_vcp["data"] == group.data) & (all_vcp["base_setting"] == group.setting)
-                            & (all_vcp["aug_type"] == group.aug_type)
-                            & ((all_vcp["aug_level"] - group.level).abs() < 1e-9)]
+            table = all_vcp[
+                (all_vcp["data"] == group.data)
+                & (all_vcp["base_setting"] == group.setting)
+                & (all_vcp["aug_type"] == group.aug_type)
+                & ((all_vcp["aug_level"] - group.level).abs() < 1e-9)
+            ]
             if table.empty:
                 continue
-            title = (f"{group.data}: accuracy vs removed connections, {group.aug_type} "
-                     f"{format_level(group.level)} ({label})")
+            title = (
+                f"{group.data}: accuracy vs removed connections, {group.aug_type} {format_level(group.level)} ({label})"
+            )
             title += f"\n{group.setting}" if group.setting else ""
             yield group.file_stem() + ".png", vcp_figure(table, title)
     yield from _filter_distance_figures(jobs_frame, epochs_frame, fd_layers)
 
 
-def _filter_distance_figures(jobs: pd.DataFrame, epochs: pd.DataFrame, fd_layers: str
-                             ) -> Iterator[tuple[str, Figure]]:
+def _filter_distance_figures(jobs: pd.DataFrame, epochs: pd.DataFrame, fd_layers: str) -> Iterator[tuple[str, Figure]]:
     layers = fd_columns(list(epochs.columns))
     if not layers or "status" not in epochs.columns:
         return
@@ -389,8 +425,9 @@ def _filter_distance_figures(jobs: pd.DataFrame, epochs: pd.DataFrame, fd_layers
     covered = covered_tables(jobs)
 
     def chosen(table: pd.DataFrame) -> list[str]:
-        present = [layer for layer, specs in layers.items()
-                   if table[[s.column for s in specs]].notna().to_numpy().any()]
+        present = [
+            layer for layer, specs in layers.items() if table[[s.column for s in specs]].notna().to_numpy().any()
+        ]
         return present[:1] if fd_layers == "first" else present
 
     for (data, setting, aug_type, model), table in curves.groupby(["data", "setting", "aug_type", "model"]):
@@ -398,32 +435,50 @@ def _filter_distance_figures(jobs: pd.DataFrame, epochs: pd.DataFrame, fd_layers
             continue  # a single connectivity value of a VCP sweep: drawn in its VCP figure below
         job_init = init[init["job_dir"].isin(table["job_dir"]) & (init["aug_type"] == aug_type)]
         for layer in chosen(table):
-            title = (f"{data} {model.upper()}: filter distances, {aug_type} augmentation"
-                     + (f"\n{setting}" if setting else ""))
-            yield (_name("filter_distance", data, aug_type, model, layer, setting),
-                   filter_distance_figure(table, job_init, layer, title))
+            title = f"{data} {model.upper()}: filter distances, {aug_type} augmentation" + (
+                f"\n{setting}" if setting else ""
+            )
+            yield (
+                _name("filter_distance", data, aug_type, model, layer, setting),
+                filter_distance_figure(table, job_init, layer, title),
+            )
     members = vcp_members(jobs)
     members = members[members["model"] == VCP_MODEL]
     for group in vcp_groups(jobs):
-        in_group = members[(members["data"] == group.data) & (members["base_setting"] == group.setting)
-                           & (members["aug_type"] == group.aug_type)
-                           & ((members["aug_level"] - group.level).abs() < 1e-9)]
+        in_group = members[
+            (members["data"] == group.data)
+            & (members["base_setting"] == group.setting)
+            & (members["aug_type"] == group.aug_type)
+            & ((members["aug_level"] - group.level).abs() < 1e-9)
+        ]
         table = done[done["job_dir"].isin(in_group["job_dir"])].merge(
-            in_group[["job_dir", "connectivity"]], on="job_dir")
+            in_group[["job_dir", "connectivity"]], on="job_dir"
+        )
         if table.empty:
             continue
         job_init = completed[completed["job_dir"].isin(in_group["job_dir"])]
         for layer in chosen(table):
-            title = (f"{group.data} FCN: filter distances vs removed connections, {group.aug_type} "
-                     f"{format_level(group.level)}" + (f"\n{group.setting}" if group.setting else ""))
-            yield (f"filter_distance_{group.file_stem()}_{slug(layer)}.png",
-                   filter_distance_figure(table, job_init, layer, title, line_by="connectivity",
-                                          legend_title="connectivity"))
+            title = (
+                f"{group.data} FCN: filter distances vs removed connections, {group.aug_type} "
+                f"{format_level(group.level)}" + (f"\n{group.setting}" if group.setting else "")
+            )
+            yield (
+                f"filter_distance_{group.file_stem()}_{slug(layer)}.png",
+                filter_distance_figure(
+                    table, job_init, layer, title, line_by="connectivity", legend_title="connectivity"
+                ),
+            )
 
 
-def plot_sweep(jobs_frame: pd.DataFrame, epochs_frame: pd.DataFrame, out_dir: Path | str, *,
-               convention: str = "early_stopped", fd_layers: str = "first",
-               quadrant: tuple[str, float] = ("none", 0.0)) -> list[Path]:
+def plot_sweep(
+    jobs_frame: pd.DataFrame,
+    epochs_frame: pd.DataFrame,
+    out_dir: Path | str,
+    *,
+    convention: str = "early_stopped",
+    fd_layers: str = "first",
+    quadrant: tuple[str, float] = ("none", 0.0),
+) -> list[Path]:
     """Every sweep figure as PNG into ``out_dir``; returns the files written.
 
     Files: ``accuracy_<data>_<aug_type>[_<setting>].png`` (Figures 3-4; none for the single
@@ -440,8 +495,12 @@ def plot_sweep(jobs_frame: pd.DataFrame, epochs_frame: pd.DataFrame, out_dir: Pa
     (the level-0 runs by default). Only completed jobs are drawn.
     """
     out = Path(out_dir)
-    return [_save(fig, out / name) for name, fig in sweep_figures(
-        jobs_frame, epochs_frame, convention=convention, fd_layers=fd_layers, quadrant=quadrant)]
+    return [
+        _save(fig, out / name)
+        for name, fig in sweep_figures(
+            jobs_frame, epochs_frame, convention=convention, fd_layers=fd_layers, quadrant=quadrant
+        )
+    ]
 
 
 # ----------------------------------------------------------------------------- one run
@@ -465,8 +524,9 @@ def run_figures(run_dir: Path | str) -> dict[str, Figure]:
     run_dir = Path(run_dir)
     metrics, problem = read_metrics(run_dir)
     if metrics is None or metrics.empty:
-        raise ConfigError("RUN_DIR", str(run_dir),
-                          f"a run directory with a readable metrics.csv ({problem or 'empty'})")
+        raise ConfigError(
+            "RUN_DIR", str(run_dir), f"a run directory with a readable metrics.csv ({problem or 'empty'})"
+        )
     result = read_results(run_dir)
     title = _run_title(result)
     x = metrics["epoch"] + 1
@@ -483,8 +543,9 @@ def run_figures(run_dir: Path | str) -> dict[str, Figure]:
     for variant in VARIANT_NAMES:
         column = f"val/{variant}/acc"
         if column in metrics.columns and metrics[column].notna().any():
-            ax_acc.plot(x, metrics[column], "--", linewidth=1.3, marker=marker, markersize=4,
-                        label=f"validation, {variant}")
+            ax_acc.plot(
+                x, metrics[column], "--", linewidth=1.3, marker=marker, markersize=4, label=f"validation, {variant}"
+            )
     for column, label in (("train/loss", "train"), ("val/loss", "validation")):
         if column in metrics.columns:
             ax_loss.plot(x, metrics[column], linewidth=1.8, marker=marker, label=label)
@@ -533,11 +594,16 @@ def _run_filter_distance_figure(metrics: pd.DataFrame, result: dict, title: str)
         if spec.radius is not None:
             style = RADIUS_STYLES[radii.index(spec.radius) % len(RADIUS_STYLES)]
             label = f"{spec.layer} r{spec.radius}"
-        panels[(spec.group, spec.kind)].plot(xs, ys, linewidth=1.6, linestyle=style,
-                                             color=f"C{layer_names.index(spec.layer) % 10}", label=label)
+        panels[(spec.group, spec.kind)].plot(
+            xs, ys, linewidth=1.6, linestyle=style, color=f"C{layer_names.index(spec.layer) % 10}", label=label
+        )
     for (group, kind), ax in panels.items():
-        _style(ax, f"mean {kind} distance {GROUP_TITLES[group]}", "epoch (0 = initialisation)",
-               f"{kind_label(kind)} distance")
+        _style(
+            ax,
+            f"mean {kind} distance {GROUP_TITLES[group]}",
+            "epoch (0 = initialisation)",
+            f"{kind_label(kind)} distance",
+        )
         _epoch_axis(ax)
         _side_legend(ax)
     fig.suptitle(title, fontsize=13)

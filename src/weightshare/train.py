@@ -250,8 +250,13 @@ def _fit_and_test(cfg: DictConfig, job: Job, ckpt_path: str | None) -> float | N
     datamodule.setup("fit")
     info = datamodule.info
     module = WeightShareModule(
-        cfg.model, cfg.optimizer, cfg.scheduler, info, list(cfg.eval.variants),
-        max_epochs=cfg.trainer.max_epochs, nan_guard=cfg.callbacks.nan_guard,
+        cfg.model,
+        cfg.optimizer,
+        cfg.scheduler,
+        info,
+        list(cfg.eval.variants),
+        max_epochs=cfg.trainer.max_epochs,
+        nan_guard=cfg.callbacks.nan_guard,
     )
     job.save(param_count=module.param_count, data_info=info.__dict__)
     log.info("%s on %s: %s parameters, output %s", cfg.model.name, cfg.data.name, f"{module.param_count:,}", job.out)
@@ -275,8 +280,10 @@ def _fit_and_test(cfg: DictConfig, job: Job, ckpt_path: str | None) -> float | N
 
     job.save()  # refresh wall_time_s
     for lg in trainer.loggers:  # end-of-run values beside the curves (CSV, TensorBoard, W&B)
-        lg.log_metrics({"param_count": float(module.param_count), "time/wall_s": job.summary["wall_time_s"]},
-                       step=trainer.global_step)
+        lg.log_metrics(
+            {"param_count": float(module.param_count), "time/wall_s": job.summary["wall_time_s"]},
+            step=trainer.global_step,
+        )
     rows = read_metrics_csv(job.out / "metrics.csv")
     es = cfg.callbacks.early_stopping
     best, final = best_and_final(rows, es.monitor, es.mode, es.min_delta)
@@ -294,8 +301,10 @@ def _fit_and_test(cfg: DictConfig, job: Job, ckpt_path: str | None) -> float | N
         (scores,) = trainer.test(module, datamodule=datamodule, verbose=False) or [{}]
         test_metrics = {k.removeprefix("test/"): float(v) for k, v in scores.items()}
     job.save(
-        status="pruned" if pruned else "completed", test=test_metrics,
-        finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"), finished_unix=time.time(),
+        status="pruned" if pruned else "completed",
+        test=test_metrics,
+        finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        finished_unix=time.time(),
     )
     value = _objective(cfg, job.summary)
     log.info("done: val/acc=%s best=%s -> %s", final.get("val/acc"), best.get("val/acc"), job.results_path)

@@ -65,11 +65,7 @@ class TooManyFailedTrialsError(WeightshareError, RuntimeError):
 
 def normalize_directions(direction: Any) -> list[str]:
     """``minimize``/``maximize`` or a list of them (several objectives) -> list of names."""
-    items = (
-        list(direction)
-        if isinstance(direction, (list, tuple)) or OmegaConf.is_list(direction)
-        else [direction]
-    )
+    items = list(direction) if isinstance(direction, (list, tuple)) or OmegaConf.is_list(direction) else [direction]
     names = []
     for item in items:
         name = getattr(item, "name", item)
@@ -173,13 +169,9 @@ class OptunaSweeperImpl:
         else:
             url = absolute_sqlite_url(str(self.storage_url), Path.cwd())
         try:
-            storage = open_storage(
-                url, heartbeat_interval=self.heartbeat_interval, grace_period=self.grace_period
-            )
+            storage = open_storage(url, heartbeat_interval=self.heartbeat_interval, grace_period=self.grace_period)
         except Exception as exc:
-            raise ConfigError(
-                "hydra.sweeper.storage", safe_url(url), f"a reachable database URL ({exc})"
-            ) from exc
+            raise ConfigError("hydra.sweeper.storage", safe_url(url), f"a reachable database URL ({exc})") from exc
         return url, storage
 
     def _sampler(self, space: SearchSpace, n_previous: int) -> optuna.samplers.BaseSampler:
@@ -193,13 +185,9 @@ class OptunaSweeperImpl:
         try:
             cls = get_class(str(target))
         except Exception as exc:
-            raise ConfigError(
-                "hydra.sweeper.sampler._target_", target, "an importable Optuna sampler"
-            ) from exc
+            raise ConfigError("hydra.sweeper.sampler._target_", target, "an importable Optuna sampler") from exc
         if not (isinstance(cls, type) and issubclass(cls, optuna.samplers.BaseSampler)):
-            raise ConfigError(
-                "hydra.sweeper.sampler._target_", target, "a subclass of optuna.samplers.BaseSampler"
-            )
+            raise ConfigError("hydra.sweeper.sampler._target_", target, "a subclass of optuna.samplers.BaseSampler")
         if issubclass(cls, optuna.samplers.GridSampler):
             cfg["search_space"] = space.grid()
         if issubclass(cls, optuna.samplers.CmaEsSampler) and find_spec("cmaes") is None:
@@ -234,9 +222,7 @@ class OptunaSweeperImpl:
             ) from exc
         found = [d.name.lower() for d in study.directions]
         if found != self.directions:
-            raise ConfigError(
-                "hydra.sweeper.direction", self.directions, f"{found}, the directions of study {name}"
-            )
+            raise ConfigError("hydra.sweeper.direction", self.directions, f"{found}, the directions of study {name}")
         return study
 
     # ------------------------------------------------------------------ sweep
@@ -291,9 +277,7 @@ class OptunaSweeperImpl:
                     self._tell(study, trial, ret)
                 except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as exc:
                     # finished meanwhile: another host took it for a dead sweeper's trial
-                    log.warning(
-                        "trial %d was finished elsewhere, its result is dropped: %s", trial.number, exc
-                    )
+                    log.warning("trial %d was finished elsewhere, its result is dropped: %s", trial.number, exc)
         self._write_results(study, url, n_trials)
 
     @staticmethod
@@ -376,9 +360,7 @@ class OptunaSweeperImpl:
             self._tell_state(study, trial.number, TrialState.COMPLETE, values)
 
     @staticmethod
-    def _tell_state(
-        study: optuna.Study, number: int, state: TrialState, values: list[float] | None = None
-    ) -> None:
+    def _tell_state(study: optuna.Study, number: int, state: TrialState, values: list[float] | None = None) -> None:
         """``study.tell``, tolerating GridSampler's ``study.stop()`` outside ``optimize``.
 
         Optuna stores the state before the sampler's hook raises, so the error is only
@@ -423,8 +405,7 @@ class OptunaSweeperImpl:
                 log.info("Best value %s with %s (trial %d)", best.value, best.params, best.number)
         else:
             results["solutions"] = [
-                {"params": dict(t.params), "values": list(t.values), "trial": t.number}
-                for t in study.best_trials
+                {"params": dict(t.params), "values": list(t.values), "trial": t.number} for t in study.best_trials
             ]
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.create(results), self.sweep_dir / RESULTS_FILE)

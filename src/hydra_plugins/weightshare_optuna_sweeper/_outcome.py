@@ -21,9 +21,7 @@ def objective_values(value: Any, n_objectives: int) -> list[float]:
         raise BadReturnError(NONE_MESSAGE)
     items = list(value) if n_objectives > 1 and isinstance(value, (list, tuple)) else [value]
     if len(items) != n_objectives:
-        raise BadReturnError(
-            f"the task returned {value!r}; expected {n_objectives} numbers, one per direction"
-        )
+        raise BadReturnError(f"the task returned {value!r}; expected {n_objectives} numbers, one per direction")
     out = []
     for item in items:
         if item is None:
@@ -33,9 +31,7 @@ def objective_values(value: Any, n_objectives: int) -> list[float]:
         try:
             number = float(item)
         except (TypeError, ValueError) as exc:
-            raise BadReturnError(
-                f"the task returned {item!r} ({type(item).__name__}); expected a number"
-            ) from exc
+            raise BadReturnError(f"the task returned {item!r} ({type(item).__name__}); expected a number") from exc
         if math.isnan(number):
             raise BadReturnError("the task returned nan (did the run diverge?)")
         out.append(number)

@@ -46,9 +46,7 @@ STUDY_ATTR_PRUNER = "pruner"  # the pruner's _target_ config
 SQLITE_TIMEOUT_S = 60.0
 
 
-def open_storage(
-    url: str, *, heartbeat_interval: int | None = None, grace_period: int | None = None
-) -> RDBStorage:
+def open_storage(url: str, *, heartbeat_interval: int | None = None, grace_period: int | None = None) -> RDBStorage:
     """An RDB storage for ``url``; SQLite waits up to a minute for a lock.
 
     Several jobs write intermediate values to one SQLite file at once; the default 5 s
@@ -120,9 +118,7 @@ def pruner_from_config(config: Mapping[str, Any] | None) -> BasePruner:
     try:
         pruner = instantiate(dict(config), _convert_="all")
     except Exception as exc:
-        raise ConfigError(
-            "hydra.sweeper.pruner", dict(config), f"arguments {cls.__name__} accepts ({exc})"
-        ) from exc
+        raise ConfigError("hydra.sweeper.pruner", dict(config), f"arguments {cls.__name__} accepts ({exc})") from exc
     assert isinstance(pruner, BasePruner)
     return pruner
 

@@ -55,9 +55,7 @@ class SearchSpace:
         bad = {k: kind for k, kind in self.sweep_kinds.items() if k not in self.grid_values}
         if bad:
             key, kind = next(iter(bad.items()))
-            raise ConfigError(
-                f"hydra.sweeper.params.{key}", kind, "choice(...) or range(...) with GridSampler"
-            )
+            raise ConfigError(f"hydra.sweeper.params.{key}", kind, "choice(...) or range(...) with GridSampler")
         if not self.grid_values:
             raise ConfigError("hydra.sweeper.params", "{}", "at least one choice(...) param for GridSampler")
         return {k: list(v) for k, v in self.grid_values.items()}

@@ -117,7 +117,11 @@ def affine_batch(
 
 
 def sample_shifts(
-    n: int, height: int, width: int, fraction: float, generator: torch.Generator | None,
+    n: int,
+    height: int,
+    width: int,
+    fraction: float,
+    generator: torch.Generator | None,
     device: torch.device | str,
 ) -> torch.Tensor:
     """(n, 2) shifts ``(dx, dy)``: dx uniform in [-f*W, f*W], dy in [-f*H, f*H], one draw of (n, 2)."""

@@ -33,8 +33,18 @@ LOGGERS = ("csv", "tensorboard", "wandb")
 PROGRESS_BARS = ("rich", "tqdm", "none")
 BUDGETS = ("small", "full")
 PRECISIONS = (
-    "32-true", "32", "64-true", "64", "16-mixed", "16", "bf16-mixed", "bf16", "bf16-true", "16-true",
-    "transformer-engine", "transformer-engine-float16",
+    "32-true",
+    "32",
+    "64-true",
+    "64",
+    "16-mixed",
+    "16",
+    "bf16-mixed",
+    "bf16",
+    "bf16-true",
+    "16-true",
+    "transformer-engine",
+    "transformer-engine-float16",
 )
 
 
@@ -206,8 +216,11 @@ def _check_known_keys(node: Any, schema: type, path: str) -> None:
     for key in node:
         name = f"{path}.{key}" if path else str(key)
         if key not in fields:
-            raise ConfigError(name, OmegaConf.select(node, str(key), throw_on_missing=False),
-                              f"a key of {path or 'the config'}: {sorted(fields)}")
+            raise ConfigError(
+                name,
+                OmegaConf.select(node, str(key), throw_on_missing=False),
+                f"a key of {path or 'the config'}: {sorted(fields)}",
+            )
         if dataclasses.is_dataclass(fields[key]) and isinstance(node[key], DictConfig):
             _check_known_keys(node[key], fields[key], name)
 
@@ -221,11 +234,19 @@ def _check_top(cfg: DictConfig) -> None:
     _one_of("float32_matmul_precision", cfg.float32_matmul_precision, ("highest", "high", "medium"))
     _positive_int("divergence.cnn_epochs", cfg.divergence.cnn_epochs, 0)
     if cfg.divergence.cnn_epochs > 0:
-        _require(cfg.model.name == "fcn" and cfg.model.init_from is None, "divergence.cnn_epochs",
-                 cfg.divergence.cnn_epochs, "0 unless model=fcn without model.init_from")
+        _require(
+            cfg.model.name == "fcn" and cfg.model.init_from is None,
+            "divergence.cnn_epochs",
+            cfg.divergence.cnn_epochs,
+            "0 unless model=fcn without model.init_from",
+        )
     if cfg.ckpt_path is not None:
-        _require(isinstance(cfg.ckpt_path, str) and cfg.ckpt_path != "", "ckpt_path", cfg.ckpt_path,
-                 "'last' or the path of a checkpoint file")
+        _require(
+            isinstance(cfg.ckpt_path, str) and cfg.ckpt_path != "",
+            "ckpt_path",
+            cfg.ckpt_path,
+            "'last' or the path of a checkpoint file",
+        )
 
 
 CHECKS: tuple[Callable[[DictConfig], None], ...] = (

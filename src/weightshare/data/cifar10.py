@@ -136,27 +136,18 @@ def _read_batch(path: Path, md5: str | None) -> tuple[np.ndarray, np.ndarray]:
     images, labels = _get(entry, "data"), _get(entry, "labels")
     if images is None or labels is None:
         raise DataError(
-            f"{path}: malformed CIFAR-10 batch: missing key 'data' or 'labels' "
-            f"(has {sorted(map(repr, entry))})"
+            f"{path}: malformed CIFAR-10 batch: missing key 'data' or 'labels' (has {sorted(map(repr, entry))})"
         )
-    if (
-        not isinstance(images, np.ndarray)
-        or images.dtype != np.uint8
-        or images.ndim != 2
-        or images.shape[1] != _PIXELS
-    ):
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 2 or images.shape[1] != _PIXELS:
         got = f"{images.dtype} {images.shape}" if isinstance(images, np.ndarray) else type(images).__name__
-        raise DataError(
-            f"{path}: malformed CIFAR-10 batch: 'data' must be uint8 of shape (N, {_PIXELS}), got {got}"
-        )
+        raise DataError(f"{path}: malformed CIFAR-10 batch: 'data' must be uint8 of shape (N, {_PIXELS}), got {got}")
     try:
         labels = np.asarray(labels, dtype=np.int64)
     except (TypeError, ValueError) as exc:
         raise DataError(f"{path}: malformed CIFAR-10 batch: 'labels' are not integers: {exc}") from exc
     if labels.shape != (images.shape[0],):
         raise DataError(
-            f"{path}: malformed CIFAR-10 batch: {images.shape[0]} images "
-            f"but 'labels' has shape {labels.shape}"
+            f"{path}: malformed CIFAR-10 batch: {images.shape[0]} images but 'labels' has shape {labels.shape}"
         )
     if labels.size and (labels.min() < 0 or labels.max() > 9):
         raise DataError(

@@ -78,7 +78,11 @@ class TensorDataModule(pl.LightningDataModule):
     """Dataset on the device, index batches, device-side gather/scale/augment."""
 
     def __init__(
-        self, data: DictConfig, aug: DictConfig, eval_cfg: DictConfig, seed: int = 0,
+        self,
+        data: DictConfig,
+        aug: DictConfig,
+        eval_cfg: DictConfig,
+        seed: int = 0,
         dataset: ArrayDataset | None = None,
     ) -> None:
         """``dataset`` given: use it instead of reading ``data.name`` (benchmarks, notebooks)."""

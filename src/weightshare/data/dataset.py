@@ -39,8 +39,7 @@ class ArrayDataset:
             )
         if self.labels.dtype != torch.int64 or self.labels.dim() != 1:
             raise DataError(
-                f"{where}: labels must be an int64 tensor (N,), got {self.labels.dtype} "
-                f"{tuple(self.labels.shape)}"
+                f"{where}: labels must be an int64 tensor (N,), got {self.labels.dtype} {tuple(self.labels.shape)}"
             )
         n = self.images.shape[0]
         if self.labels.shape[0] != n:

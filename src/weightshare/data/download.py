@@ -169,9 +169,7 @@ def safe_extract_tar(archive: Path, dest: Path) -> list[Path]:
                     )
                 target = (root / m.name).resolve()
                 if m.name.startswith(("/", "\\")) or ".." in parts or not target.is_relative_to(root):
-                    raise DataError(
-                        f"{archive}: refused to extract {m.name!r}: its path leads outside {dest}"
-                    )
+                    raise DataError(f"{archive}: refused to extract {m.name!r}: its path leads outside {dest}")
             dest.mkdir(parents=True, exist_ok=True)
             if hasattr(tarfile, "data_filter"):
                 tar.extractall(dest, members=members, filter="data")
@@ -227,7 +225,5 @@ def locate_or_download(
         ) from exc
     found, report = find_in_dirs(dirs, names, suffixes)
     if found is None:
-        raise DataError(
-            f"{dataset} files still missing after the download into {download_dir}: " + "; ".join(report)
-        )
+        raise DataError(f"{dataset} files still missing after the download into {download_dir}: " + "; ".join(report))
     return found

@@ -99,9 +99,7 @@ def parse_idx(raw: bytes, path: Path | str = "<bytes>") -> np.ndarray:
     if len(raw) < 4:
         raise DataError(f"{path}: not an IDX file: {len(raw)} bytes, shorter than the 4-byte magic number")
     if raw[0] != 0 or raw[1] != 0:
-        raise DataError(
-            f"{path}: not an IDX file: magic number 0x{raw[:4].hex()} does not start with two zero bytes"
-        )
+        raise DataError(f"{path}: not an IDX file: magic number 0x{raw[:4].hex()} does not start with two zero bytes")
     code, ndim = raw[2], raw[3]
     if code not in IDX_DTYPES:
         raise DataError(f"{path}: unknown IDX type code 0x{code:02x}; expected one of {sorted(IDX_DTYPES)}")
@@ -110,8 +108,7 @@ def parse_idx(raw: bytes, path: Path | str = "<bytes>") -> np.ndarray:
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise DataError(
-            f"{path}: truncated IDX file: expected at least {header} header bytes "
-            f"for {ndim} dims, got {len(raw)} bytes"
+            f"{path}: truncated IDX file: expected at least {header} header bytes for {ndim} dims, got {len(raw)} bytes"
         )
     dims = struct.unpack(f">{ndim}I", raw[4:header])
     dtype = np.dtype(IDX_DTYPES[code])
@@ -136,9 +133,7 @@ def _read_checked(path: Path, name: str, ndim: int, expected_md5: str | None) ->
         want = "(N, 28, 28)" if ndim == 3 else "(N,)"
         raise DataError(f"{path}: expected IDX dims {want} for {name}, file has dims {arr.shape}")
     if ndim == 3 and arr.shape[1:] != (28, 28):
-        raise DataError(
-            f"{path}: expected 28x28 MNIST images, file holds images of {arr.shape[1]}x{arr.shape[2]}"
-        )
+        raise DataError(f"{path}: expected 28x28 MNIST images, file holds images of {arr.shape[1]}x{arr.shape[2]}")
     if expected_md5 is not None:
         dl.check_md5(path, dl.md5_bytes(raw), expected_md5, what="md5 of the uncompressed content")
     return arr
@@ -201,9 +196,7 @@ def load_mnist(
         images = _read_checked(found[img_name], img_name, 3, md5(img_name))
         labels = _read_checked(found[lab_name], lab_name, 1, md5(lab_name))
         if len(images) != len(labels):
-            raise DataError(
-                f"{found[lab_name]}: {len(labels)} labels but {found[img_name]} holds {len(images)} images"
-            )
+            raise DataError(f"{found[lab_name]}: {len(labels)} labels but {found[img_name]} holds {len(images)} images")
         if len(labels) and int(labels.max()) > 9:
             raise DataError(f"{found[lab_name]}: label {int(labels.max())} is not a digit 0..9")
         parts.append((images, labels))

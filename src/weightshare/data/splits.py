@@ -56,15 +56,11 @@ def make_split(split: str, n_total: int, n_train: int, fold: int = 0, n_folds: i
                 f"kfold: this dataset has {n_train} official training rows of {n_total}, "
                 "so it has no official train/test division",
             )
-        return Split(
-            torch.arange(n_train, dtype=torch.int64), torch.arange(n_train, n_total, dtype=torch.int64)
-        )
+        return Split(torch.arange(n_train, dtype=torch.int64), torch.arange(n_train, n_total, dtype=torch.int64))
     if isinstance(n_folds, bool) or not isinstance(n_folds, int) or not 2 <= n_folds <= n_total:
         raise ConfigError("data.n_folds", n_folds, f"an integer in [2, {n_total}] (the number of rows)")
     if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < n_folds:
         raise ConfigError("data.fold", fold, f"an integer in [0, {n_folds - 1}] (data.n_folds={n_folds})")
     start, stop = fold_bounds(n_total, fold, n_folds)
-    train = torch.cat(
-        [torch.arange(0, start, dtype=torch.int64), torch.arange(stop, n_total, dtype=torch.int64)]
-    )
+    train = torch.cat([torch.arange(0, start, dtype=torch.int64), torch.arange(stop, n_total, dtype=torch.int64)])
     return Split(train, torch.arange(start, stop, dtype=torch.int64))

@@ -82,9 +82,7 @@ class SyntheticArrays:
     intensities: np.ndarray
 
 
-def generate_synthetic(
-    size: int, image_size: int = 28, seed: int = 0, noise_std: float = 24.0
-) -> SyntheticArrays:
+def generate_synthetic(size: int, image_size: int = 28, seed: int = 0, noise_std: float = 24.0) -> SyntheticArrays:
     """Draw ``size`` images of ``image_size`` x ``image_size`` pixels, deterministically."""
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ConfigError("data.synthetic_size", size, "an integer >= 1")

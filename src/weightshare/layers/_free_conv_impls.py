@@ -212,9 +212,7 @@ class _OffsetAccumulate(torch.autograd.Function):
                     dw[:, i, j].copy_(torch.bmm(xs.transpose(1, 2), g))
                 if ctx.needs_input_grad[0]:
                     part = torch.bmm(g, w5[:, i, j].transpose(1, 2)).view(oh, ow, B, C)
-                    buf[
-                        i * dh : i * dh + sh * (oh - 1) + 1 : sh, j * dw_ : j * dw_ + sw * (ow - 1) + 1 : sw
-                    ].add_(part)
+                    buf[i * dh : i * dh + sh * (oh - 1) + 1 : sh, j * dw_ : j * dw_ + sw * (ow - 1) + 1 : sw].add_(part)
         if ctx.needs_input_grad[0]:
             dx = buf.permute(2, 3, 0, 1)
         if dw is not None:
@@ -246,9 +244,7 @@ def _function_impl(name: str, fn: type[torch.autograd.Function], *extra: object)
             x, w = x.to(dtype), w.to(dtype)
             b = None if b is None else b.to(dtype)
         elif x.dtype != w.dtype:
-            raise TypeError(
-                f"free_conv2d: input dtype {x.dtype} != weight dtype {w.dtype} (outside autocast)"
-            )
+            raise TypeError(f"free_conv2d: input dtype {x.dtype} != weight dtype {w.dtype} (outside autocast)")
         xs, batch_inner = _prepare_input(x, g)
         out = fn.apply(xs, w, b, _spec(g, batch_inner), *extra)
         # (P, B, O) -> (B, O, oh, ow) as a view of position-major memory.

@@ -62,9 +62,7 @@ class ReferenceKernelMixin(nn.Module):
     reference_kernel: Tensor | None
     weight: nn.Parameter
 
-    def _load_from_state_dict(
-        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
-    ) -> None:
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         saved = state_dict.get(prefix + "reference_kernel")
         if saved is not None and self.reference_kernel is None:
             self.reference_kernel = torch.empty_like(saved, device=self.weight.device)

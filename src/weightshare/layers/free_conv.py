@@ -76,9 +76,7 @@ def free_conv2d(
     used, because it is built from ordinary differentiable ops that every transform supports.
     """
     if weight.dim() != 6:
-        raise ValueError(
-            f"free_conv2d: weight must be (oh, ow, out, in, kh, kw), got shape {tuple(weight.shape)}"
-        )
+        raise ValueError(f"free_conv2d: weight must be (oh, ow, out, in, kh, kw), got shape {tuple(weight.shape)}")
     if x.dim() != 4:
         raise ValueError(f"free_conv2d: input must be (B, C, H, W), got shape {tuple(x.shape)}")
     oh, ow, out_c, in_c, kh, kw = weight.shape
@@ -170,9 +168,7 @@ class FreeConv2d(ReferenceKernelMixin):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.geometry = make_geometry(
-            in_channels, out_channels, kernel_size, stride, padding, dilation, input_size
-        )
+        self.geometry = make_geometry(in_channels, out_channels, kernel_size, stride, padding, dilation, input_size)
         g = self.geometry
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.dilation = (g.kh, g.kw), (g.sh, g.sw), (g.dh, g.dw)
@@ -181,9 +177,7 @@ class FreeConv2d(ReferenceKernelMixin):
         if init not in INIT_NAMES:
             raise ConfigError("model.fcn_init", init, f"one of {list(INIT_NAMES)}")
         if connectivity_mode not in CONNECTIVITY_MODES:
-            raise ConfigError(
-                "model.connectivity_mode", connectivity_mode, f"one of {list(CONNECTIVITY_MODES)}"
-            )
+            raise ConfigError("model.connectivity_mode", connectivity_mode, f"one of {list(CONNECTIVITY_MODES)}")
         if (
             isinstance(connectivity, bool)
             or not isinstance(connectivity, (int, float))
@@ -196,9 +190,7 @@ class FreeConv2d(ReferenceKernelMixin):
         _resolve_impl(impl)
 
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
-        self.weight = nn.Parameter(
-            torch.empty(g.out_h, g.out_w, g.kh, g.kw, in_channels, out_channels, **factory)
-        )
+        self.weight = nn.Parameter(torch.empty(g.out_h, g.out_w, g.kh, g.kw, in_channels, out_channels, **factory))
         self.bias = nn.Parameter(torch.empty(g.out_h, g.out_w, out_channels, **factory)) if bias else None
         self.register_buffer("reference_kernel", None)
         self.register_buffer("mask", None)
@@ -219,11 +211,7 @@ class FreeConv2d(ReferenceKernelMixin):
         assert self.mask_seed is not None
         gen = torch.Generator().manual_seed(self.mask_seed)
         g = self.geometry
-        shape = (
-            tuple(self.weight.shape)
-            if self.connectivity_mode == "weight"
-            else (g.in_channels, g.in_h, g.in_w)
-        )
+        shape = tuple(self.weight.shape) if self.connectivity_mode == "weight" else (g.in_channels, g.in_h, g.in_w)
         keep = torch.rand(shape, generator=gen) >= self.connectivity
         self.register_buffer("mask" if self.connectivity_mode == "weight" else "input_mask", keep.to(device))
 
@@ -350,9 +338,7 @@ class FreeConv2d(ReferenceKernelMixin):
         spread: dict[str, float] = {
             "positions": float(k.shape[0]),
             "mean_kernel_norm": float(mean_norm),
-            "kernel_rel_rms_dist": float(dist.pow(2).mean().sqrt() / mean_norm)
-            if mean_norm > 0
-            else math.inf,
+            "kernel_rel_rms_dist": float(dist.pow(2).mean().sqrt() / mean_norm) if mean_norm > 0 else math.inf,
             "kernel_std_mean": float(std.mean()),
             "kernel_std_max": float(std.max()),
         }
@@ -381,9 +367,7 @@ class FreeConv2d(ReferenceKernelMixin):
     def forward(self, x: Tensor) -> Tensor:
         g = self.geometry
         if x.dim() != 4 or tuple(x.shape[1:]) != (g.in_channels, g.in_h, g.in_w):
-            raise ValueError(
-                f"FreeConv2d expects input (B, {g.in_channels}, {g.in_h}, {g.in_w}), got {tuple(x.shape)}"
-            )
+            raise ValueError(f"FreeConv2d expects input (B, {g.in_channels}, {g.in_h}, {g.in_w}), got {tuple(x.shape)}")
         if self.input_mask is not None:
             x = x * self.input_mask
         return _apply(x, self._forward_kernel(), self.bias, g, _resolve_impl(self.impl))

@@ -78,6 +78,7 @@ def model_share_penalty(module: nn.Module, radius: int = 1) -> Tensor:
         total = term if total is None else total + term
     if total is None:
         ref = next(module.parameters(), None)
-        total = torch.zeros((), device=ref.device if ref is not None else None,
-                            dtype=ref.dtype if ref is not None else None)
+        total = torch.zeros(
+            (), device=ref.device if ref is not None else None, dtype=ref.dtype if ref is not None else None
+        )
     return total

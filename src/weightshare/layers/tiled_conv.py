@@ -52,10 +52,23 @@ class TiledConv2d(ReferenceKernelMixin):
 
     reference_kernel: Tensor | None
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntPair, stride: IntPair = 1,
-                 padding: Padding = 0, dilation: IntPair = 1, bias: bool = True, *, input_size: IntPair,
-                 tile: int, init: str = "conv", impl: str = "auto", device: torch.device | str | None = None,
-                 dtype: torch.dtype | None = None) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntPair,
+        stride: IntPair = 1,
+        padding: Padding = 0,
+        dilation: IntPair = 1,
+        bias: bool = True,
+        *,
+        input_size: IntPair,
+        tile: int,
+        init: str = "conv",
+        impl: str = "auto",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         if isinstance(tile, bool) or not isinstance(tile, int) or tile < 1:
             raise ConfigError("model.share_tile", tile, "an integer >= 1 (1 = FCN, >= map size = CNN)")
@@ -64,8 +77,7 @@ class TiledConv2d(ReferenceKernelMixin):
         if impl not in IMPL_NAMES:
             raise ConfigError("model.impl", impl, f"one of {list(IMPL_NAMES)}")
         # the free layer's geometry rules (validation, 'same'/'valid' padding, output size)
-        self.geometry = g = make_geometry(in_channels, out_channels, kernel_size, stride, padding, dilation,
-                                          input_size)
+        self.geometry = g = make_geometry(in_channels, out_channels, kernel_size, stride, padding, dilation, input_size)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.dilation = (g.kh, g.kw), (g.sh, g.sw), (g.dh, g.dw)
         self.padding: Padding = padding if isinstance(padding, str) else (g.pad[0], g.pad[2])
@@ -116,14 +128,17 @@ class TiledConv2d(ReferenceKernelMixin):
         return None if self.bias is None else self._expand(self.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return free_conv2d(x, self.kernel_view(), self.bias_view(), self.stride, self.padding, self.dilation,
-                           impl=self.impl)
+        return free_conv2d(
+            x, self.kernel_view(), self.bias_view(), self.stride, self.padding, self.dilation, impl=self.impl
+        )
 
     def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
-                f"input_size={self.input_size}, output_size={self.output_size}, tile={self.tile}, "
-                f"tiles={self.tiles}, bias={self.bias is not None}")
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
+            f"input_size={self.input_size}, output_size={self.output_size}, tile={self.tile}, "
+            f"tiles={self.tiles}, bias={self.bias is not None}"
+        )
 
     # ------------------------------------------------------------------ conversions
 
@@ -136,9 +151,20 @@ class TiledConv2d(ReferenceKernelMixin):
         (``init``, ``impl``) go to the constructor.
         """
         check_convertible(conv, "tiled")
-        layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                    conv.dilation, conv.bias is not None, input_size=input_size, tile=tile,
-                    device=conv.weight.device, dtype=conv.weight.dtype, **kwargs)
+        layer = cls(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            conv.padding,
+            conv.dilation,
+            conv.bias is not None,
+            input_size=input_size,
+            tile=tile,
+            device=conv.weight.device,
+            dtype=conv.weight.dtype,
+            **kwargs,
+        )
         with torch.no_grad():
             layer.weight.copy_(conv.weight.expand_as(layer.weight))
             if conv.bias is not None:
@@ -159,9 +185,20 @@ class TiledConv2d(ReferenceKernelMixin):
         kernel = filter_kernel(free).detach()
         bias = free.bias_view()
         kwargs.setdefault("impl", getattr(free, "impl", "auto"))
-        layer = cls(free.in_channels, free.out_channels, free.kernel_size, free.stride, free.padding,
-                    free.dilation, bias is not None, input_size=free.input_size, tile=tile,
-                    device=kernel.device, dtype=kernel.dtype, **kwargs)
+        layer = cls(
+            free.in_channels,
+            free.out_channels,
+            free.kernel_size,
+            free.stride,
+            free.padding,
+            free.dilation,
+            bias is not None,
+            input_size=free.input_size,
+            tile=tile,
+            device=kernel.device,
+            dtype=kernel.dtype,
+            **kwargs,
+        )
         with torch.no_grad():
             layer.weight.copy_(layer._tile_mean(kernel))
             if bias is not None:

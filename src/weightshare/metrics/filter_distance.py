@@ -54,9 +54,7 @@ def _compute_dtype(kernel: Tensor) -> torch.dtype:
 def _as_grid(kernel: Tensor) -> Tensor:
     """``(out_h, out_w, *filter_dims)`` -> ``(out_h, out_w, D)`` in the compute dtype."""
     if kernel.dim() < 3:
-        raise ConfigError(
-            "kernel.shape", tuple(kernel.shape), "a tensor (out_h, out_w, *filter_dims) with >= 3 dims"
-        )
+        raise ConfigError("kernel.shape", tuple(kernel.shape), "a tensor (out_h, out_w, *filter_dims) with >= 3 dims")
     grid = kernel.detach().to(_compute_dtype(kernel))
     return grid.reshape(grid.shape[0], grid.shape[1], -1)
 

@@ -22,13 +22,23 @@ def build_model(cfg: DictConfig, data: DataInfo) -> nn.Module:
 
             return fcn_from_cnn_checkpoint(cfg, data)
         return PaperNet(
-            data, cfg.name, cfg.depth, cfg.hidden, connectivity=cfg.connectivity,
-            connectivity_mode=cfg.connectivity_mode, fcn_init=cfg.fcn_init, impl=cfg.impl,
+            data,
+            cfg.name,
+            cfg.depth,
+            cfg.hidden,
+            connectivity=cfg.connectivity,
+            connectivity_mode=cfg.connectivity_mode,
+            fcn_init=cfg.fcn_init,
+            impl=cfg.impl,
             share_tile=cfg.share_tile,
         )
     from weightshare.models.resnet import build_resnet
 
     return build_resnet(
-        cfg.arch, cfg.depth, widen_factor=cfg.widen_factor, shared=cfg.name == "sharesnet",
-        num_classes=data.num_classes, in_channels=data.in_channels,
+        cfg.arch,
+        cfg.depth,
+        widen_factor=cfg.widen_factor,
+        shared=cfg.name == "sharesnet",
+        num_classes=data.num_classes,
+        in_channels=data.in_channels,
     )

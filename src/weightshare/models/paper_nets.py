@@ -83,14 +83,29 @@ def _make_conv_layer(
         from weightshare.layers.tiled_conv import TiledConv2d
 
         return TiledConv2d(
-            in_channels, spec.channels, spec.kernel, stride=spec.stride, padding=0,
-            input_size=size, tile=share_tile, init=fcn_init, impl=impl,
+            in_channels,
+            spec.channels,
+            spec.kernel,
+            stride=spec.stride,
+            padding=0,
+            input_size=size,
+            tile=share_tile,
+            init=fcn_init,
+            impl=impl,
         )
     from weightshare.layers.free_conv import FreeConv2d
 
     return FreeConv2d(
-        in_channels, spec.channels, spec.kernel, stride=spec.stride, padding=0, input_size=size,
-        init=fcn_init, connectivity=connectivity, connectivity_mode=connectivity_mode, impl=impl,
+        in_channels,
+        spec.channels,
+        spec.kernel,
+        stride=spec.stride,
+        padding=0,
+        input_size=size,
+        init=fcn_init,
+        connectivity=connectivity,
+        connectivity_mode=connectivity_mode,
+        impl=impl,
     )
 
 
@@ -125,8 +140,15 @@ class PaperNet(nn.Module):
             if size[0] < spec.kernel or size[1] < spec.kernel:
                 raise ConfigError("model.depth", depth, f"a depth whose layers fit {data.height}x{data.width} images")
             layer = _make_conv_layer(
-                kind, spec, channels, size, connectivity=connectivity, connectivity_mode=connectivity_mode,
-                fcn_init=fcn_init, impl=impl, share_tile=share_tile,
+                kind,
+                spec,
+                channels,
+                size,
+                connectivity=connectivity,
+                connectivity_mode=connectivity_mode,
+                fcn_init=fcn_init,
+                impl=impl,
+                share_tile=share_tile,
             )
             setattr(self, f"conv{i}", layer)
             self.conv_names.append(f"conv{i}")

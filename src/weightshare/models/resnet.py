@@ -218,8 +218,15 @@ class ResNet(nn.Module):
     naming the same tensor; ``torch.save`` stores it once).
     """
 
-    def __init__(self, stem: nn.Module, stages: list[nn.Sequential], head_bn: nn.Module | None,
-                 features: int, num_classes: int, shared_convs: list[nn.Conv2d]):
+    def __init__(
+        self,
+        stem: nn.Module,
+        stages: list[nn.Sequential],
+        head_bn: nn.Module | None,
+        features: int,
+        num_classes: int,
+        shared_convs: list[nn.Conv2d],
+    ):
         super().__init__()
         self.stem = stem
         for i, stage in enumerate(stages, start=1):
@@ -240,9 +247,18 @@ class ResNet(nn.Module):
         return self.fc(x)
 
 
-def _make_stage(block: BlockFactory, in_planes: int, planes: int, out_planes: int, shared_width: int,
-                count: int, stride: int, shared: bool, share_from: int,
-                share_strided: bool) -> tuple[nn.Sequential, nn.Conv2d | None]:
+def _make_stage(
+    block: BlockFactory,
+    in_planes: int,
+    planes: int,
+    out_planes: int,
+    shared_width: int,
+    count: int,
+    stride: int,
+    shared: bool,
+    share_from: int,
+    share_strided: bool,
+) -> tuple[nn.Sequential, nn.Conv2d | None]:
     """``count`` blocks; with ``shared``, blocks ``share_from..count-1`` use one 3x3 convolution.
 
     ``planes`` is what the block factory takes as its width argument, ``out_planes`` the width
@@ -256,8 +272,9 @@ def _make_stage(block: BlockFactory, in_planes: int, planes: int, out_planes: in
     for i in range(count):
         block_stride = stride if i == 0 else 1
         use_shared = shared and i >= share_from and (share_strided or block_stride == 1)
-        blocks.append(block(in_planes if i == 0 else out_planes, planes, block_stride,
-                            shared_conv if use_shared else None))
+        blocks.append(
+            block(in_planes if i == 0 else out_planes, planes, block_stride, shared_conv if use_shared else None)
+        )
         used = used or use_shared
     return nn.Sequential(*blocks), (shared_conv if used else None)
 
@@ -281,8 +298,9 @@ def _build_cifar(arch: str, depth: int, k: int, shared: bool, num_classes: int, 
     stages, shared_convs = [], []
     in_planes = 16
     for i, (width, sw) in enumerate(zip(widths, shared_widths)):
-        stage, sconv = _make_stage(block, in_planes, width, width, sw, n, 1 if i == 0 else 2, shared,
-                                   share_from=1, share_strided=True)
+        stage, sconv = _make_stage(
+            block, in_planes, width, width, sw, n, 1 if i == 0 else 2, shared, share_from=1, share_strided=True
+        )
         stages.append(stage)
         if sconv is not None:
             shared_convs.append(sconv)
@@ -307,9 +325,18 @@ def _build_imagenet(depth: int, shared: bool, num_classes: int, in_channels: int
     for i, (planes, count) in enumerate(zip((64, 128, 256, 512), counts)):
         # basic blocks: the shared conv is the (never strided) second 3x3, so every block
         # shares it; bottleneck: the 3x3 carries the stride, so a strided first block keeps its own
-        stage, sconv = _make_stage(block, in_planes, planes, planes * expansion, planes, count,
-                                   1 if i == 0 else 2, shared,
-                                   share_from=0, share_strided=kind == "basic")
+        stage, sconv = _make_stage(
+            block,
+            in_planes,
+            planes,
+            planes * expansion,
+            planes,
+            count,
+            1 if i == 0 else 2,
+            shared,
+            share_from=0,
+            share_strided=kind == "basic",
+        )
         stages.append(stage)
         if sconv is not None:
             shared_convs.append(sconv)
@@ -332,8 +359,9 @@ def _init_weights(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def build_resnet(arch: str, depth: int, widen_factor: int = 1, shared: bool = False, num_classes: int = 10,
-                 in_channels: int = 3) -> ResNet:
+def build_resnet(
+    arch: str, depth: int, widen_factor: int = 1, shared: bool = False, num_classes: int = 10, in_channels: int = 3
+) -> ResNet:
     """A ResNet (``shared=False``) or ShaResNet (``shared=True``); see the module docstring.
 
     Args:
@@ -350,8 +378,12 @@ def build_resnet(arch: str, depth: int, widen_factor: int = 1, shared: bool = Fa
     """
     if arch not in ARCHS:
         raise ConfigError("model.arch", arch, f"one of {list(ARCHS)}")
-    sizes = {"model.depth": depth, "model.widen_factor": widen_factor, "data.num_classes": num_classes,
-             "data.in_channels": in_channels}
+    sizes = {
+        "model.depth": depth,
+        "model.widen_factor": widen_factor,
+        "data.num_classes": num_classes,
+        "data.in_channels": in_channels,
+    }
     for key, value in sizes.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(key, value, "an integer >= 1")

@@ -55,8 +55,7 @@ from weightshare.report.vcp import (
 
 __all__ = ["FAILURE_COLUMNS", "Report", "failure_list", "load_sweep", "render_markdown", "write_report"]
 
-FAILURE_COLUMNS = ["status", "data", "model", "aug_type", "aug_level", "fold", "error", "note", "job_dir",
-                   "overrides"]
+FAILURE_COLUMNS = ["status", "data", "model", "aug_type", "aug_level", "fold", "error", "note", "job_dir", "overrides"]
 
 
 @dataclass
@@ -106,19 +105,27 @@ def _vcp_markdown(report: Report) -> list[str]:
     """The VCP sections (paper Figures C.1-C.2 as tables), one per group."""
     lines: list[str] = []
     for group in report.vcp_groups:
-        lines += [f"## {group.title}", "",
-                  f"Rows: fraction of the FCN's connections removed (`model.connectivity`); "
-                  f"FCN trained with {group.aug_type} {format_level(group.level)}, median over folds. "
-                  "The single-connectivity tables of these jobs are left out above (their CSVs are in "
-                  "`tables/`).", ""]
+        lines += [
+            f"## {group.title}",
+            "",
+            f"Rows: fraction of the FCN's connections removed (`model.connectivity`); "
+            f"FCN trained with {group.aug_type} {format_level(group.level)}, median over folds. "
+            "The single-connectivity tables of these jobs are left out above (their CSVs are in "
+            "`tables/`).",
+            "",
+        ]
         notes = set()
         for convention in CONVENTIONS:
             wide = vcp_wide(report.vcp, group, convention)
             if wide.empty:
                 continue
             notes.add(cnn_reference_note(wide))
-            lines += [f"### {convention.replace('_', '-')} convention", "",
-                      markdown_table(wide, index="connectivity", models=[VCP_MODEL, REFERENCE_MODEL]), ""]
+            lines += [
+                f"### {convention.replace('_', '-')} convention",
+                "",
+                markdown_table(wide, index="connectivity", models=[VCP_MODEL, REFERENCE_MODEL]),
+                "",
+            ]
         lines += [*sorted(notes), ""]
     return lines
 
@@ -131,8 +138,7 @@ def render_markdown(report: Report, reference_note: str, plot_files: Sequence[Pa
     lines = [
         "# Sweep report",
         "",
-        f"Generated {datetime.now():%Y-%m-%d %H:%M:%S} from: "
-        + ", ".join(f"`{r}`" for r in report.sweep.roots),
+        f"Generated {datetime.now():%Y-%m-%d %H:%M:%S} from: " + ", ".join(f"`{r}`" for r in report.sweep.roots),
         "",
         f"Jobs found: {len(jobs)}; completed: {n_done}; missing or failed: {len(jobs) - n_done}.",
         f"Paper values: {reference_note}",
@@ -147,8 +153,12 @@ def render_markdown(report: Report, reference_note: str, plot_files: Sequence[Pa
         "",
     ]
     lines += [f"- **{name}**: {text}" for name, text in CONVENTIONS.items()]
-    lines += ["", "Only completed jobs count. CSV: `tables/` (wide, one file per table and convention; "
-              "`all_long.csv` has every cell with min, max and the number of pooled values).", ""]
+    lines += [
+        "",
+        "Only completed jobs count. CSV: `tables/` (wide, one file per table and convention; "
+        "`all_long.csv` has every cell with min, max and the number of pooled values).",
+        "",
+    ]
     for data, aug_type, setting in table_keys(long):
         if (data, aug_type, setting) in report.covered:
             continue  # a single connectivity value of a VCP sweep: shown in its VCP section
@@ -166,35 +176,52 @@ def render_markdown(report: Report, reference_note: str, plot_files: Sequence[Pa
     failures = report.failures
     lines += ["## Missing or failed jobs", ""]
     if report.sweep.notes:
-        lines += ["Missing-job detection is incomplete: jobs of these sweeps that were never created "
-                  "are not listed.", ""]
+        lines += [
+            "Missing-job detection is incomplete: jobs of these sweeps that were never created are not listed.",
+            "",
+        ]
         lines += [f"- {_escape(note)}" for note in report.sweep.notes]
         lines.append("")
     if failures.empty:
         lines += ["None: every job found completed.", ""]
     else:
-        lines += ["| status | job | data | model | aug | level | fold | error / note | overrides |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "| status | job | data | model | aug | level | fold | error / note | overrides |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for row in failures.to_dict("records"):
             level = row["aug_level"]
             level_text = "" if level is None or math.isnan(level) else format_level(level)
             fold = "" if row["fold"] is None or math.isnan(row["fold"]) else str(int(row["fold"]))
             message = "; ".join(_escape(m) for m in (row["error"], row["note"]) if _escape(m))
             job = _relative(row["job_dir"], report.sweep.roots)
-            cells = [row["status"], f"`{job}`", _escape(row["data"]), _escape(row["model"]),
-                     _escape(row["aug_type"]), level_text, fold, message, _escape(row["overrides"])]
+            cells = [
+                row["status"],
+                f"`{job}`",
+                _escape(row["data"]),
+                _escape(row["model"]),
+                _escape(row["aug_type"]),
+                level_text,
+                fold,
+                message,
+                _escape(row["overrides"]),
+            ]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
 
     duplicates = duplicate_folds(jobs)
     if not duplicates.empty:
-        lines += ["## Warnings", "",
-                  "Several completed jobs share data, model, aug type, level, fold and seed; "
-                  "all are counted:",
-                  ""]
+        lines += [
+            "## Warnings",
+            "",
+            "Several completed jobs share data, model, aug type, level, fold and seed; all are counted:",
+            "",
+        ]
         for row in duplicates.to_dict("records"):
-            lines.append(f"- {row['data']} {row['model']} {row['aug_type']} {format_level(row['aug_level'])} "
-                         f"fold {row['fold']:.0f} {row['setting']}: {row['n_jobs']} jobs")
+            lines.append(
+                f"- {row['data']} {row['model']} {row['aug_type']} {format_level(row['aug_level'])} "
+                f"fold {row['fold']:.0f} {row['setting']}: {row['n_jobs']} jobs"
+            )
         lines.append("")
 
     if plot_files:
@@ -205,9 +232,15 @@ def render_markdown(report: Report, reference_note: str, plot_files: Sequence[Pa
     return "\n".join(lines)
 
 
-def write_report(dirs: Sequence[Path | str], out: Path | str | None = None, *,
-                 reference_dir: Path | str | None = None, plots: bool = True, fd_layers: str = "first",
-                 plot_convention: str = "early_stopped") -> Report:
+def write_report(
+    dirs: Sequence[Path | str],
+    out: Path | str | None = None,
+    *,
+    reference_dir: Path | str | None = None,
+    plots: bool = True,
+    fd_layers: str = "first",
+    plot_convention: str = "early_stopped",
+) -> Report:
     """Load, tabulate, plot and write everything (see the module docstring); returns what it did.
 
     ``reference_dir=None`` uses :func:`~.reference.default_reference_dir` and carries on without
@@ -217,12 +250,21 @@ def write_report(dirs: Sequence[Path | str], out: Path | str | None = None, *,
     out_dir = Path(out) if out is not None else Path(dirs[0]) / "report"
     reference = load_reference(reference_dir, required=reference_dir is not None)
     ref_path = Path(reference_dir) if reference_dir is not None else default_reference_dir()
-    reference_note = (f"`{ref_path}` ({', '.join(PAPER_METRICS)})" if not reference.empty
-                      else f"none found at `{ref_path}` (pass --reference-dir)")
+    reference_note = (
+        f"`{ref_path}` ({', '.join(PAPER_METRICS)})"
+        if not reference.empty
+        else f"none found at `{ref_path}` (pass --reference-dir)"
+    )
     long = summarize(sweep.jobs, sweep.epochs, reference)
-    report = Report(out_dir=out_dir, sweep=sweep, long=long, failures=failure_list(sweep.jobs),
-                    vcp=summarize_vcp(sweep.jobs, sweep.epochs), vcp_groups=vcp_groups(sweep.jobs),
-                    covered=covered_tables(sweep.jobs))
+    report = Report(
+        out_dir=out_dir,
+        sweep=sweep,
+        long=long,
+        failures=failure_list(sweep.jobs),
+        vcp=summarize_vcp(sweep.jobs, sweep.epochs),
+        vcp_groups=vcp_groups(sweep.jobs),
+        covered=covered_tables(sweep.jobs),
+    )
 
     tables_dir = out_dir / "tables"
     tables_dir.mkdir(parents=True, exist_ok=True)
@@ -259,8 +301,9 @@ def write_report(dirs: Sequence[Path | str], out: Path | str | None = None, *,
         # imported here: matplotlib is only needed with plots, and weightshare.plots imports this package
         from weightshare.plots import plot_sweep
 
-        plot_files = plot_sweep(sweep.jobs, sweep.epochs, out_dir / "plots", convention=plot_convention,
-                                fd_layers=fd_layers)
+        plot_files = plot_sweep(
+            sweep.jobs, sweep.epochs, out_dir / "plots", convention=plot_convention, fd_layers=fd_layers
+        )
         files.extend(plot_files)
     md_path = out_dir / "report.md"
     md_path.write_text(render_markdown(report, reference_note, plot_files))

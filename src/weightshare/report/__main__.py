@@ -17,17 +17,29 @@ def build_parser() -> argparse.ArgumentParser:
         prog="weightshare-report",
         description="Rebuild the paper's tables (and plots) from run or sweep directories.",
     )
-    parser.add_argument("dirs", nargs="+", type=Path, metavar="DIR",
-                        help="run or sweep directories, walked recursively for jobs")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="output directory (default: <first DIR>/report)")
-    parser.add_argument("--reference-dir", type=Path, default=None,
-                        help="directory of the paper's CSVs (default: <repo>/../shared/reference)")
+    parser.add_argument(
+        "dirs", nargs="+", type=Path, metavar="DIR", help="run or sweep directories, walked recursively for jobs"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="output directory (default: <first DIR>/report)")
+    parser.add_argument(
+        "--reference-dir",
+        type=Path,
+        default=None,
+        help="directory of the paper's CSVs (default: <repo>/../shared/reference)",
+    )
     parser.add_argument("--no-plots", action="store_true", help="write tables and report.md only")
-    parser.add_argument("--fd-layers", choices=("first", "all"), default="first",
-                        help="filter-distance figures for the first FCN layer (the paper) or every layer")
-    parser.add_argument("--plot-convention", choices=tuple(CONVENTIONS), default="early_stopped",
-                        help="per-fold values drawn in the accuracy and quadrant-swap figures")
+    parser.add_argument(
+        "--fd-layers",
+        choices=("first", "all"),
+        default="first",
+        help="filter-distance figures for the first FCN layer (the paper) or every layer",
+    )
+    parser.add_argument(
+        "--plot-convention",
+        choices=tuple(CONVENTIONS),
+        default="early_stopped",
+        help="per-fold values drawn in the accuracy and quadrant-swap figures",
+    )
     return parser
 
 
@@ -38,19 +50,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     start = time.perf_counter()
     try:
-        report = write_report(args.dirs, args.out, reference_dir=args.reference_dir, plots=not args.no_plots,
-                              fd_layers=args.fd_layers, plot_convention=args.plot_convention)
+        report = write_report(
+            args.dirs,
+            args.out,
+            reference_dir=args.reference_dir,
+            plots=not args.no_plots,
+            fd_layers=args.fd_layers,
+            plot_convention=args.plot_convention,
+        )
     except WeightshareError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     jobs = report.sweep.jobs
     if jobs.empty:
-        print("warning: no job directory (results.json or .hydra/) found under "
-              + ", ".join(str(d) for d in args.dirs), file=sys.stderr)
+        print(
+            "warning: no job directory (results.json or .hydra/) found under " + ", ".join(str(d) for d in args.dirs),
+            file=sys.stderr,
+        )
     n_done = int((jobs["status"] == "completed").sum())
     elapsed = time.perf_counter() - start
-    print(f"{len(jobs)} jobs ({n_done} completed, {len(report.failures)} missing, failed or flagged) "
-          f"-> {report.out_dir / 'report.md'} ({len(report.files)} files, {elapsed:.2f} s)")
+    print(
+        f"{len(jobs)} jobs ({n_done} completed, {len(report.failures)} missing, failed or flagged) "
+        f"-> {report.out_dir / 'report.md'} ({len(report.files)} files, {elapsed:.2f} s)"
+    )
     return 0
 
 

@@ -59,21 +59,68 @@ import yaml
 from weightshare.errors import ConfigError
 from weightshare.results import read_overrides
 
-IDENTITY_FIELDS = ("data", "model", "depth", "split", "fold", "aug_type", "aug_level", "connectivity",
-                   "share_tile", "share_penalty", "seed", "init_from", "lr", "optimizer", "arch")
+IDENTITY_FIELDS = (
+    "data",
+    "model",
+    "depth",
+    "split",
+    "fold",
+    "aug_type",
+    "aug_level",
+    "connectivity",
+    "share_tile",
+    "share_penalty",
+    "seed",
+    "init_from",
+    "lr",
+    "optimizer",
+    "arch",
+)
 GROUP_FIELDS = ("data", "model", "aug_type", "aug_level")
 AUG_TYPES = ("translate", "rotate", "noise", "edge_noise")
 KNOWN_STATUSES = ("completed", "diverged", "failed", "pruned", "running", "interrupted")
 RESULT_SECTIONS = ("final", "best", "init", "test")
-META_COLUMNS = ("job_dir", "root", "status", "error", "note", "overrides", *IDENTITY_FIELDS, "setting",
-                "param_count", "wall_time_s", "epochs_completed", "stopped_epoch", "best_epoch")
+META_COLUMNS = (
+    "job_dir",
+    "root",
+    "status",
+    "error",
+    "note",
+    "overrides",
+    *IDENTITY_FIELDS,
+    "setting",
+    "param_count",
+    "wall_time_s",
+    "epochs_completed",
+    "stopped_epoch",
+    "best_epoch",
+)
 EPOCH_KEY_COLUMNS = ("job_dir", "status", "data", "model", "aug_type", "aug_level", "fold", "setting")
-NUMERIC_META = ("depth", "fold", "aug_level", "connectivity", "share_tile", "share_penalty", "seed", "lr",
-                "param_count", "wall_time_s", "epochs_completed", "stopped_epoch", "best_epoch")
+NUMERIC_META = (
+    "depth",
+    "fold",
+    "aug_level",
+    "connectivity",
+    "share_tile",
+    "share_penalty",
+    "seed",
+    "lr",
+    "param_count",
+    "wall_time_s",
+    "epochs_completed",
+    "stopped_epoch",
+    "best_epoch",
+)
 
 # identity values of the paper's protocol; anything else goes into the ``setting`` label
-_PROTOCOL_SETTING: dict[str, Any] = {"depth": 3, "split": "kfold", "connectivity": 0.0, "share_tile": None,
-                                     "share_penalty": 0.0, "init_from": None}
+_PROTOCOL_SETTING: dict[str, Any] = {
+    "depth": 3,
+    "split": "kfold",
+    "connectivity": 0.0,
+    "share_tile": None,
+    "share_penalty": 0.0,
+    "init_from": None,
+}
 # the setting label of any job started from a checkpoint (only CNN checkpoints are unshared)
 INIT_FROM_LABEL = "cnn"
 # fields without one protocol value (the learning rate depends on the data set): they enter the
@@ -247,8 +294,13 @@ def _read_overrides(job_dir: Path) -> str | None:
 def read_results(job_dir: Path) -> dict[str, Any]:
     """One flat row for a job directory (see ``jobs`` in the module docstring). Never raises."""
     job_dir = Path(job_dir)
-    row: dict[str, Any] = {"job_dir": str(job_dir.resolve()), "status": None, "error": None, "note": None,
-                           "overrides": _read_overrides(job_dir)}
+    row: dict[str, Any] = {
+        "job_dir": str(job_dir.resolve()),
+        "status": None,
+        "error": None,
+        "note": None,
+        "overrides": _read_overrides(job_dir),
+    }
     path = job_dir / "results.json"
     if not path.is_file():
         row.update(_identity_from_config(job_dir))
@@ -419,9 +471,15 @@ def load_jobs(dirs: Iterable[Path | str]) -> tuple[list[dict[str, Any]], list[st
                 if key in seen:
                     continue
                 seen.add(key)
-                rows.append({"job_dir": key, "root": str(root), "status": "missing",
-                             "error": "job directory never created (listed by multirun.yaml)",
-                             "overrides": " ".join(overrides)})
+                rows.append(
+                    {
+                        "job_dir": key,
+                        "root": str(root),
+                        "status": "missing",
+                        "error": "job directory never created (listed by multirun.yaml)",
+                        "overrides": " ".join(overrides),
+                    }
+                )
     return rows, notes
 
 
@@ -430,8 +488,12 @@ def load_sweep(dirs: Sequence[Path | str]) -> Sweep:
     rows, notes = load_jobs(dirs)
     if not rows:
         jobs = _normalise_jobs([{c: None for c in META_COLUMNS}]).iloc[0:0]
-        return Sweep(jobs=jobs, epochs=pd.DataFrame(columns=[*EPOCH_KEY_COLUMNS, "epoch"]),
-                     roots=[Path(d) for d in dirs], notes=notes)
+        return Sweep(
+            jobs=jobs,
+            epochs=pd.DataFrame(columns=[*EPOCH_KEY_COLUMNS, "epoch"]),
+            roots=[Path(d) for d in dirs],
+            notes=notes,
+        )
     jobs = _normalise_jobs(rows)
     frames: dict[str, pd.DataFrame] = {}
     for index, (job_dir, status) in enumerate(zip(jobs["job_dir"], jobs["status"])):

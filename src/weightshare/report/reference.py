@@ -28,11 +28,9 @@ OTHER_AUG_FILE = "paper_other_aug_tables.csv"
 REFERENCE_COLUMNS = ["data", "aug_type", "level_key", "model", "metric", "paper"]
 
 # CSV column -> metric name of the run directory
-_TRANSLATION_METRICS = {"train_acc": "train/acc", "val_acc": "val/acc",
-                        "translation_acc": "val/translate/acc"}
+_TRANSLATION_METRICS = {"train_acc": "train/acc", "val_acc": "val/acc", "translation_acc": "val/translate/acc"}
 _OTHER_METRICS = {"val_acc": "val/acc", "translation_acc": "val/translate/acc"}
-_EMPTY_DTYPES = {"data": str, "aug_type": str, "level_key": "Int64", "model": str, "metric": str,
-                 "paper": float}
+_EMPTY_DTYPES = {"data": str, "aug_type": str, "level_key": "Int64", "model": str, "metric": str, "paper": float}
 
 
 def default_reference_dir() -> Path:
@@ -70,8 +68,9 @@ def _read_translation(path: Path) -> pd.DataFrame:
 def _read_other(path: Path) -> pd.DataFrame:
     raw = pd.read_csv(path)
     value_columns = [c for c in raw.columns if c not in ("aug_type", "aug", "model")]
-    long = raw.melt(id_vars=["aug_type", "aug", "model"], value_vars=value_columns, var_name="column",
-                    value_name="paper")
+    long = raw.melt(
+        id_vars=["aug_type", "aug", "model"], value_vars=value_columns, var_name="column", value_name="paper"
+    )
     # "mnist_val_acc" -> data "mnist", column "val_acc"; data names hold no underscore
     split = long["column"].str.split("_", n=1, expand=True)
     return pd.DataFrame(
@@ -113,4 +112,3 @@ def load_reference(ref_dir: Path | str | None = None, *, required: bool = False)
     zero = ref[(ref["level_key"] == 0) & (ref["aug_type"] == "translate")].assign(aug_type="none")
     ref = pd.concat([ref, zero], ignore_index=True)
     return ref.drop_duplicates(subset=["data", "aug_type", "level_key", "model", "metric"], keep="first")
-

@@ -44,8 +44,15 @@ CONVENTIONS: dict[str, str] = {
     "all_epochs": "the original code's convention: median over every per-epoch row of metrics.csv of every "
     "fold pooled (the paper's numbers were made this way)",
 }
-TABLE_METRICS = ("train/acc", "val/acc", "val/translate/acc", "val/rotate/acc", "val/noise/acc",
-                 "val/edge_noise/acc", "val/quadrant_swap/acc")
+TABLE_METRICS = (
+    "train/acc",
+    "val/acc",
+    "val/translate/acc",
+    "val/rotate/acc",
+    "val/noise/acc",
+    "val/edge_noise/acc",
+    "val/quadrant_swap/acc",
+)
 PAPER_METRICS = ("train/acc", "val/acc", "val/translate/acc")
 METRIC_LABELS = {
     "train/acc": "train",
@@ -58,8 +65,22 @@ METRIC_LABELS = {
 }
 ROW_COLUMNS = ("job_dir", "data", "setting", "aug_type", "aug_level", "model", "fold")
 CELL = ["data", "setting", "aug_type", "aug_level", "model"]
-LONG_COLUMNS = ["convention", "data", "setting", "aug_type", "level", "model", "metric", "n_jobs", "n_values",
-                "median", "min", "max", "paper", "diff"]
+LONG_COLUMNS = [
+    "convention",
+    "data",
+    "setting",
+    "aug_type",
+    "level",
+    "model",
+    "metric",
+    "n_jobs",
+    "n_values",
+    "median",
+    "min",
+    "max",
+    "paper",
+    "diff",
+]
 _CONVENTION_PREFIX = {"early_stopped": "best/", "last_epoch": "final/"}
 
 
@@ -114,8 +135,12 @@ def cell_stats(long: pd.DataFrame, keys: list[str], *, sort: bool) -> pd.DataFra
     return stats.reset_index()
 
 
-def summarize(jobs: pd.DataFrame, epochs: pd.DataFrame, reference: pd.DataFrame | None = None,
-              conventions: tuple[str, ...] = tuple(CONVENTIONS)) -> pd.DataFrame:
+def summarize(
+    jobs: pd.DataFrame,
+    epochs: pd.DataFrame,
+    reference: pd.DataFrame | None = None,
+    conventions: tuple[str, ...] = tuple(CONVENTIONS),
+) -> pd.DataFrame:
     """The long table (columns :data:`LONG_COLUMNS`) of every cell in every convention."""
     frames = []
     for convention in conventions:
@@ -133,15 +158,15 @@ def summarize(jobs: pd.DataFrame, epochs: pd.DataFrame, reference: pd.DataFrame 
     table = pd.concat(frames, ignore_index=True).rename(columns={"aug_level": "level"})
     table["level_key"] = level_key(table["level"])
     if reference is not None and not reference.empty:
-        table = table.merge(reference,
-                            on=["data", "aug_type", "level_key", "model", "metric"], how="left")
+        table = table.merge(reference, on=["data", "aug_type", "level_key", "model", "metric"], how="left")
     else:
         table["paper"] = math.nan
     table["diff"] = table["median"] - table["paper"]
     order = {c: i for i, c in enumerate(CONVENTIONS)}
     metric_rank = {m: i for i, m in enumerate(TABLE_METRICS)}
     table = table.assign(
-        _c=table["convention"].map(order), _m=table["metric"].map(metric_rank),
+        _c=table["convention"].map(order),
+        _m=table["metric"].map(metric_rank),
         _model=table["model"].map({m: i for i, m in enumerate(model_order(table["model"]))}),
     ).sort_values(["_c", "data", "setting", "aug_type", "level", "_model", "_m"], na_position="last")
     return table[LONG_COLUMNS].reset_index(drop=True)
@@ -156,8 +181,12 @@ def table_keys(long: pd.DataFrame) -> list[tuple[str, str, str]]:
 
 def wide_table(long: pd.DataFrame, data: str, aug_type: str, setting: str, convention: str) -> pd.DataFrame:
     """One table in the paper's layout (documented in the module docstring)."""
-    cells = long[(long["data"] == data) & (long["aug_type"] == aug_type) & (long["setting"] == setting)
-                 & (long["convention"] == convention)]
+    cells = long[
+        (long["data"] == data)
+        & (long["aug_type"] == aug_type)
+        & (long["setting"] == setting)
+        & (long["convention"] == convention)
+    ]
     cells = cells.assign(_key=cells["level"].map(format_level))
     levels = sorted(cells["level"].unique(), key=lambda v: (math.isnan(v), v))
     wide = pd.DataFrame({"level": levels})

@@ -39,8 +39,21 @@ from weightshare.report.tables import (
 VCP_MODEL = "fcn"
 REFERENCE_MODEL = "cnn"
 VCP_KEY = ["data", "base_setting", "aug_type", "aug_level"]
-VCP_LONG_COLUMNS = ["convention", "data", "setting", "aug_type", "level", "model", "connectivity", "metric",
-                    "n_jobs", "n_values", "median", "min", "max"]
+VCP_LONG_COLUMNS = [
+    "convention",
+    "data",
+    "setting",
+    "aug_type",
+    "level",
+    "model",
+    "connectivity",
+    "metric",
+    "n_jobs",
+    "n_values",
+    "median",
+    "min",
+    "max",
+]
 _CONNECTIVITY_PREFIX = "connectivity="
 
 
@@ -55,7 +68,8 @@ class VcpGroup(NamedTuple):
     @property
     def title(self) -> str:
         return f"{self.data} · VCP · {self.aug_type} {format_level(self.level)}" + (
-            f" · {self.setting}" if self.setting else "")
+            f" · {self.setting}" if self.setting else ""
+        )
 
     def file_stem(self) -> str:
         """``vcp_<data>_<aug_type>_<level>[_<setting>]`` (file-name safe)."""
@@ -73,8 +87,7 @@ def vcp_members(jobs: pd.DataFrame) -> pd.DataFrame:
     columns = ["job_dir", "model", "connectivity", *VCP_KEY]
     if jobs.empty:
         return pd.DataFrame(columns=columns)
-    done = jobs[(jobs["status"] == "completed") & jobs["connectivity"].notna()
-                & jobs["aug_level"].notna()].copy()
+    done = jobs[(jobs["status"] == "completed") & jobs["connectivity"].notna() & jobs["aug_level"].notna()].copy()
     done["base_setting"] = done["setting"].map(base_setting)
     fcn = done[done["model"] == VCP_MODEL]
     n_values = fcn.groupby(VCP_KEY)["connectivity"].nunique()
@@ -124,8 +137,9 @@ def vcp_rows(jobs: pd.DataFrame, epochs: pd.DataFrame, convention: str) -> pd.Da
     return rows.merge(extra, on="job_dir", how="inner").reset_index(drop=True)
 
 
-def summarize_vcp(jobs: pd.DataFrame, epochs: pd.DataFrame,
-                  conventions: tuple[str, ...] = tuple(CONVENTIONS)) -> pd.DataFrame:
+def summarize_vcp(
+    jobs: pd.DataFrame, epochs: pd.DataFrame, conventions: tuple[str, ...] = tuple(CONVENTIONS)
+) -> pd.DataFrame:
     """The long VCP frame (columns :data:`VCP_LONG_COLUMNS`) of every group and convention."""
     frames = []
     for convention in conventions:
@@ -133,8 +147,7 @@ def summarize_vcp(jobs: pd.DataFrame, epochs: pd.DataFrame,
         if rows.empty:
             continue
         id_vars = ["job_dir", "data", "base_setting", "aug_type", "aug_level", "model", "connectivity"]
-        long = rows.melt(id_vars=id_vars, value_vars=list(TABLE_METRICS), var_name="metric").dropna(
-            subset=["value"])
+        long = rows.melt(id_vars=id_vars, value_vars=list(TABLE_METRICS), var_name="metric").dropna(subset=["value"])
         if long.empty:
             continue
         frames.append(cell_stats(long, [*id_vars[1:], "metric"], sort=True).assign(convention=convention))
@@ -147,9 +160,13 @@ def summarize_vcp(jobs: pd.DataFrame, epochs: pd.DataFrame,
 
 def _select(long: pd.DataFrame, group: VcpGroup, convention: str) -> pd.DataFrame:
     level = long["level"].astype(float)
-    return long[(long["convention"] == convention) & (long["data"] == group.data)
-                & (long["setting"] == group.setting) & (long["aug_type"] == group.aug_type)
-                & ((level - group.level).abs() < 1e-9)]
+    return long[
+        (long["convention"] == convention)
+        & (long["data"] == group.data)
+        & (long["setting"] == group.setting)
+        & (long["aug_type"] == group.aug_type)
+        & ((level - group.level).abs() < 1e-9)
+    ]
 
 
 def vcp_wide(long: pd.DataFrame, group: VcpGroup, convention: str) -> pd.DataFrame:
@@ -176,5 +193,7 @@ def cnn_reference_note(wide: pd.DataFrame) -> str:
     """One sentence under a VCP table saying what its CNN columns are (or that there are none)."""
     if f"{REFERENCE_MODEL}/n" not in wide.columns:
         return "No CNN at connectivity 0 with the same data, augmentation and setting: no reference."
-    return ("CNN columns: the weight-shared reference at connectivity 0 (same data, augmentation and "
-            "setting), on the 0.00 row only.")
+    return (
+        "CNN columns: the weight-shared reference at connectivity 0 (same data, augmentation and "
+        "setting), on the 0.00 row only."
+    )
