@@ -285,5 +285,8 @@ class TrainConfig:
 
 def register_configs() -> None:
     """Register the schema so ``conf/train.yaml`` can name it first in its defaults."""
+    from weightshare.config.paths import register_root_resolver
+
+    register_root_resolver()
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
