@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from weightshare.errors import ConfigError
+from weightshare.layers._free_conv_geometry import bad_argument
 
 __all__ = [
     "ReferenceKernelMixin",
@@ -72,9 +73,9 @@ class ReferenceKernelMixin(nn.Module):
 def check_convertible(conv: nn.Conv2d, target: str) -> None:
     """Raise unless ``conv`` is a zero-padded, ``groups=1`` convolution (``target``: what fails)."""
     if conv.groups != 1:
-        raise ConfigError("conv.groups", conv.groups, f"1 (grouped convolutions cannot be {target})")
+        raise bad_argument("conv.groups", conv.groups, f"1 (grouped convolutions cannot be {target})")
     if conv.padding_mode != "zeros":
-        raise ConfigError("conv.padding_mode", conv.padding_mode, "'zeros'")
+        raise bad_argument("conv.padding_mode", conv.padding_mode, "'zeros'")
 
 
 def is_radius(value: object) -> bool:
