@@ -183,7 +183,7 @@ class FreeConv2d(ReferenceKernelMixin):
             or not isinstance(connectivity, (int, float))
             or not (0.0 <= float(connectivity) < 1.0)
         ):
-            raise ConfigError("model.connectivity", connectivity, "a fraction in [0, 1)")
+            raise ConfigError("model.connectivity", connectivity, "a number in [0, 1)")
         self.init, self.connectivity_mode = init, connectivity_mode
         self.connectivity = float(connectivity)
         self.impl = impl
