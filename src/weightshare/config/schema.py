@@ -85,6 +85,12 @@ class ModelConfig:
     widen_factor: int = 1
 
 
+#: ``optimizer.name`` values (:func:`weightshare.builders.build_optimizer` builds each)
+OPTIMIZERS = ("adam", "adamw", "sgd")
+#: ``scheduler.name`` values (:func:`weightshare.builders.build_scheduler` builds each)
+SCHEDULERS = ("none", "multistep", "cosine")
+
+
 @dataclass
 class OptimizerConfig:
     """Optimiser. ``lr=null`` takes the dataset's protocol default (1e-3 MNIST, 1e-4 CIFAR)."""
