@@ -14,7 +14,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from weightshare.results import read_json, read_overrides
+from weightshare.results import find_jobs, read_json, read_overrides
 
 log = logging.getLogger("weightshare")
 
@@ -45,11 +45,14 @@ def _aug_label(aug: str, level: Any) -> str:
 
 
 def sweep_rows(sweep_dir: Path) -> list[dict[str, Any]]:
-    """One row per job directory that has a results.json (job number order)."""
+    """One row per job directory of the sweep (:func:`~weightshare.results.find_jobs`, job number order).
+
+    A job without ``results.json`` is ``missing``, one whose ``results.json`` does not parse ``corrupt``.
+    """
     rows = []
-    paths = [p for p in sweep_dir.rglob("results.json") if "cnn_stage" not in p.parts]
-    for path in sorted(paths, key=lambda p: (len(p.parts), str(p))):
-        res = read_json(path) or {"status": "corrupt"}
+    for job_dir in find_jobs(sweep_dir)[0]:
+        path = job_dir / "results.json"
+        res = read_json(path) or {"status": "corrupt" if path.is_file() else "missing"}
         ident = res.get("identity") or {}
         final = res.get("final") or {}
         aug = ident.get("aug_type", "?")

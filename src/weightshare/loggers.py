@@ -22,13 +22,11 @@ from typing import Any
 from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
 
 from weightshare.errors import ConfigError
+from weightshare.results import AUG_TYPES as _AUG_TYPES  # the order they appear in run names
 
 __all__ = ["ALLOWED_LOGGERS", "build_loggers", "finish_wandb", "format_aug", "make_run_name"]
 
 ALLOWED_LOGGERS = ("csv", "tensorboard", "wandb")
-
-# The four protocol augmentation types, in the order they appear in run names.
-_AUG_TYPES = ("translate", "rotate", "noise", "edge_noise")
 
 # The paper's default network depth (Table A.2: three convolutional layers); other depths are named.
 _DEFAULT_DEPTH = 3
