@@ -1,13 +1,22 @@
-"""Hydra callbacks: a summary table printed at the end of every multirun.
+"""Hydra callbacks: a summary table printed at the end of every multirun, and its exit status.
 
 A sweep's jobs may run in other processes (joblib) or on other hosts (SLURM); the summary
 reads their ``results.json`` files from the sweep directory, so it works for every launcher.
+
+A failed job does not stop the sweep (the task records it and returns), so the sweep itself
+must say that it did not fully succeed: under the table each distinct error is printed once
+with the jobs it hit, then one ``error:`` line on stderr, and the process exits with status 1
+when any job :data:`FAILED_STATUSES`. That is raised as :class:`SystemExit` from
+``on_multirun_end`` because Hydra turns any ``Exception`` a callback raises into a warning
+(``Callbacks._notify``) and the multirun would exit 0; ``SystemExit`` passes through it and
+through ``hydra.main``, after the table has been printed.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +27,10 @@ from weightshare.results import find_jobs, read_json, read_overrides
 
 log = logging.getLogger("weightshare")
 
+#: statuses that make a multirun exit 1: the job ran and broke (failed, diverged), or left no
+#: readable result (corrupt: results.json does not parse; missing: a job dir without one)
+FAILED_STATUSES = ("failed", "diverged", "corrupt", "missing")
+_NO_RESULT = {"corrupt": "results.json unreadable", "missing": "no results.json (killed before it wrote one?)"}
 COLUMNS = (
     "val/acc",
     "val/translate/acc",
@@ -65,6 +78,7 @@ def sweep_rows(sweep_dir: Path) -> list[dict[str, Any]]:
                 "aug": _aug_label(aug, level),
                 "fold": ident.get("fold", "?") if ident.get("split") != "standard" else "-",
                 "status": res.get("status", "?"),
+                "error": res.get("error") or _NO_RESULT.get(res.get("status", "")),
                 "epochs": res.get("epochs_completed", ""),
                 **{c: final.get(c) for c in COLUMNS},
                 "overrides": _overrides(path.parent),
@@ -82,11 +96,30 @@ def varying_overrides(rows: list[dict[str, Any]]) -> list[str]:
     return [k for k, values in keys.items() if len(values) > 1 or any(k not in r["overrides"] for r in rows)]
 
 
-def print_sweep_table(sweep_dir: Path) -> None:
+def error_list(rows: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
+    """``[(error, [job, ...]), ...]``: each distinct error of a failed job once, first seen first.
+
+    A failed job without a recorded message counts as the error ``"<status>, no error recorded"``.
+    """
+    errors: dict[str, list[str]] = {}
+    for r in rows:
+        if r["status"] in FAILED_STATUSES:
+            message = " ".join(str(r.get("error") or f"{r['status']}, no error recorded").split())
+            errors.setdefault(message, []).append(r["job"])
+    return list(errors.items())
+
+
+def print_sweep_table(sweep_dir: Path) -> list[dict[str, Any]]:
+    """Print the table and, under it, each distinct error with its jobs; returns the rows.
+
+    A failed job's status cell names its error's number in that list (``failed [1]``).
+    """
     from rich.console import Console
     from rich.table import Table
 
     rows = sweep_rows(sweep_dir)
+    errors = error_list(rows)
+    number = {job: i for i, (_, jobs) in enumerate(errors, 1) for job in jobs}
     swept = [k for k in varying_overrides(rows) if k not in ("model", "data.fold")]
     for r in rows:
         r.update({k: r["overrides"].get(k, "") for k in swept})
@@ -94,17 +127,39 @@ def print_sweep_table(sweep_dir: Path) -> None:
     keys = ["job", "model", "data", "aug", "fold", *swept, "status", "epochs", *COLUMNS]
     for k in keys:
         table.add_column(k.replace("val/", "").replace("/acc", " acc"), justify="right" if k in COLUMNS else "left")
-    for r in rows:
+    for row in rows:
+        r = {**row, "status": f"{row['status']} [{number[row['job']]}]"} if row["job"] in number else row
         cells = [f"{r[k]:.4f}" if isinstance(r[k], float) else str(r[k] if r[k] is not None else "-") for k in keys]
         table.add_row(*cells)
     # a log file or pipe gets the full width rather than an 80-column squeeze
-    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    console.print(table)
+    for i, (message, jobs) in enumerate(errors, 1):
+        label = "job" if len(jobs) == 1 else "jobs"
+        # markup off: an error message may hold [brackets] that rich would read as styles
+        console.print(f"[{i}] {label} {', '.join(jobs)}: {message}", markup=False, highlight=False)
+    return rows
+
+
+def sweep_failure(rows: list[dict[str, Any]]) -> str | None:
+    """The one-line verdict of a sweep with failed jobs; None when none of :data:`FAILED_STATUSES`."""
+    failed = [r for r in rows if r["status"] in FAILED_STATUSES]
+    if not failed:
+        return None
+    counts = Counter(r["status"] for r in failed)
+    by_status = ", ".join(f"{counts[s]} {s}" for s in FAILED_STATUSES if s in counts)
+    return f"{len(failed)} of {len(rows)} jobs did not complete ({by_status}); their errors are listed under the table"
 
 
 class SweepSummary(Callback):
-    """Print every job's status and final accuracies when a multirun ends."""
+    """Print every job's status and final accuracies when a multirun ends; exit 1 if any failed."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        if sweep_dir.is_dir():
-            print_sweep_table(sweep_dir)
+        if not sweep_dir.is_dir():
+            return
+        verdict = sweep_failure(print_sweep_table(sweep_dir))
+        if verdict is not None:
+            sys.stdout.flush()
+            print(f"error: {verdict}", file=sys.stderr)
+            raise SystemExit(1)  # not an Exception: Hydra would turn that into a warning
