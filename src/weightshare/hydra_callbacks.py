@@ -23,6 +23,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from weightshare.augment.validate import EVAL_VARIANTS
 from weightshare.results import find_jobs, read_json, read_overrides
 
 log = logging.getLogger("weightshare")
@@ -31,14 +32,8 @@ log = logging.getLogger("weightshare")
 #: readable result (corrupt: results.json does not parse; missing: a job dir without one)
 FAILED_STATUSES = ("failed", "diverged", "corrupt", "missing")
 _NO_RESULT = {"corrupt": "results.json unreadable", "missing": "no results.json (killed before it wrote one?)"}
-COLUMNS = (
-    "val/acc",
-    "val/translate/acc",
-    "val/rotate/acc",
-    "val/noise/acc",
-    "val/edge_noise/acc",
-    "val/quadrant_swap/acc",
-)
+#: the final validation accuracy of every evaluation variant, as results.json names them
+COLUMNS = tuple("val/acc" if v == "clean" else f"val/{v}/acc" for v in EVAL_VARIANTS)
 
 
 def _overrides(job_dir: Path) -> dict[str, str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
+from weightshare.augment.validate import EVAL_VARIANTS
 from weightshare.errors import ConfigError
 from weightshare.report.collect import read_metrics, read_results, setting_label
 from weightshare.report.figure_style import (
@@ -31,7 +32,7 @@ from weightshare.report.figure_style import (
 )
 from weightshare.report.tables import format_level
 
-VARIANT_NAMES = ("translate", "rotate", "noise", "edge_noise", "quadrant_swap")
+VARIANT_NAMES = tuple(v for v in EVAL_VARIANTS if v != "clean")
 
 
 def _run_title(result: dict) -> str:

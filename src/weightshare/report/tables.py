@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 
 import pandas as pd
 
+from weightshare.augment.validate import EVAL_VARIANTS
 from weightshare.report.reference import level_key
 
 CONVENTIONS: dict[str, str] = {
@@ -45,15 +46,8 @@ CONVENTIONS: dict[str, str] = {
     "all_epochs": "the original code's convention: median over every per-epoch row of metrics.csv of every "
     "fold pooled (the paper's numbers were made this way)",
 }
-TABLE_METRICS = (
-    "train/acc",
-    "val/acc",
-    "val/translate/acc",
-    "val/rotate/acc",
-    "val/noise/acc",
-    "val/edge_noise/acc",
-    "val/quadrant_swap/acc",
-)
+# train accuracy, then the validation accuracy of every evaluation variant (clean first)
+TABLE_METRICS = ("train/acc", *("val/acc" if v == "clean" else f"val/{v}/acc" for v in EVAL_VARIANTS))
 PAPER_METRICS = ("train/acc", "val/acc", "val/translate/acc")
 METRIC_LABELS = {
     "train/acc": "train",
@@ -66,22 +60,9 @@ METRIC_LABELS = {
 }
 ROW_COLUMNS = ("job_dir", "data", "setting", "aug_type", "aug_level", "model", "fold")
 CELL = ["data", "setting", "aug_type", "aug_level", "model"]
-LONG_COLUMNS = [
-    "convention",
-    "data",
-    "setting",
-    "aug_type",
-    "level",
-    "model",
-    "metric",
-    "n_jobs",
-    "n_values",
-    "median",
-    "min",
-    "max",
-    "paper",
-    "diff",
-]
+# what :func:`cell_stats` gives per cell
+STAT_COLUMNS = ["n_jobs", "n_values", "median", "min", "max"]
+LONG_COLUMNS = ["convention", "data", "setting", "aug_type", "level", "model", "metric", *STAT_COLUMNS, "paper", "diff"]
 _CONVENTION_PREFIX = {"early_stopped": "best/", "last_epoch": "final/"}
 
 

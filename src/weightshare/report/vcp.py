@@ -27,6 +27,7 @@ import pandas as pd
 
 from weightshare.report.tables import (
     CONVENTIONS,
+    STAT_COLUMNS,
     cells_by_convention,
     convention_rows,
     format_level,
@@ -38,21 +39,8 @@ from weightshare.report.tables import (
 VCP_MODEL = "fcn"
 REFERENCE_MODEL = "cnn"
 VCP_KEY = ["data", "base_setting", "aug_type", "aug_level"]
-VCP_LONG_COLUMNS = [
-    "convention",
-    "data",
-    "setting",
-    "aug_type",
-    "level",
-    "model",
-    "connectivity",
-    "metric",
-    "n_jobs",
-    "n_values",
-    "median",
-    "min",
-    "max",
-]
+_VCP_CELL = ["convention", "data", "setting", "aug_type", "level", "model", "connectivity", "metric"]
+VCP_LONG_COLUMNS = [*_VCP_CELL, *STAT_COLUMNS]
 _CONNECTIVITY_PREFIX = "connectivity="
 
 
