@@ -7,9 +7,10 @@ and missing from the other.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -102,18 +103,26 @@ def build_tables(
     The paper's tables of ``covered`` (single connectivity values of a VCP sweep) are kept for
     their CSV and marked ``in_markdown=False``: their VCP section shows them.
     """
-    tables: list[ReportTable] = []
-    for data, aug_type, setting in table_keys(long):
-        title = f"{data} · {aug_type}" + (f" · {setting}" if setting else "")
-        shown = (data, aug_type, setting) not in covered
-        for convention in CONVENTIONS:
-            wide = wide_table(long, data, aug_type, setting, convention)
-            file = table_file_name(data, aug_type, setting, convention)
-            tables.append(ReportTable(title, convention, file, wide, in_markdown=shown))
-    for group in groups:
-        for convention in CONVENTIONS:
-            wide = vcp_wide(vcp, group, convention)
-            tables.append(ReportTable(group.title, convention, vcp_file_name(group, convention), wide, group))
+    # per section: title, wide table and CSV name of a convention, VCP group, shown in report.md
+    sections: list[tuple[str, Callable[[str], pd.DataFrame], Callable[[str], str], VcpGroup | None, bool]] = [
+        (
+            f"{data} · {aug_type}" + (f" · {setting}" if setting else ""),
+            functools.partial(wide_table, long, data, aug_type, setting),
+            functools.partial(table_file_name, data, aug_type, setting),
+            None,
+            (data, aug_type, setting) not in covered,
+        )
+        for data, aug_type, setting in table_keys(long)
+    ]
+    sections += [
+        (group.title, functools.partial(vcp_wide, vcp, group), functools.partial(vcp_file_name, group), group, True)
+        for group in groups
+    ]
+    tables = [
+        ReportTable(title, convention, file_of(convention), wide_of(convention), group, shown)
+        for title, wide_of, file_of, group, shown in sections
+        for convention in CONVENTIONS
+    ]
     return [table for table in tables if not table.wide.empty]
 
 
