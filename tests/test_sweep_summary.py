@@ -56,6 +56,8 @@ def test_each_distinct_error_once_with_its_jobs_and_exit_status_1(tmp_path: Path
     fs.write_job(root / "2", "cnn", 0.1, 0, "translate", status="diverged", error="loss is nan at epoch 2")
     fs.write_job(root / "3", "fcn", 0.1, 0, "translate", status="failed", error=oom)
     fs.write_job(root / "4", "fcn", 0.2, 0, "translate", status="failed", error=None)
+    fs.write_job(root / "5", "fcn", 0.2, 1, "translate", status="pruned")  # stopped on purpose: fine
+    fs.write_job(root / "6", "fcn", 0.2, 2, "translate", status="running")  # killed without a word
     with pytest.raises(SystemExit) as exit_info:
         _end_of_multirun(root)
     assert exit_info.value.code == 1
@@ -64,10 +66,12 @@ def test_each_distinct_error_once_with_its_jobs_and_exit_status_1(tmp_path: Path
     assert f"[1] jobs 1, 3: {oom}" in out
     assert "[2] job 2: loss is nan at epoch 2" in out
     assert "[3] job 4: failed, no error recorded" in out
-    assert "failed [1]" in out and "diverged [2]" in out and "failed [3]" in out
+    assert "[4] job 6: still 'running' when the sweep ended (killed without a word?)" in out
+    assert "failed [1]" in out and "diverged [2]" in out and "failed [3]" in out and "running [4]" in out
+    assert "[5]" not in out and "pruned [" not in out
     assert out.index("┘") < out.index("[1] jobs")  # under the table
     assert err.strip() == (
-        "error: 4 of 5 jobs did not complete (3 failed, 1 diverged); their errors are listed under the table"
+        "error: 5 of 7 jobs did not complete (3 failed, 1 diverged, 1 running); their errors are listed under the table"
     )
 
 

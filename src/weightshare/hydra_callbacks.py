@@ -6,7 +6,7 @@ reads their ``results.json`` files from the sweep directory, so it works for eve
 A failed job does not stop the sweep (the task records it and returns), so the sweep itself
 must say that it did not fully succeed: under the table each distinct error is printed once
 with the jobs it hit, then one ``error:`` line on stderr, and the process exits with status 1
-when any job :data:`FAILED_STATUSES`. That is raised as :class:`SystemExit` from
+when any job ended in a status other than :data:`DONE_STATUSES`. That is raised as :class:`SystemExit` from
 ``on_multirun_end`` because Hydra turns any ``Exception`` a callback raises into a warning
 (``Callbacks._notify``) and the multirun would exit 0; ``SystemExit`` passes through it and
 through ``hydra.main``, after the table has been printed.
@@ -28,10 +28,17 @@ from weightshare.results import find_jobs, read_json, read_overrides
 
 log = logging.getLogger("weightshare")
 
-#: statuses that make a multirun exit 1: the job ran and broke (failed, diverged), or left no
-#: readable result (corrupt: results.json does not parse; missing: a job dir without one)
-FAILED_STATUSES = ("failed", "diverged", "corrupt", "missing")
-_NO_RESULT = {"corrupt": "results.json unreadable", "missing": "no results.json (killed before it wrote one?)"}
+#: the statuses of a job that did its work (a pruned trial was stopped by the sweeper on purpose);
+#: any other makes the multirun exit 1: failed, diverged, interrupted (SIGTERM), running (killed
+#: without a word), corrupt (results.json does not parse), missing (a job dir without one)
+DONE_STATUSES = ("completed", "pruned")
+# the order of the verdict's counts; a status outside this list (none today) is counted last
+_STATUS_ORDER = ("failed", "diverged", "interrupted", "running", "corrupt", "missing")
+_NO_RESULT = {
+    "corrupt": "results.json unreadable",
+    "missing": "no results.json (killed before it wrote one?)",
+    "running": "still 'running' when the sweep ended (killed without a word?)",
+}
 #: the final validation accuracy of every evaluation variant, as results.json names them
 COLUMNS = tuple("val/acc" if v == "clean" else f"val/{v}/acc" for v in EVAL_VARIANTS)
 
@@ -98,7 +105,7 @@ def error_list(rows: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
     """
     errors: dict[str, list[str]] = {}
     for r in rows:
-        if r["status"] in FAILED_STATUSES:
+        if r["status"] not in DONE_STATUSES:
             message = " ".join(str(r.get("error") or f"{r['status']}, no error recorded").split())
             errors.setdefault(message, []).append(r["job"])
     return list(errors.items())
@@ -137,12 +144,13 @@ def print_sweep_table(sweep_dir: Path) -> list[dict[str, Any]]:
 
 
 def sweep_failure(rows: list[dict[str, Any]]) -> str | None:
-    """The one-line verdict of a sweep with failed jobs; None when none of :data:`FAILED_STATUSES`."""
-    failed = [r for r in rows if r["status"] in FAILED_STATUSES]
+    """The one-line verdict of a sweep with failed jobs; None when every job is :data:`DONE_STATUSES`."""
+    failed = [r for r in rows if r["status"] not in DONE_STATUSES]
     if not failed:
         return None
     counts = Counter(r["status"] for r in failed)
-    by_status = ", ".join(f"{counts[s]} {s}" for s in FAILED_STATUSES if s in counts)
+    order = [*_STATUS_ORDER, *sorted(set(counts) - set(_STATUS_ORDER), key=str)]
+    by_status = ", ".join(f"{counts[s]} {s}" for s in order if s in counts)
     return f"{len(failed)} of {len(rows)} jobs did not complete ({by_status}); their errors are listed under the table"
 
 
