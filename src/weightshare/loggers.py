@@ -22,11 +22,13 @@ from typing import Any
 from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
 
 from weightshare.errors import ConfigError
-from weightshare.results import AUG_TYPES as _AUG_TYPES  # the order they appear in run names
 
 __all__ = ["ALLOWED_LOGGERS", "build_loggers", "finish_wandb", "format_aug", "make_run_name"]
 
 ALLOWED_LOGGERS = ("csv", "tensorboard", "wandb")
+
+# The four protocol augmentation types, in the order they appear in run names.
+from weightshare.results import AUG_TYPES as _AUG_TYPES  # noqa: E402 (one list: results.AUG_TYPES)
 
 # The paper's default network depth (Table A.2: three convolutional layers); other depths are named.
 _DEFAULT_DEPTH = 3
