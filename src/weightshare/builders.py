@@ -44,7 +44,7 @@ def build_trainer_kwargs(cfg: DictConfig, out: Path) -> dict[str, Any]:
 def build_callbacks(cfg: DictConfig, out: Path) -> list[pl.Callback]:
     c = cfg.callbacks
     callbacks: list[pl.Callback] = [ThroughputMonitor()]
-    free_model = cfg.model.name == "fcn"
+    free_model = cfg.model.name in ("fcn", "lowrank")  # models with per-position kernels
     if c.filter_metrics.enabled and free_model:
         from weightshare.callbacks.filter_metrics import FilterDistanceCallback
 

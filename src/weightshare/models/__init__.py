@@ -32,6 +32,10 @@ def build_model(cfg: DictConfig, data: DataInfo) -> nn.Module:
             impl=cfg.impl,
             share_tile=cfg.share_tile,
         )
+    if cfg.name == "lowrank":  # low-rank locally connected layers (layers.lowrank_conv)
+        return PaperNet(
+            data, "lowrank", cfg.depth, cfg.hidden, fcn_init=cfg.fcn_init, rank=cfg.rank, combining=cfg.combining
+        )
     from weightshare.models.resnet import build_resnet
 
     return build_resnet(
