@@ -44,6 +44,11 @@ def build_trainer_kwargs(cfg: DictConfig, out: Path) -> dict[str, Any]:
 def build_callbacks(cfg: DictConfig, out: Path) -> list[pl.Callback]:
     c = cfg.callbacks
     callbacks: list[pl.Callback] = [ThroughputMonitor()]
+    if cfg.model.dynamic_sharing.every is not None:  # before the epoch CSV writer: its metrics land in the row
+        from weightshare.callbacks.dynamic_sharing import DynamicSharingCallback
+
+        ds = cfg.model.dynamic_sharing
+        callbacks.append(DynamicSharingCallback(ds.every, ds.strength, ds.radius))
     free_model = cfg.model.name in ("fcn", "lowrank")  # models with per-position kernels
     if c.filter_metrics.enabled and free_model:
         from weightshare.callbacks.filter_metrics import FilterDistanceCallback
