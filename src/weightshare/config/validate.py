@@ -253,7 +253,7 @@ def _check_top(cfg: DictConfig) -> None:
 # Low-rank local connectivity, dynamic weight sharing and the penalty kind. Every option is
 # rejected on a model that would ignore it.
 COMBINING_MODES = ("full", "factorized")
-PENALTY_KINDS = ("l2_neighbours", "l1_all_pairs")
+PENALTY_KINDS = ("l2_neighbours", "l1_all_pairs")  # = layers.share_penalty.PENALTY_KINDS (torch-free here)
 _DEFAULT_PENALTY_KIND = "l2_neighbours"
 
 
