@@ -108,7 +108,29 @@ def run_identity(cfg: DictConfig) -> dict[str, Any]:
         # a two-stage divergence run is "cnn_stage" from its start, so its identity never
         # changes mid-run (resume and skip_completed compare identities)
         "init_from": cfg.model.init_from or ("cnn_stage" if cfg.divergence.cnn_epochs > 0 else None),
+        **spectrum_identity(cfg.model),
     }
+
+
+def spectrum_identity(model: Any) -> dict[str, Any]:
+    """Identity fields of the sharing-spectrum mechanisms (issue #13), present only when used.
+
+    A run without them keeps exactly the identity it had before these mechanisms existed, so
+    ``skip_completed`` and ``resume`` still recognise completed runs of older sweeps.
+    ``dynamic_sharing`` is one label (``every=N;strength=a;radius=r|all``) so the report groups by it.
+    """
+    out: dict[str, Any] = {}
+    if model.get("name") == "lowrank":
+        out["rank"] = model.get("rank")
+        out["combining"] = model.get("combining")
+    kind = model.get("share_penalty_kind", "l2_neighbours")
+    if kind != "l2_neighbours":
+        out["share_penalty_kind"] = kind
+    ds = model.get("dynamic_sharing") or {}
+    if ds.get("every") is not None:
+        radius = "all" if ds.get("radius") is None else ds.get("radius")
+        out["dynamic_sharing"] = f"every={ds.get('every')};strength={float(ds.get('strength', 1.0)):g};radius={radius}"
+    return out
 
 
 class EpochTable:

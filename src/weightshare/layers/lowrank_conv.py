@@ -220,8 +220,10 @@ class LowRankConv2d(nn.Module):
         if self.rank == 1:
             out = y * a  # (B, O, oh, ow) * (1, oh, ow)
         else:
+            # a broadcast multiply and a sum over r: measured faster on CPU than einsum, which
+            # permutes the (B, R, O, oh, ow) tensor into a batched matmul of tiny matrices
             y = y.view(y.shape[0], self.rank, self.out_channels, *self.output_size)
-            out = torch.einsum("brohw,rhw->bohw", y, a)
+            out = (y * a[None, :, None]).sum(1)
         if self.bias is not None:
             out = out + self.bias.to(out.dtype)[:, None, None]
             spatial = self._spatial_bias()

@@ -305,8 +305,12 @@ def write_report(
             sweep.jobs, sweep.epochs, out_dir / "plots", convention=plot_convention, fd_layers=fd_layers
         )
         files.extend(plot_files)
+    from weightshare.report.spectrum import write_spectrum  # the sharing-spectrum table and figure
+
+    spectrum_files, spectrum_md = write_spectrum(sweep, out_dir, plots=plots)
+    files.extend(spectrum_files)
     md_path = out_dir / "report.md"
-    md_path.write_text(render_markdown(report, reference_note, plot_files))
+    md_path.write_text(render_markdown(report, reference_note, plot_files) + spectrum_md)
     files.append(md_path)
     report.files = files
     return report

@@ -75,6 +75,11 @@ IDENTITY_FIELDS = (
     "lr",
     "optimizer",
     "arch",
+    # the sharing spectrum (results.spectrum_identity): absent from older runs
+    "rank",
+    "combining",
+    "share_penalty_kind",
+    "dynamic_sharing",
 )
 GROUP_FIELDS = ("data", "model", "aug_type", "aug_level")
 AUG_TYPES = ("translate", "rotate", "noise", "edge_noise")
@@ -105,6 +110,7 @@ NUMERIC_META = (
     "share_penalty",
     "seed",
     "lr",
+    "rank",
     "param_count",
     "wall_time_s",
     "epochs_completed",
@@ -120,6 +126,10 @@ _PROTOCOL_SETTING: dict[str, Any] = {
     "share_tile": None,
     "share_penalty": 0.0,
     "init_from": None,
+    "rank": None,
+    "combining": None,
+    "share_penalty_kind": None,
+    "dynamic_sharing": None,
 }
 # the setting label of any job started from a checkpoint (only CNN checkpoints are unshared)
 INIT_FROM_LABEL = "cnn"
