@@ -172,9 +172,9 @@ def test_spectrum_experiment_composes_every_mechanism():
         ("soft_l1", "fcn"),
         ("dynamic", "fcn"),
     ]:
-        cfg = load_config(["experiment=sharing_spectrum", f"+spectrum={preset}"], validate=False)
+        cfg = load_config(["experiment=sharing_spectrum", f"spectrum={preset}"], validate=False)
         validate_config(cfg)
         assert cfg.model.name == model
         assert list(cfg.eval.variants) == ["clean", "translate", "quadrant_swap"]
-    cfg = load_config(["experiment=sharing_spectrum", "+spectrum=lowrank_r8"])
+    cfg = load_config(["experiment=sharing_spectrum", "spectrum=lowrank_r8"])
     assert cfg.model.rank == 8 and cfg.model.combining == "full"
