@@ -7,6 +7,8 @@ parameter counts against hand-computed sums.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -169,3 +171,33 @@ def test_bad_combining_and_normalize_are_config_errors():
         LowRankConv2d(1, 2, 3, input_size=8, rank=2, normalize="sigmoid")
     with pytest.raises(ValueError, match="expects input"):
         LowRankConv2d(1, 2, 3, input_size=8, rank=2)(torch.zeros(1, 1, 9, 9))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "allowed"),
+    [
+        (["model=lowrank", "model.rank=0"], r"model\.rank", r"\[1, 16\]"),  # MNIST depth 3: smallest map 4x4
+        (["model=lowrank", "model.rank=17"], r"model\.rank", r"\[1, 16\]"),
+        (["model=lowrank", "data=cifar10", "model.depth=2", "model.rank=26"], r"model\.rank", r"\[1, 25\]"),
+        (["model=lowrank", "model.combining=diagonal"], r"model\.combining", "full"),
+        (["model=fcn", "model.rank=2"], r"model\.rank", "null unless model=lowrank"),
+        (["model=cnn", "model.combining=full"], r"model\.combining", "null unless model=lowrank"),
+        (["model=lowrank", "model.share_tile=2"], r"model\.share_tile", "unless model=fcn"),
+    ],
+)
+def test_bad_lowrank_config_is_a_one_line_error(overrides, key, allowed):
+    from weightshare.config.compose import load_config
+
+    with pytest.raises(ConfigError, match=key) as info:
+        load_config(overrides)
+    assert "\n" not in str(info.value)
+    assert re.search(allowed, str(info.value))
+
+
+def test_lowrank_config_builds_the_network():
+    from weightshare.config.compose import load_config
+    from weightshare.models import build_model
+
+    cfg = load_config(["model=lowrank", "model.rank=25", "data=cifar10", "model.depth=2", "model.combining=factorized"])
+    net = build_model(cfg.model, CIFAR)
+    assert net.conv2.rank == 25 and net.conv2.combining == "factorized" and net.conv2.output_size == (5, 5)
