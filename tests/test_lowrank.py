@@ -201,3 +201,25 @@ def test_lowrank_config_builds_the_network():
     cfg = load_config(["model=lowrank", "model.rank=25", "data=cifar10", "model.depth=2", "model.combining=factorized"])
     net = build_model(cfg.model, CIFAR)
     assert net.conv2.rank == 25 and net.conv2.combining == "factorized" and net.conv2.output_size == (5, 5)
+
+
+def test_training_a_lowrank_network_logs_filter_distances_and_images(tmp_path):
+    """The filter callbacks run for model=lowrank (builders.build_callbacks), starting shared."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from weightshare.results import read_metrics_csv
+
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, str(root / "train.py"), "model=lowrank", "model.rank=2", "data=synthetic"]
+    cmd += ["data.synthetic_size=128", "model.hidden=16", "trainer.max_epochs=1", "callbacks.progress_bar=none"]
+    cmd += ["eval=clean", "threads=1", f"hydra.run.dir={tmp_path}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["identity"]["rank"] == 2 and results["identity"]["combining"] == "full"
+    assert results["init"]["fd/conv1/r1/euclid"] == pytest.approx(0.0, abs=1e-6)  # starts as a convolution
+    assert read_metrics_csv(tmp_path / "metrics.csv")[0]["fd/conv1/r1/euclid"] > 0
+    assert (tmp_path / "filters" / "conv1_f0_epochinit.png").is_file()
