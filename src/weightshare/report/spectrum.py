@@ -11,7 +11,8 @@ This module turns the completed jobs of a sweep into
   distance asked for is the final one, and the accuracies are read at the same epoch);
 - a **figure** per data set: x = parameter count (log scale), y = clean (left panel) and
   translated (right panel) validation accuracy, one marker per mechanism, one line per
-  training translation level joining the mechanisms in order of parameter count.
+  training translation level joining the mechanisms in order of parameter count (equal
+  counts, e.g. every FCN-sized mechanism, spread by 2% so their markers separate).
 
 A CNN has no per-position kernels: its filter distance is 0 by construction and shown as 0.
 Only jobs of the paper networks (``cnn``, ``fcn``, ``lowrank``) trained with no augmentation or
@@ -161,6 +162,21 @@ def spectrum_markdown(table: pd.DataFrame, figures: list[Path] | None = None, ba
     return "\n".join(lines)
 
 
+def _spread_ties(params: pd.Series, step: float = 0.02) -> list[float]:
+    """Parameter counts with equal values spread by ``step`` (relative) so their markers separate.
+
+    Several mechanisms share the FCN's parameter count (the penalties, dynamic sharing); on a
+    log axis a relative offset looks the same everywhere. The table keeps the exact counts.
+    """
+    values = list(params.astype(float))
+    out: list[float] = []
+    for i, v in enumerate(values):
+        same = [j for j, w in enumerate(values) if w == v]
+        k = same.index(i)
+        out.append(v * (1 + step * (k - (len(same) - 1) / 2)))
+    return out
+
+
 def spectrum_figure(table: pd.DataFrame, data: str, path: Path) -> Path:
     """The figure of one data set (see the module docstring), saved to ``path``."""
     import matplotlib
@@ -169,16 +185,17 @@ def spectrum_figure(table: pd.DataFrame, data: str, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     part = table[(table["data"] == data) & table["param_count"].notna()]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.2), sharex=True)
     levels = sorted(part["train_translate"].dropna().unique())
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, (metric, title) in zip(axes, [("clean_acc", "clean"), ("translated_acc", "translated")]):
         for i, level in enumerate(levels):
-            rows = part[part["train_translate"] == level].sort_values("param_count")
+            rows = part[part["train_translate"] == level].sort_values(["param_count", "mechanism", "setting"])
+            x = _spread_ties(rows["param_count"])
             colour = colours[i % len(colours)]
-            ax.plot(rows["param_count"], rows[metric], "-", color=colour, alpha=0.5, label=f"train translate {level:g}")
-            for r in rows.to_dict("records"):
-                ax.plot(r["param_count"], r[metric], MARKERS.get(r["mechanism"], "*"), color=colour, markersize=7)
+            ax.plot(x, rows[metric], "-", color=colour, alpha=0.5, label=f"train translate {level:g}")
+            for xi, r in zip(x, rows.to_dict("records")):
+                ax.plot(xi, r[metric], MARKERS.get(r["mechanism"], "*"), color=colour, markersize=7)
         ax.set_xscale("log")
         ax.set_xlabel("parameters (log scale)")
         ax.set_ylabel(f"{title} validation accuracy (last epoch)")
@@ -189,8 +206,8 @@ def spectrum_figure(table: pd.DataFrame, data: str, path: Path) -> Path:
         for m in MECHANISMS
         if m in set(part["mechanism"])
     ]
-    axes[0].legend(loc="lower right", fontsize=8)
-    axes[1].legend(handles=handles, loc="lower right", fontsize=8, title="mechanism")
+    axes[0].legend(loc="best", fontsize=8)
+    axes[1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, title="mechanism")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
