@@ -44,7 +44,7 @@ def build_trainer_kwargs(cfg: DictConfig, out: Path) -> dict[str, Any]:
 def build_callbacks(cfg: DictConfig, out: Path) -> list[pl.Callback]:
     c = cfg.callbacks
     callbacks: list[pl.Callback] = [ThroughputMonitor()]
-    if cfg.model.dynamic_sharing.every is not None:  # before the epoch CSV writer: its metrics land in the row
+    if OmegaConf.select(cfg, "model.dynamic_sharing.every") is not None:  # before the CSV writer: logs land in the row
         from weightshare.callbacks.dynamic_sharing import DynamicSharingCallback
 
         ds = cfg.model.dynamic_sharing
