@@ -3,7 +3,8 @@
 
 For the paper's MNIST (batch 256) and CIFAR-10 (batch 128) networks (Table A.2: conv layers,
 Flatten, Dense(1024), Dense(10), ReLU, valid padding) this measures, for the CNN and for the
-FCN with every ``FreeConv2d`` implementation, in fp32 and under bf16 autocast:
+FCN with every ``FreeConv2d`` implementation and for the low-rank locally connected network
+(``LowRankConv2d``, ``--ranks``, default R = 1, 2, 4, 8), in fp32 and under bf16 autocast:
 
 * training-step throughput (zero_grad + forward + cross-entropy + backward + Adam step), img/s;
 * forward throughput (``torch.no_grad``), img/s;
@@ -43,6 +44,7 @@ from torch import nn
 
 from weightshare.layers import FreeConv2d
 from weightshare.layers.free_conv import DEFAULT_IMPL, IMPL_NAMES
+from weightshare.layers.lowrank_conv import LowRankConv2d
 
 FCN_IMPLS = [name for name in IMPL_NAMES if name != "auto"]
 
@@ -65,12 +67,19 @@ NETS = {
 
 
 def build_net(spec: NetSpec, kind: str, depth: int = 3, hidden: int = 1024, classes: int = 10) -> nn.Sequential:
-    """The Table A.2 network; ``kind`` is ``cnn`` or ``fcn:<impl>``."""
+    """The Table A.2 network; ``kind`` is ``cnn``, ``fcn:<impl>`` or ``lowrank:<R>[:<combining>]``."""
     layers: list[nn.Module] = []
     c, s = spec.channels, spec.size
     for k, filters, stride in spec.layers[:depth]:
         if kind == "cnn":
             layers.append(nn.Conv2d(c, filters, k, stride))
+        elif kind.startswith("lowrank:"):
+            _, rank, *combining = kind.split(":")
+            layers.append(
+                LowRankConv2d(
+                    c, filters, k, stride, input_size=(s, s), rank=int(rank), combining=(combining or ["full"])[0]
+                )
+            )
         else:
             layers.append(FreeConv2d(c, filters, k, stride, input_size=(s, s), impl=kind.split(":", 1)[1]))
         layers.append(nn.ReLU())
@@ -286,6 +295,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         net_res: dict[str, Any] = {"batch": spec.batch, "train_gflop_per_image": flops / 1e9}
         for dtype in args.dtypes:
             kinds = ["cnn"] + [f"fcn:{impl}" for impl in args.impls]
+            kinds += [f"lowrank:{r}" for r in args.ranks] + [f"lowrank:{r}:factorized" for r in args.factorized_ranks]
             runners = {k: Runner(spec, k, dtype, device, args.optimizer, args.depth) for k in kinds}
             train = time_interleaved(runners, "train_step", args.rounds, args.steps, args.warmup)
             fwd = time_interleaved(runners, "forward", args.rounds, args.steps, args.warmup)
@@ -374,6 +384,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--nets", nargs="+", default=list(NETS), choices=list(NETS))
     p.add_argument("--impls", nargs="+", default=FCN_IMPLS, choices=FCN_IMPLS)
+    p.add_argument("--ranks", nargs="*", type=int, default=[1, 2, 4, 8], help="low-rank layers (full combining)")
+    p.add_argument("--factorized-ranks", nargs="*", type=int, default=[], help="low-rank, factorized combining")
     p.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")

@@ -24,7 +24,7 @@ def test_registry_lists_every_model_config_and_families_partition_it() -> None:
     configs = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
     assert configs == sorted(MODEL_NAMES)
     assert sorted(names_of("paper") + names_of("resnet")) == sorted(MODEL_NAMES)
-    assert [n for n in MODEL_NAMES if is_free_model(n)] == ["fcn"]
+    assert [n for n in MODEL_NAMES if is_free_model(n)] == ["fcn", "lowrank"]
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
@@ -42,7 +42,9 @@ def test_every_registered_model_validates_and_builds(compose, tmp_path, name: st
 
 def test_unknown_model_name_is_one_line_error(compose, tmp_path) -> None:
     cfg = compose(["model.name=mlp"], output_dir=tmp_path)
-    with pytest.raises(ConfigError, match=r"model\.name='mlp'.*one of \['cnn', 'fcn', 'resnet', 'sharesnet'\]"):
+    with pytest.raises(
+        ConfigError, match=r"model\.name='mlp'.*one of \['cnn', 'fcn', 'lowrank', 'resnet', 'sharesnet'\]"
+    ):
         validate_config(cfg)
 
 

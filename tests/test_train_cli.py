@@ -60,7 +60,7 @@ def test_help_and_cfg_job_show_the_composed_config() -> None:
     assert "name: fcn" in proc.stdout and "translate: 0.2" in proc.stdout
     proc = run_train(["--help"])
     assert proc.returncode == 0, proc.stderr
-    assert "model: cnn, fcn, resnet, sharesnet" in proc.stdout
+    assert "model: cnn, fcn, lowrank, resnet, sharesnet" in proc.stdout
     assert "experiment: divergence, paper_edge_noise" in proc.stdout and "weightshare-report" in proc.stdout
 
 

@@ -183,7 +183,12 @@ def build_loggers(
 def build_callbacks(cfg: DictConfig, out: Path) -> list[pl.Callback]:
     c = cfg.callbacks
     callbacks: list[pl.Callback] = [ThroughputMonitor()]
-    free_model = is_free_model(cfg.model.name)
+    if OmegaConf.select(cfg, "model.dynamic_sharing.every") is not None:  # before the CSV writer: logs land in the row
+        from weightshare.callbacks.dynamic_sharing import DynamicSharingCallback
+
+        ds = cfg.model.dynamic_sharing
+        callbacks.append(DynamicSharingCallback(ds.every, ds.strength, ds.radius))
+    free_model = is_free_model(cfg.model.name)  # models with per-position kernels
     if c.filter_metrics.enabled and free_model:
         from weightshare.callbacks.filter_metrics import FilterDistanceCallback
 

@@ -68,7 +68,8 @@ class WeightShareModule(pl.LightningModule):
     def share_penalty(self) -> torch.Tensor:
         from weightshare.layers.share_penalty import model_share_penalty
 
-        return model_share_penalty(self.net, radius=self.model_cfg.penalty_radius)
+        kind = self.model_cfg.get("share_penalty_kind", "l2_neighbours")
+        return model_share_penalty(self.net, radius=self.model_cfg.penalty_radius, kind=kind)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch

@@ -159,7 +159,33 @@ def run_identity(cfg: Mapping[str, Any]) -> dict[str, Any]:
         # a two-stage divergence run is "cnn_stage" from its start, so its identity never
         # changes mid-run (resume and skip_completed compare identities)
         "init_from": get("model.init_from") or ("cnn_stage" if (get("divergence.cnn_epochs") or 0) > 0 else None),
+        **spectrum_identity(get("model") or {}),
     }
+
+
+#: the identity fields :func:`spectrum_identity` may add (absent from runs that do not use them)
+SPECTRUM_FIELDS = ("rank", "combining", "share_penalty_kind", "dynamic_sharing")
+
+
+def spectrum_identity(model: Any) -> dict[str, Any]:
+    """Identity fields of the sharing-spectrum mechanisms (issue #13), present only when used.
+
+    A run without them keeps exactly the identity it had before these mechanisms existed, so
+    ``skip_completed`` and ``resume`` still recognise completed runs of older sweeps.
+    ``dynamic_sharing`` is one label (``every=N;strength=a;radius=r|all``) so the report groups by it.
+    """
+    out: dict[str, Any] = {}
+    if model.get("name") == "lowrank":
+        out["rank"] = model.get("rank")
+        out["combining"] = model.get("combining")
+    kind = model.get("share_penalty_kind", "l2_neighbours")
+    if kind != "l2_neighbours":
+        out["share_penalty_kind"] = kind
+    ds = model.get("dynamic_sharing") or {}
+    if ds.get("every") is not None:
+        radius = "all" if ds.get("radius") is None else ds.get("radius")
+        out["dynamic_sharing"] = f"every={ds.get('every')};strength={float(ds.get('strength', 1.0)):g};radius={radius}"
+    return out
 
 
 class EpochTable:

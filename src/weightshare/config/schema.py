@@ -60,12 +60,28 @@ class DataConfig:
 
 
 @dataclass
+class DynamicSharingConfig:
+    """Dynamic weight sharing (Pogodin et al. 2021; ``layers.dynamic_sharing``), off while ``every`` is null.
+
+    Every ``every`` training steps each position's kernel moves towards the mean of its group:
+    ``W_p <- (1 - strength) W_p + strength * mean_q W_q``; the group is every position
+    (``radius: null``) or the Chebyshev neighbourhood of ``radius``.
+    """
+
+    every: int | None = None
+    strength: float = 1.0
+    radius: int | None = None
+
+
+@dataclass
 class ModelConfig:
     """The network.
 
     ``name`` is ``cnn`` or ``fcn`` for the paper's networks (Table A.2), ``resnet`` or
     ``sharesnet`` for the residual networks. ``share_tile`` (FCN only) groups positions into
-    t x t tiles sharing one kernel; ``share_penalty`` adds the soft-sharing L2 penalty.
+    t x t tiles sharing one kernel; ``share_penalty`` adds the soft-sharing penalty of
+    ``share_penalty_kind``. ``lowrank`` is the paper network with low-rank locally connected
+    layers (``rank``, ``combining``); ``dynamic_sharing`` periodically re-shares an FCN.
     """
 
     name: str = "cnn"
@@ -80,6 +96,13 @@ class ModelConfig:
     penalty_radius: int = 1
     init_from: str | None = None
     compile: bool = False
+    # ---- the sharing spectrum (issue #13) ----
+    # model=lowrank (layers.lowrank_conv): R basis kernels, full | factorized combining weights
+    rank: int | None = None
+    combining: str | None = None
+    # which soft-sharing penalty model.share_penalty weighs: l2_neighbours | l1_all_pairs
+    share_penalty_kind: str = "l2_neighbours"
+    dynamic_sharing: DynamicSharingConfig = field(default_factory=DynamicSharingConfig)
     # residual networks
     arch: str = "paper"
     widen_factor: int = 1

@@ -23,6 +23,8 @@ from weightshare.data.registry import DATASETS, check_reader_options
 from weightshare.data.splits import SPLITS
 from weightshare.errors import ConfigError
 from weightshare.layers.free_conv import CONNECTIVITY_MODES, INIT_NAMES
+from weightshare.layers.lowrank_conv import COMBINING_MODES
+from weightshare.layers.share_penalty import PENALTY_KINDS
 from weightshare.loggers import ALLOWED_LOGGERS
 from weightshare.models.registry import MODEL_NAMES, names_of
 from weightshare.models.resnet import ARCHS as RESNET_ARCHS
@@ -235,6 +237,76 @@ def _check_top(cfg: DictConfig) -> None:
         )
 
 
+# ---------------------------------------------------------------- the sharing spectrum (issue #13)
+# Low-rank local connectivity, dynamic weight sharing and the penalty kind. Every option is
+# rejected on a model that would ignore it.
+_DEFAULT_PENALTY_KIND = PENALTY_KINDS[0]
+
+
+def _position_maps(cfg: DictConfig) -> list[tuple[int, int]]:
+    """The ``(out_h, out_w)`` of each conv layer of the paper network this config builds."""
+    from weightshare.data.dataset import DataInfo
+    from weightshare.models.paper_nets import position_maps
+
+    d = cfg.data
+    size = {"mnist": 28, "cifar10": 32}.get(d.name) or int((d.options or {}).get("image_size", 28))
+    return position_maps(DataInfo(d.name, 1, size, size, 10), cfg.model.depth)
+
+
+def _check_spectrum(cfg: DictConfig) -> None:
+    m = cfg.model
+    if m.name == "lowrank":
+        maps = _position_maps(cfg)
+        fewest = min(h * w for h, w in maps)
+        ok = isinstance(m.rank, int) and not isinstance(m.rank, bool) and 1 <= m.rank <= fewest
+        _require(ok, "model.rank", m.rank, f"an integer in [1, {fewest}] (positions of the smallest map {maps})")
+        _one_of("model.combining", m.combining, COMBINING_MODES)
+    else:
+        _require(m.rank is None, "model.rank", m.rank, "null unless model=lowrank")
+        _require(m.combining is None, "model.combining", m.combining, "null unless model=lowrank")
+    _one_of("model.share_penalty_kind", m.share_penalty_kind, PENALTY_KINDS)
+    if m.share_penalty_kind != _DEFAULT_PENALTY_KIND:
+        _require(
+            m.share_penalty > 0,
+            "model.share_penalty_kind",
+            m.share_penalty_kind,
+            "l2_neighbours unless model.share_penalty > 0",
+        )
+        _require(
+            m.penalty_radius == 1,
+            "model.penalty_radius",
+            m.penalty_radius,
+            "1 with model.share_penalty_kind=l1_all_pairs (all pairs have no radius)",
+        )
+    ds = m.dynamic_sharing
+    if ds.every is None:
+        _require(
+            ds.strength == 1.0,
+            "model.dynamic_sharing.strength",
+            ds.strength,
+            "1.0 unless model.dynamic_sharing.every is set",
+        )
+        _require(
+            ds.radius is None,
+            "model.dynamic_sharing.radius",
+            ds.radius,
+            "null unless model.dynamic_sharing.every is set",
+        )
+        return
+    _positive_int("model.dynamic_sharing.every", ds.every)
+    _in_range("model.dynamic_sharing.strength", ds.strength, 0.0, 1.0, lo_open=True, hi_open=False)
+    users = "model=fcn (without share_tile or init_from) or model=lowrank with model.combining=full"
+    ok = (m.name == "fcn" and m.share_tile is None and m.init_from is None) or (
+        m.name == "lowrank" and m.combining == "full"
+    )
+    _require(ok, "model.dynamic_sharing.every", ds.every, f"null unless {users}")
+    if ds.radius is not None:
+        largest = max(max(h, w) for h, w in _position_maps(cfg))
+        ok = isinstance(ds.radius, int) and not isinstance(ds.radius, bool) and 1 <= ds.radius <= largest - 1
+        allowed = f"null (every position) or an integer in [1, {largest - 1}] (the largest map is {largest} wide)"
+        _require(ok, "model.dynamic_sharing.radius", ds.radius, allowed)
+
+
 CHECKS: tuple[Callable[[DictConfig], None], ...] = (
     lambda c: _check_known_keys(c, TrainConfig, ""),
     lambda c: _check_data(c.data),
@@ -244,6 +316,7 @@ CHECKS: tuple[Callable[[DictConfig], None], ...] = (
     lambda c: _check_callbacks(c.callbacks, c.eval.variants),
     lambda c: _check_trainer(c.trainer),
     _check_top,
+    _check_spectrum,
 )
 
 

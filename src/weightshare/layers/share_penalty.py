@@ -29,9 +29,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from weightshare.errors import ConfigError
 from weightshare.layers.common import check_radius, filter_kernel
+from weightshare.layers.share_penalty_l1 import all_pairs_l1
 
-__all__ = ["model_share_penalty", "neighbour_penalty"]
+__all__ = ["PENALTY_KINDS", "model_share_penalty", "neighbour_penalty"]
 
 
 def neighbour_penalty(kernel: Tensor, radius: int = 1) -> Tensor:
@@ -61,8 +63,14 @@ def neighbour_penalty(kernel: Tensor, radius: int = 1) -> Tensor:
     return total
 
 
-def model_share_penalty(module: nn.Module, radius: int = 1) -> Tensor:
+PENALTY_KINDS = ("l2_neighbours", "l1_all_pairs")
+
+
+def model_share_penalty(module: nn.Module, radius: int = 1, kind: str = "l2_neighbours") -> Tensor:
     """``neighbour_penalty`` of :func:`filter_kernel` summed over every sub-module with ``kernel_view()``.
+
+    ``kind="l1_all_pairs"`` sums :func:`~weightshare.layers.share_penalty_l1.all_pairs_l1`
+    (Shakerinava et al. 2024) instead, which has no radius (``model.share_penalty_kind``).
 
     That covers ``FreeConv2d`` and ``TiledConv2d`` (whose within-tile pairs contribute zero);
     ordinary ``nn.Conv2d`` layers have no positions and are skipped. A module reachable under
@@ -70,11 +78,14 @@ def model_share_penalty(module: nn.Module, radius: int = 1) -> Tensor:
     device of the module's parameters, so ``loss + lambda * penalty`` always works.
     """
     radius = check_radius(radius, "model.penalty_radius")
+    if kind not in PENALTY_KINDS:
+        raise ConfigError("model.share_penalty_kind", kind, f"one of {list(PENALTY_KINDS)}")
     total: Tensor | None = None
     for sub in module.modules():
         if not callable(getattr(sub, "kernel_view", None)):
             continue
-        term = neighbour_penalty(filter_kernel(sub), radius)
+        kernel = filter_kernel(sub)
+        term = neighbour_penalty(kernel, radius) if kind == "l2_neighbours" else all_pairs_l1(kernel)
         total = term if total is None else total + term
     if total is None:
         ref = next(module.parameters(), None)

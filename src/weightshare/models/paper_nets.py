@@ -44,6 +44,15 @@ def _out_size(size: int, kernel: int, stride: int) -> int:
     return (size - kernel) // stride + 1
 
 
+def position_maps(data: DataInfo, depth: int) -> list[tuple[int, int]]:
+    """``(out_h, out_w)`` of each conv layer of the depth-``depth`` network for ``data``."""
+    size, maps = (data.height, data.width), []
+    for spec in geometry_for(data)[:depth]:
+        size = (_out_size(size[0], spec.kernel, spec.stride), _out_size(size[1], spec.kernel, spec.stride))
+        maps.append(size)
+    return maps
+
+
 def glorot_uniform_(weight: torch.Tensor, fan_in: int, fan_out: int) -> None:
     """Keras' default kernel initialiser (Glorot/Xavier uniform) with explicit fans."""
     limit = (6.0 / (fan_in + fan_out)) ** 0.5
@@ -62,7 +71,25 @@ def _make_conv_layer(
     fcn_init: str,
     impl: str,
     share_tile: int | None,
+    rank: int | None = None,
+    combining: str = "full",
 ) -> nn.Module:
+    if kind == "lowrank":
+        from weightshare.layers.lowrank_conv import LowRankConv2d
+
+        if rank is None:
+            raise ConfigError("model.rank", rank, "an integer >= 1 with model=lowrank")
+        return LowRankConv2d(
+            in_channels,
+            spec.channels,
+            spec.kernel,
+            stride=spec.stride,
+            padding=0,
+            input_size=size,
+            rank=rank,
+            combining=combining,
+            init=fcn_init,
+        )
     if kind == "cnn":
         conv = nn.Conv2d(in_channels, spec.channels, spec.kernel, stride=spec.stride, padding=0)
         fan_in = in_channels * spec.kernel**2
@@ -100,10 +127,12 @@ class PaperNet(nn.Module):
         fcn_init: str = "conv",
         impl: str = "auto",
         share_tile: int | None = None,
+        rank: int | None = None,
+        combining: str = "full",
     ) -> None:
         super().__init__()
-        if kind not in ("cnn", "fcn"):
-            raise ConfigError("model.name", kind, "'cnn' or 'fcn' for the paper networks")
+        if kind not in ("cnn", "fcn", "lowrank"):
+            raise ConfigError("model.name", kind, "'cnn', 'fcn' or 'lowrank' for the paper networks")
         if depth not in (2, 3):
             raise ConfigError("model.depth", depth, "2 or 3 for the paper networks")
         self.kind = kind
@@ -125,6 +154,8 @@ class PaperNet(nn.Module):
                 fcn_init=fcn_init,
                 impl=impl,
                 share_tile=share_tile,
+                rank=rank,
+                combining=combining,
             )
             setattr(self, f"conv{i}", layer)
             self.conv_names.append(f"conv{i}")

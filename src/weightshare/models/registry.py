@@ -55,6 +55,14 @@ def _paper_net(cfg: DictConfig, data: DataInfo) -> nn.Module:
     )
 
 
+def _lowrank_net(cfg: DictConfig, data: DataInfo) -> nn.Module:
+    from weightshare.models.paper_nets import PaperNet
+
+    return PaperNet(
+        data, "lowrank", cfg.depth, cfg.hidden, fcn_init=cfg.fcn_init, rank=cfg.rank, combining=cfg.combining
+    )
+
+
 def _resnet(cfg: DictConfig, data: DataInfo) -> nn.Module:
     from weightshare.models.resnet import build_resnet
 
@@ -73,6 +81,7 @@ MODELS: dict[str, ModelEntry] = {
     for e in (
         ModelEntry("cnn", "paper", False, _paper_net, "the paper's CNN (Table A.2)"),
         ModelEntry("fcn", "paper", True, _paper_net, "the same layers without weight sharing"),
+        ModelEntry("lowrank", "paper", True, _lowrank_net, "low-rank local connectivity (Elsayed et al. 2020)"),
         ModelEntry("resnet", "resnet", False, _resnet, "pre-activation / wide / ImageNet ResNets"),
         ModelEntry("sharesnet", "resnet", False, _resnet, "ShaResNet: per-stage shared 3x3 convolutions"),
     )

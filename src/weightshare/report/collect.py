@@ -60,11 +60,11 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from weightshare.errors import ConfigError
-from weightshare.results import find_jobs, read_overrides, run_identity
+from weightshare.results import SPECTRUM_FIELDS, find_jobs, read_overrides, run_identity
 
 # the identity fields of results.json (run_identity is their one list); ``aug``, the four
 # levels, is summarised by aug_type and aug_level
-IDENTITY_FIELDS = tuple(key for key in run_identity({}) if key != "aug")
+IDENTITY_FIELDS = tuple(key for key in run_identity({}) if key != "aug") + SPECTRUM_FIELDS
 GROUP_FIELDS = ("data", "model", "aug_type", "aug_level")
 KNOWN_STATUSES = ("completed", "diverged", "failed", "pruned", "running", "interrupted")
 RESULT_SECTIONS = ("final", "best", "init", "test")
@@ -93,6 +93,7 @@ NUMERIC_META = (
     "share_penalty",
     "seed",
     "lr",
+    "rank",
     "param_count",
     "wall_time_s",
     "epochs_completed",
@@ -108,6 +109,10 @@ _PROTOCOL_SETTING: dict[str, Any] = {
     "share_tile": None,
     "share_penalty": 0.0,
     "init_from": None,
+    "rank": None,
+    "combining": None,
+    "share_penalty_kind": None,
+    "dynamic_sharing": None,
 }
 # the setting label of any job started from a checkpoint (only CNN checkpoints are unshared)
 INIT_FROM_LABEL = "cnn"
@@ -208,7 +213,7 @@ def _identity_from_config(job_dir: Path) -> dict[str, Any]:
             identity = run_identity(OmegaConf.create(cfg))
         except (OSError, yaml.YAMLError, OmegaConfBaseException, TypeError, ValueError):
             continue  # unreadable, or a value of the wrong type: try the other file
-        return {key: identity[key] for key in IDENTITY_FIELDS}
+        return {key: identity[key] for key in IDENTITY_FIELDS if key in identity}
     return {}
 
 

@@ -20,6 +20,7 @@ import pandas as pd
 
 from weightshare.report.collect import Sweep, load_sweep
 from weightshare.report.reference import default_reference_dir, load_reference
+from weightshare.report.spectrum import write_spectrum
 from weightshare.report.tables import (
     CONVENTIONS,
     PAPER_METRICS,
@@ -322,8 +323,10 @@ def write_report(
             sweep.jobs, sweep.epochs, out_dir / "plots", convention=plot_convention, fd_layers=fd_layers
         )
         files.extend(plot_files)
+    spectrum_files, spectrum_md = write_spectrum(sweep, out_dir, plots=plots)  # the sharing-spectrum table
+    files.extend(spectrum_files)
     md_path = out_dir / "report.md"
-    md_path.write_text(render_markdown(report, reference_note, plot_files))
+    md_path.write_text(render_markdown(report, reference_note, plot_files) + spectrum_md)
     files.append(md_path)
     report.files = files
     return report
