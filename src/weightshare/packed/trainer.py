@@ -346,7 +346,9 @@ class _PackRun:
         if self.use_penalty or any(self.members[k].penalty > 0 for k in self.active):
             for p, k in enumerate(self.active):
                 if self.members[k].penalty > 0:
-                    rows[p]["train/share_penalty"] = f32(pen_sum[p] / float(images))
+                    # logged as a tensor, so Lightning keeps its dtype (float64 in 64-true)
+                    value = float(pen_sum[p] / float(images))
+                    rows[p]["train/share_penalty"] = value if self.dtype == torch.float64 else f32(value)
         self._validate(rows)
         self._end_epoch(epoch, rows, t0)
 
