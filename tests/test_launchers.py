@@ -12,7 +12,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 JOBS = [
     "data=synthetic",
-    "data.synthetic_size=1024",
+    "data.options.size=1024",
     "trainer.max_epochs=2",
     "callbacks=minimal",
     "eval=clean",

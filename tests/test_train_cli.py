@@ -13,7 +13,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 FAST = [
     "data=synthetic",
-    "data.synthetic_size=512",
+    "data.options.size=512",
     "trainer.max_epochs=2",
     "callbacks=minimal",
     "eval.variants=[clean,translate,quadrant_swap]",

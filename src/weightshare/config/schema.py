@@ -53,12 +53,10 @@ class DataConfig:
     # the paper's hyperparameter search trained for less (Appendix A / protocol.md)
     search_max_epochs: int = 100
     search_patience: int = 25
-    # synthetic data only
-    synthetic_size: int = 2048
-    synthetic_image_size: int = 28
-    synthetic_seed: int = 0
-    # digits only: side of the square the 8x8 images are resized to
-    digits_image_size: int = 28
+    # keyword arguments of this dataset's reader (checked against its signature): synthetic
+    # ``size``, ``image_size``, ``seed``, ``noise_std``; digits ``image_size``; mnist/cifar10
+    # ``checksums``
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

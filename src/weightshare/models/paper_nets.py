@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from weightshare.data.dataset import DataInfo
 from weightshare.errors import ConfigError
 
 
@@ -30,17 +31,6 @@ GEOMETRY: dict[str, tuple[ConvSpec, ...]] = {
     "mnist": (ConvSpec(3, 32, 2), ConvSpec(3, 64, 2), ConvSpec(3, 128, 1)),
     "cifar10": (ConvSpec(5, 64, 2), ConvSpec(5, 128, 2), ConvSpec(3, 256, 1)),
 }
-
-
-@dataclass(frozen=True)
-class DataInfo:
-    """What a model needs to know about its input."""
-
-    name: str
-    in_channels: int
-    height: int
-    width: int
-    num_classes: int
 
 
 def geometry_for(data: DataInfo) -> tuple[ConvSpec, ...]:

@@ -1,9 +1,12 @@
 """One member of a pack: its run directory, control state and everything it writes.
 
 A member writes what its single job writes, through the single job's own code: the
-``Job`` of :mod:`weightshare.train` (``results.json`` lifecycle, identity, resume counter,
-``skip_completed``), :class:`~weightshare.results.EpochTable` (``metrics.csv``), the
-project's loggers (:func:`weightshare.loggers.build_loggers`), filter metrics
+:class:`~weightshare.job.Job` (``results.json``, identity, resume counter,
+``skip_completed``, :meth:`~weightshare.job.Job.record_failure` for the statuses of a
+failed member; not the :func:`~weightshare.job.job_lifecycle` context manager itself, because
+members end at different times and one member's exception must not unwind the others),
+:class:`~weightshare.results.EpochTable` (``metrics.csv``), the
+project's loggers (:func:`weightshare.builders.build_loggers`), filter metrics
 (:func:`~weightshare.metrics.filter_distance.layer_filter_metrics`) and filter images
 (:class:`~weightshare.callbacks.filter_images.FilterImageCallback`).
 
@@ -76,11 +79,12 @@ class Member:
     """A pack member: config, run directory (``Job``), per-epoch table, loggers, control state."""
 
     def __init__(self, cfg: DictConfig, position: int) -> None:
-        from weightshare.train import Job
+        from weightshare.job import Job
 
         self.cfg = cfg
         self.position = position
         self.job = Job(cfg)
+        self.job.open()
         self.out = self.job.out
         self.table = EpochTable(self.out / "metrics.csv")
         self.early = EarlyStop(cfg.callbacks.early_stopping)
@@ -104,11 +108,14 @@ class Member:
     # ------------------------------------------------------------------ start
     def prepare(self) -> float | bool | None:
         """``skip_completed``: the stored objective of a completed run, else False (train it)."""
-        from weightshare.train import _completed_value
+        from weightshare.train import _objective
 
         cfg = self.cfg
-        if cfg.skip_completed and cfg.ckpt_path is None and not cfg.resume:
-            return _completed_value(self.job)
+        if cfg.skip_completed and cfg.ckpt_path is None and not cfg.resume and self.job.completed_before:
+            log.info("job already completed (%s): skipping; set skip_completed=false to rerun", self.job.results_path)
+            self.job.summary = self.job.prev  # the record stays as it was
+            self.status = "skipped"
+            return _objective(cfg, self.job.prev)
         return False
 
     def load_resume(self) -> None:
@@ -137,8 +144,9 @@ class Member:
 
     def start(self, param_count: int, data_info: dict[str, Any]) -> None:
         """Write ``config.yaml`` and ``results.json`` (running), open loggers and metrics.csv."""
+        from weightshare.builders import build_loggers
         from weightshare.config import resolved_container
-        from weightshare.loggers import build_loggers, make_run_name
+        from weightshare.loggers import make_run_name
 
         cfg = self.cfg
         atomic_write_text(self.out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))

@@ -72,7 +72,7 @@ def _device(cfg: DictConfig) -> torch.device:
 
 def _lr_factors(cfg: DictConfig, epochs: int) -> list[float]:
     """The scheduler's factor of each epoch (the single run's schedule on a base rate of 1)."""
-    from weightshare.module import build_scheduler
+    from weightshare.builders import build_scheduler
 
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=1.0)
@@ -93,7 +93,8 @@ def train_pack(cfgs: Sequence[DictConfig]) -> list[float | None]:
     configs cannot form one pack (a launcher bug, not a member error).
     """
     from weightshare.config import validate_config
-    from weightshare.train import _check_device, _record_failure
+    from weightshare.job import Job
+    from weightshare.train import _check_device
 
     cfgs = list(cfgs)
     if not cfgs:
@@ -121,7 +122,7 @@ def train_pack(cfgs: Sequence[DictConfig]) -> list[float | None]:
             members.append(m)
         except Exception as exc:
             log.error("pack member %d failed at start: %s: %s", i, type(exc).__name__, exc)
-            _record_failure(cfg, exc)
+            Job(cfg).record_failure(exc)
     if members:
         _run(members)
     for m in members:
@@ -132,7 +133,6 @@ def train_pack(cfgs: Sequence[DictConfig]) -> list[float | None]:
 def _run(members: list[Member]) -> None:
     from weightshare.data.datamodule import TensorDataModule
     from weightshare.loggers import finish_wandb
-    from weightshare.train import _record_failure
 
     cfg0 = members[0].cfg
     if cfg0.threads:
@@ -149,7 +149,7 @@ def _run(members: list[Member]) -> None:
             from weightshare.packed.data import PackData
 
             device = _device(cfg0)
-            sizes = PackData([m.cfg for m in members], dataset, torch.device("cpu"), torch.float32)
+            sizes = PackData([m.cfg for m in members], dataset, torch.device("cpu"))
             for k, m in enumerate(members):
                 groups.setdefault((*sizes.sizes(k), m.start_epoch), []).append(m)
             del sizes
@@ -165,9 +165,9 @@ def _run(members: list[Member]) -> None:
             status = "interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "failed"
             for m in members:
                 if m.status in ("pending", "running"):
-                    m.finish(status, f"{type(exc).__name__}: {exc}")
-                    if status == "failed":
-                        _record_failure(m.cfg, exc)
+                    m.close_loggers(1)
+                    m.job.record_failure(exc)
+                    m.status = status
             raise
         finally:
             finish_wandb()
@@ -179,8 +179,9 @@ class _PackRun:
     def __init__(self, members: list[Member], dataset: Any, device: torch.device, flag: dict[str, bool]) -> None:
         import pytorch_lightning as pl
 
+        from weightshare.builders import build_model
         from weightshare.checkpoints import module_state
-        from weightshare.models import build_model, count_parameters
+        from weightshare.models import count_parameters
         from weightshare.packed.adam import StackedAdam
         from weightshare.packed.data import PackData
         from weightshare.packed.stacked_net import StackedPaperNet
@@ -193,7 +194,7 @@ class _PackRun:
         self.dtype = torch.float64 if precision.startswith("64") else torch.float32
         self.autocast = precision == "bf16-mixed"
         self.device = device
-        self.data = PackData([m.cfg for m in members], dataset, device, self.dtype)
+        self.data = PackData([m.cfg for m in members], dataset, device)
         from weightshare.data.datamodule import TensorDataModule
 
         info = TensorDataModule(cfg.data, cfg.aug, cfg.eval, dataset=dataset).info
