@@ -38,6 +38,8 @@ class StackedAdam:
         K = self.params[0].shape[0]
         if lr.shape != (K,):
             raise ValueError(f"lr must have shape ({K},), got {tuple(lr.shape)}")
+        if lr.dtype != torch.float64:  # a float32 rate is already rounded (1e-3 -> 1.0000000475e-3)
+            raise TypeError(f"lr must be a float64 tensor (the config's rates exactly), got {lr.dtype}")
         self.lr = lr.to(torch.float64)
         self.betas = (float(betas[0]), float(betas[1]))
         self.eps = float(eps)

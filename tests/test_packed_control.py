@@ -1,0 +1,105 @@
+"""Per-member control in a pack: early stopping, divergence, resume after SIGKILL, SIGTERM."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from packed_helpers import assert_same_runs, make_cfg, run_single
+from packed_runner import configs
+from weightshare.packed import train_pack
+from weightshare.packed.data import PackData
+from weightshare.results import read_json, read_metrics_csv
+
+RUNNER = Path(__file__).resolve().parent / "packed_runner.py"
+
+
+def test_early_stopping_follows_the_single_run_rule(tmp_path):
+    # lr 1e-9: val/acc never changes, so patience 2 stops after epoch 2; the other member goes on
+    common = ["model=cnn", "trainer.max_epochs=5", "callbacks.early_stopping.patience=2"]
+    members = [["optimizer.lr=1e-9", "seed=3"], ["optimizer.lr=0.003", "data.fold=1"]]
+    for i, m in enumerate(members):
+        run_single(make_cfg(tmp_path / f"single{i}", [*common, *m]))
+    train_pack([make_cfg(tmp_path / f"pack{i}", [*common, *m]) for i, m in enumerate(members)])
+    for i in range(2):
+        assert_same_runs(tmp_path / f"single{i}", tmp_path / f"pack{i}")
+    stopped = read_json(tmp_path / "pack0" / "results.json")
+    assert stopped["epochs_completed"] == 3 and stopped["stopped_epoch"] == 2
+    # the stopped member left the pack: its last checkpoint is of its last epoch
+    assert torch.load(tmp_path / "pack0" / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
+
+
+def test_a_diverged_member_is_recorded_and_the_others_finish(tmp_path, monkeypatch):
+    common = ["model=fcn", "trainer.max_epochs=3"]
+    members = [["seed=0"], ["seed=1", "data.fold=1"], ["seed=2", "data.fold=2"]]
+    train_pack([make_cfg(tmp_path / f"ref{i}", [*common, *m]) for i, m in enumerate(members) if i != 1])
+    original = PackData.train_batch
+
+    def poisoned(self, index, keys, members_):
+        x, y = original(self, index, keys, members_)
+        if 1 in members_ and poisoned.calls >= 10:  # member 1, from its 11th step (epoch 1)
+            B = index.shape[1]
+            pos = members_.index(1)
+            x = x.clone()
+            x[pos * B : (pos + 1) * B] = float("nan")
+        poisoned.calls += 1
+        return x, y
+
+    poisoned.calls = 0
+    monkeypatch.setattr(PackData, "train_batch", poisoned)
+    values = train_pack([make_cfg(tmp_path / f"pack{i}", [*common, *m]) for i, m in enumerate(members)])
+    bad = read_json(tmp_path / "pack1" / "results.json")
+    assert bad["status"] == "diverged" and "loss=nan at epoch 1" in bad["error"]
+    assert values[1] is None and values[0] is not None and values[2] is not None
+    assert len(read_metrics_csv(tmp_path / "pack1" / "metrics.csv")) == 1  # epoch 0 only
+    for i, ref in ((0, "ref0"), (2, "ref2")):
+        assert_same_runs(tmp_path / ref, tmp_path / f"pack{i}")
+
+
+def _start(root: Path, epochs: int) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, str(RUNNER), str(root), str(epochs)], env=env, stderr=subprocess.PIPE)
+
+
+def _wait_rows(proc: subprocess.Popen, csv: Path, rows: int, timeout: float = 240.0) -> None:
+    t0 = time.time()
+    while len(read_metrics_csv(csv)) < rows:
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else "exited"
+        assert time.time() - t0 < timeout, "no progress"
+        time.sleep(0.05)
+
+
+def test_resume_after_sigkill_continues_every_member(tmp_path):
+    train_pack(configs(tmp_path / "ref", 4, resume=False))
+    proc = _start(tmp_path / "run", 4)
+    _wait_rows(proc, tmp_path / "run" / "m1" / "metrics.csv", 2)
+    proc.kill()
+    proc.wait()
+    before = [len(read_metrics_csv(tmp_path / "run" / f"m{i}" / "metrics.csv")) for i in range(2)]
+    assert all(n < 4 for n in before)
+    values = train_pack(configs(tmp_path / "run", 4, resume=True))
+    assert all(v is not None and math.isfinite(v) for v in values)
+    for i in range(2):
+        rows = read_metrics_csv(tmp_path / "run" / f"m{i}" / "metrics.csv")
+        assert [r["epoch"] for r in rows] == [0, 1, 2, 3]  # each epoch once
+        assert read_json(tmp_path / "run" / f"m{i}" / "results.json")["resumed"] == 1
+        assert_same_runs(tmp_path / "ref" / f"m{i}", tmp_path / "run" / f"m{i}")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_sigterm_marks_unfinished_members_interrupted_with_exit_143(tmp_path):
+    proc = _start(tmp_path, 6)
+    _wait_rows(proc, tmp_path / "m0" / "metrics.csv", 1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 143
+    for i in range(2):
+        summary = read_json(tmp_path / f"m{i}" / "results.json")
+        assert summary["status"] == "interrupted" and "SIGTERM" in summary["error"]
