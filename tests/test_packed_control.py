@@ -103,3 +103,30 @@ def test_sigterm_marks_unfinished_members_interrupted_with_exit_143(tmp_path):
     for i in range(2):
         summary = read_json(tmp_path / f"m{i}" / "results.json")
         assert summary["status"] == "interrupted" and "SIGTERM" in summary["error"]
+
+
+def test_skip_completed_outputs_and_loggers(tmp_path):
+    """A completed member is not retrained; filter images, CSV logger and checkpoints like a single run's."""
+    extra = ["model=fcn", "callbacks.filter_images.enabled=true", "logger=csv"]
+    cfgs = [make_cfg(tmp_path / f"m{i}", [*extra, f"seed={i}"]) for i in range(2)]
+    first = train_pack(cfgs)
+    out = tmp_path / "m0"
+    images = sorted(p.name for p in (out / "filters").glob("*.png"))
+    assert "conv1_f0_epochinit.png" in images and "conv1_f0_epochlast.png" in images
+    assert (out / "lightning_csv").is_dir() and (out / "config.yaml").is_file()
+    ckpt = torch.load(out / "checkpoints" / "best.ckpt", weights_only=True)
+    assert all(k.startswith(("net.", "val_acc_best")) for k in ckpt["state_dict"])
+    summary = read_json(out / "results.json")
+    assert summary["status"] == "completed" and summary["packed"] is True
+    assert summary["init"] and summary["test"]["acc"] == summary["final"]["val/acc"]
+    stamp = (out / "metrics.csv").stat().st_mtime_ns
+    again = train_pack([make_cfg(tmp_path / f"m{i}", [*extra, f"seed={i}"]) for i in range(2)])
+    assert again == first
+    assert (out / "metrics.csv").stat().st_mtime_ns == stamp  # not retrained
+
+
+def test_bad_packs_are_refused():
+    with pytest.raises(ValueError, match="not packable: model=resnet"):
+        train_pack([make_cfg(Path("/nonexistent/x"), ["model=resnet"])])
+    with pytest.raises(ValueError, match="differs from member 0 in shared settings"):
+        train_pack([make_cfg(Path("/nonexistent/a"), ["model=cnn"]), make_cfg(Path("/nonexistent/b"), ["model=fcn"])])
