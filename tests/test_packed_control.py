@@ -130,3 +130,20 @@ def test_bad_packs_are_refused():
         train_pack([make_cfg(Path("/nonexistent/x"), ["model=resnet"])])
     with pytest.raises(ValueError, match="differs from member 0 in shared settings"):
         train_pack([make_cfg(Path("/nonexistent/a"), ["model=cnn"]), make_cfg(Path("/nonexistent/b"), ["model=fcn"])])
+
+
+def test_each_member_has_its_own_wandb_run(tmp_path, monkeypatch):
+    wandb = pytest.importorskip("wandb")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    for var, sub in {"WANDB_CACHE_DIR": "c", "WANDB_CONFIG_DIR": "cfg", "WANDB_DATA_DIR": "d"}.items():
+        monkeypatch.setenv(var, str(tmp_path / sub))
+    for var in ("WANDB_SILENT", "WANDB_DISABLE_GIT", "WANDB_DISABLE_CODE"):
+        monkeypatch.setenv(var, "true")
+    extra = ["model=cnn", "logger=wandb", "logger.wandb.offline=true", "trainer.max_epochs=1"]
+    train_pack([make_cfg(tmp_path / f"m{i}", [*extra, f"data.fold={i}"]) for i in range(2)])
+    wandb.teardown()
+    for i in range(2):
+        (run_dir,) = (tmp_path / f"m{i}" / "wandb").glob("offline-run-*")
+        data = next(run_dir.glob("run-*.wandb")).read_bytes()
+        assert b"val/acc" in data and b"param_count" in data
+        assert f"cnn-synthetic-noaug-fold{i}".encode() in data
