@@ -14,7 +14,10 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUD
 MEMBERS = [["data.fold=0", "aug.translate=0.2"], ["data.fold=1", "seed=1", "optimizer.lr=0.003", "aug.noise=0.1"]]
 
 
-@pytest.mark.parametrize("model", [["model=cnn"], ["model=fcn", "model.connectivity=0.3"], ["model=fcn", "model.share_tile=2"]])
+MODELS = [["model=cnn"], ["model=fcn", "model.connectivity=0.3"], ["model=fcn", "model.share_tile=2"]]
+
+
+@pytest.mark.parametrize("model", MODELS)
 def test_cuda_pack_equals_cuda_single_runs_in_float64(tmp_path, model):
     common = [*model, "trainer.accelerator=gpu"]
     for i, m in enumerate(MEMBERS):
