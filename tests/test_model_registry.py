@@ -44,3 +44,25 @@ def test_unknown_model_name_is_one_line_error(compose, tmp_path) -> None:
     cfg = compose(["model.name=mlp"], output_dir=tmp_path)
     with pytest.raises(ConfigError, match=r"model\.name='mlp'.*one of \['cnn', 'fcn', 'resnet', 'sharesnet'\]"):
         validate_config(cfg)
+
+
+def test_every_listed_optimizer_and_scheduler_builds(compose, tmp_path) -> None:
+    import torch
+
+    from weightshare.builders import build_optimizer, build_scheduler
+    from weightshare.config.schema import OPTIMIZERS, SCHEDULERS
+
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+    assert set(kinds) == set(OPTIMIZERS)
+    for name in OPTIMIZERS:
+        cfg = compose([f"optimizer.name={name}", "scheduler=cosine", "scheduler.warmup_epochs=1"], output_dir=tmp_path)
+        opt = build_optimizer(params, cfg.optimizer)
+        assert type(opt) is kinds[name]
+    for name in SCHEDULERS:
+        cfg = compose([f"scheduler.name={name}"], output_dir=tmp_path)
+        sched = build_scheduler(opt, cfg.scheduler, max_epochs=10)
+        assert (sched is None) == (name == "none")
+    cfg.optimizer.name = "lamb"
+    with pytest.raises(ConfigError, match=r"optimizer\.name='lamb'"):
+        build_optimizer(params, cfg.optimizer)

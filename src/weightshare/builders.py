@@ -28,6 +28,7 @@ from torch import nn
 
 from weightshare.callbacks.epoch_csv import EpochCSVWriter
 from weightshare.callbacks.throughput import ThroughputMonitor
+from weightshare.config.schema import OPTIMIZERS, SCHEDULERS
 from weightshare.data.dataset import ArrayDataset, DataInfo
 from weightshare.errors import ConfigError
 from weightshare.loggers import ALLOWED_LOGGERS, get_field
@@ -36,12 +37,6 @@ from weightshare.models.registry import is_free_model, model_entry
 if TYPE_CHECKING:
     from weightshare.data.datamodule import TensorDataModule
     from weightshare.module import WeightShareModule
-
-
-#: ``optimizer.name`` values :func:`build_optimizer` builds
-OPTIMIZERS = ("adam", "adamw", "sgd")
-#: ``scheduler.name`` values :func:`build_scheduler` builds
-SCHEDULERS = ("none", "multistep", "cosine")
 
 
 # ------------------------------------------------------------------ network and optimiser
@@ -61,6 +56,8 @@ def build_optimizer(params: Any, cfg: DictConfig) -> torch.optim.Optimizer:
     computed in one pass over each tensor. The FCN has up to 4x the CNN's parameters, so the
     per-tensor loop of the default implementation is a large part of its step on a CPU.
     """
+    if cfg.name not in OPTIMIZERS:
+        raise ConfigError("optimizer.name", cfg.name, f"one of {list(OPTIMIZERS)}")
     fused = True if cfg.fused is None else bool(cfg.fused)
     if cfg.name in ("adam", "adamw"):
         cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
@@ -72,6 +69,8 @@ def build_optimizer(params: Any, cfg: DictConfig) -> torch.optim.Optimizer:
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: DictConfig, max_epochs: int) -> Any:
     """Per-epoch schedule (``none`` returns None)."""
+    if cfg.name not in SCHEDULERS:
+        raise ConfigError("scheduler.name", cfg.name, f"one of {list(SCHEDULERS)}")
     if cfg.name == "none":
         return None
     if cfg.name == "multistep":

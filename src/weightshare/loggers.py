@@ -23,7 +23,7 @@ __all__ = ["ALLOWED_LOGGERS", "finish_wandb", "format_aug", "make_run_name"]
 ALLOWED_LOGGERS = ("csv", "tensorboard", "wandb")
 
 # The four protocol augmentation types, in the order they appear in run names.
-_AUG_TYPES = ("translate", "rotate", "noise", "edge_noise")
+from weightshare.results import AUG_TYPES as _AUG_TYPES  # noqa: E402 (one list: results.AUG_TYPES)
 
 # The paper's default network depth (Table A.2: three convolutional layers); other depths are named.
 _DEFAULT_DEPTH = 3

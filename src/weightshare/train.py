@@ -10,7 +10,6 @@ goes on; in a single run a user error is printed as one line and the exit status
 from __future__ import annotations
 
 import logging
-import os
 import time
 import warnings
 from pathlib import Path
@@ -22,14 +21,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from weightshare.config import register_configs, resolved_container, validate_config
-from weightshare.config.compose import CONF_DIR, ROOT
+from weightshare.config.paths import CONF_DIR
 from weightshare.errors import CheckpointError, ConfigError
 from weightshare.job import Job, exit_policy, job_lifecycle
 from weightshare.results import atomic_write_text, read_json
 
 log = logging.getLogger("weightshare")
-
-os.environ.setdefault("WEIGHTSHARE_ROOT", str(ROOT))
 
 register_configs()
 

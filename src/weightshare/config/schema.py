@@ -85,6 +85,12 @@ class ModelConfig:
     widen_factor: int = 1
 
 
+#: ``optimizer.name`` values (:func:`weightshare.builders.build_optimizer` builds each)
+OPTIMIZERS = ("adam", "adamw", "sgd")
+#: ``scheduler.name`` values (:func:`weightshare.builders.build_scheduler` builds each)
+SCHEDULERS = ("none", "multistep", "cosine")
+
+
 @dataclass
 class OptimizerConfig:
     """Optimiser. ``lr=null`` takes the dataset's protocol default (1e-3 MNIST, 1e-4 CIFAR)."""
@@ -285,5 +291,8 @@ class TrainConfig:
 
 def register_configs() -> None:
     """Register the schema so ``conf/train.yaml`` can name it first in its defaults."""
+    from weightshare.config.paths import register_root_resolver
+
+    register_root_resolver()
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)

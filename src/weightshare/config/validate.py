@@ -17,8 +17,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from weightshare.augment.validate import EVAL_VARIANTS, LEVEL_KEYS
-from weightshare.builders import OPTIMIZERS, SCHEDULERS
-from weightshare.config.schema import TrainConfig
+from weightshare.config.schema import OPTIMIZERS, SCHEDULERS, TrainConfig
 from weightshare.data.datamodule import PRECISIONS
 from weightshare.data.registry import DATASETS, check_reader_options
 from weightshare.data.splits import SPLITS

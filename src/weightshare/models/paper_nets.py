@@ -69,33 +69,19 @@ def _make_conv_layer(
         glorot_uniform_(conv.weight, fan_in, spec.channels * spec.kernel**2)
         nn.init.zeros_(conv.bias)
         return conv
-    if share_tile is not None:
-        from weightshare.layers.tiled_conv import TiledConv2d
-
-        return TiledConv2d(
-            in_channels,
-            spec.channels,
-            spec.kernel,
-            stride=spec.stride,
-            padding=0,
-            input_size=size,
-            tile=share_tile,
-            init=fcn_init,
-            impl=impl,
-        )
     from weightshare.layers.free_conv import FreeConv2d
+    from weightshare.layers.tiled_conv import TiledConv2d
 
+    geometry = {"stride": spec.stride, "padding": 0, "input_size": size, "init": fcn_init, "impl": impl}
+    if share_tile is not None:
+        return TiledConv2d(in_channels, spec.channels, spec.kernel, tile=share_tile, **geometry)
     return FreeConv2d(
         in_channels,
         spec.channels,
         spec.kernel,
-        stride=spec.stride,
-        padding=0,
-        input_size=size,
-        init=fcn_init,
         connectivity=connectivity,
         connectivity_mode=connectivity_mode,
-        impl=impl,
+        **geometry,
     )
 
 
