@@ -147,3 +147,24 @@ def test_each_member_has_its_own_wandb_run(tmp_path, monkeypatch):
         data = next(run_dir.glob("run-*.wandb")).read_bytes()
         assert b"val/acc" in data and b"param_count" in data
         assert f"cnn-synthetic-noaug-fold{i}".encode() in data
+
+
+def test_optuna_pruning_per_member(tmp_path):
+    """Each member reports to its own trial; a pruned member stops as ``pruned``, the other trains on."""
+    optuna = pytest.importorskip("optuna")
+    from hydra_plugins.weightshare_optuna_sweeper._protocol import STUDY_ATTR_PRUNER, open_storage
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="pk", storage=open_storage(url), direction="maximize")
+    study.set_user_attr(STUDY_ATTR_PRUNER, {"_target_": "optuna.pruners.MedianPruner", "n_startup_trials": 1})
+    study.add_trial(optuna.trial.create_trial(value=0.9, intermediate_values=dict.fromkeys(range(5), 0.9)))
+    trials = [study.ask() for _ in range(2)]
+    extra = ["model=cnn", "trainer.max_epochs=3", f"trial.storage={url}", "trial.study_name=pk"]
+    extra.append("trial.monitor=val/acc")
+    cfgs = [make_cfg(tmp_path / "pruned", [*extra, f"trial.trial_number={trials[0].number}"])]
+    cfgs.append(make_cfg(tmp_path / "free", ["model=cnn", "trainer.max_epochs=3", "data.fold=1"]))
+    train_pack(cfgs)
+    pruned, free = read_json(tmp_path / "pruned" / "results.json"), read_json(tmp_path / "free" / "results.json")
+    assert pruned["status"] == "pruned" and pruned["epochs_completed"] == 1
+    assert free["status"] == "completed" and free["epochs_completed"] == 3
+    assert study.trials[trials[0].number].user_attrs.get("pruned") is True

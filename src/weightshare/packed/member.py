@@ -168,9 +168,14 @@ class Member:
                 epochs=list(fi.epochs), last=fi.last, filter_index=fi.filter_index, layers=layers, out_dir=self.out
             )
         if cfg.trial.storage:
-            from weightshare.callbacks.optuna_pruning import OptunaPruningCallback
+            # one reporter per member (the single job's module-level reporter holds one trial)
+            from hydra_plugins.weightshare_optuna_sweeper._protocol import TrialLink, TrialReporter
 
-            self.trial = OptunaPruningCallback(cfg.trial)
+            link = TrialLink.from_config(cfg.trial)
+            if link is not None and link.monitor is not None:
+                self.trial = TrialReporter(link)
+            elif link is not None:
+                log.warning("trial %d: no metric to monitor, pruning is off", link.trial_number)
         self.status = "running"
 
     # ------------------------------------------------------------------ epochs
@@ -186,11 +191,8 @@ class Member:
     def end_epoch(self, epoch: int, step: int, row: dict[str, float]) -> None:
         """Control (pruning, early stopping) and the epoch's row, like the single run's callbacks."""
         self.last_val = {k: v for k, v in row.items() if k.startswith("val/")}
-        if self.trial is not None and self.trial.active and not self.pruned:
-            from weightshare.callbacks.optuna_pruning import report_and_maybe_prune
-
-            if report_and_maybe_prune(self.trial.link, epoch, row.get(self.trial.monitor)):
-                self.pruned = self.should_stop = True
+        if self.trial is not None and not self.pruned and self.trial.report(epoch, row.get(self.trial.link.monitor)):
+            self.pruned = self.should_stop = True
         self.table.append({"epoch": epoch, "step": step, **row})
         self.log_metrics({**row, "epoch": float(epoch)}, step)
         if self.early.monitor in row and self.early.update(row[self.early.monitor]):
