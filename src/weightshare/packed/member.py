@@ -159,6 +159,8 @@ class Member:
         self.loggers = build_loggers(logger_cfg, self.out, make_run_name(cfg), self.job.summary["config"], _group(cfg))
         self.table.load()
         self.table.truncate(self.start_epoch)
+        if self.table.rows:  # resumed: the last validation so far (a member already stopped is tested on it)
+            self.last_val = {k: v for k, v in self.table.rows[-1].items() if k.startswith("val/")}
         fi = cfg.callbacks.filter_images
         if fi.enabled and cfg.model.name == "fcn":
             from weightshare.callbacks.filter_images import FilterImageCallback

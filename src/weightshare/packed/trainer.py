@@ -373,6 +373,8 @@ class _PackRun:
         correct = {v: torch.zeros(K, dtype=torch.int64, device=dev) for v in names}
         total = 0.0
         for index in self.data.eval_batches(self.active):
+            if self.flag["term"]:
+                raise _TerminatedError
             variants, y = self.data.eval_batch(index)
             B = index.shape[1]
             yk = y.view(K, B)
