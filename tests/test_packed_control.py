@@ -168,3 +168,16 @@ def test_optuna_pruning_per_member(tmp_path):
     assert pruned["status"] == "pruned" and pruned["epochs_completed"] == 1
     assert free["status"] == "completed" and free["epochs_completed"] == 3
     assert study.trials[trials[0].number].user_attrs.get("pruned") is True
+
+
+def test_resume_of_finished_members_trains_nothing_and_keeps_the_record(tmp_path):
+    cfgs = [make_cfg(tmp_path / f"m{i}", ["model=cnn", f"seed={i}"]) for i in range(2)]
+    first = train_pack(cfgs)
+    before = [read_json(tmp_path / f"m{i}" / "results.json") for i in range(2)]
+    again = train_pack([make_cfg(tmp_path / f"m{i}", ["model=cnn", f"seed={i}", "resume=true"]) for i in range(2)])
+    assert again == first
+    for i in range(2):
+        after = read_json(tmp_path / f"m{i}" / "results.json")
+        assert after["status"] == "completed" and after["resumed"] == 1
+        assert after["test"] == before[i]["test"] and after["final"] == before[i]["final"]
+        assert len(read_metrics_csv(tmp_path / f"m{i}" / "metrics.csv")) == 2
