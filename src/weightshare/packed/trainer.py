@@ -138,6 +138,11 @@ def _run(members: list[Member]) -> None:
     if cfg0.threads:
         torch.set_num_threads(cfg0.threads)
     torch.set_float32_matmul_precision(cfg0.float32_matmul_precision)
+    if cfg0.trainer.deterministic:  # as Lightning's Trainer(deterministic=...) does
+        import os
+
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=str(cfg0.trainer.deterministic) == "warn")
     if any("wandb" in m.cfg.logger.names for m in members):
         import wandb
 
