@@ -181,3 +181,23 @@ def test_resume_of_finished_members_trains_nothing_and_keeps_the_record(tmp_path
         assert after["status"] == "completed" and after["resumed"] == 1
         assert after["test"] == before[i]["test"] and after["final"] == before[i]["final"]
         assert len(read_metrics_csv(tmp_path / f"m{i}" / "metrics.csv")) == 2
+
+
+def test_a_packed_cnn_checkpoint_starts_an_fcn_by_init_from(tmp_path):
+    """``model.init_from`` reads a pack member's checkpoint like a single run's (``net.*`` keys)."""
+    import torch.nn.functional as F
+
+    from weightshare.builders import build_model
+    from weightshare.data.dataset import DataInfo
+
+    train_pack([make_cfg(tmp_path / "cnn", ["model=cnn", "trainer.max_epochs=1"])])
+    ckpt = tmp_path / "cnn" / "checkpoints" / "last.ckpt"
+    cfg = make_cfg(tmp_path / "fcn", ["model=fcn", f"model.init_from={ckpt}"])
+    info = DataInfo("synthetic", 1, 28, 28, 10)
+    fcn = build_model(cfg.model, info).double()
+    cnn = build_model(make_cfg(tmp_path / "x", ["model=cnn"]).model, info).double()
+    state = torch.load(ckpt, weights_only=True)["state_dict"]
+    cnn.load_state_dict({k[4:]: v for k, v in state.items() if k[:4] == "net."})
+    x = torch.rand(4, 1, 28, 28, dtype=torch.float64)
+    # the FCN is built in float32 from the float64 checkpoint: equal up to float32 rounding
+    torch.testing.assert_close(F.softmax(fcn(x), -1), F.softmax(cnn(x), -1), atol=1e-6, rtol=0)

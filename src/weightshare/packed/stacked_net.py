@@ -189,9 +189,3 @@ class StackedPaperNet:
         for n, p in net.named_parameters():
             p.copy_(self.params[n][k].to(device=p.device, dtype=p.dtype))
         return net
-
-    @torch.no_grad()
-    def load_member(self, k: int, state: dict[str, Tensor]) -> None:
-        """Set member ``k`` from a ``PaperNet`` state dict (e.g. a resumed checkpoint)."""
-        for n, p in self.params.items():
-            p[k].copy_(state[n].to(device=p.device, dtype=p.dtype))
