@@ -201,3 +201,23 @@ def test_a_packed_cnn_checkpoint_starts_an_fcn_by_init_from(tmp_path):
     x = torch.rand(4, 1, 28, 28, dtype=torch.float64)
     # the FCN is built in float32 from the float64 checkpoint: equal up to float32 rounding
     torch.testing.assert_close(F.softmax(fcn(x), -1), F.softmax(cnn(x), -1), atol=1e-6, rtol=0)
+
+
+def test_an_error_in_one_member_fails_only_that_member(tmp_path, monkeypatch):
+    from weightshare.packed.member import Member
+
+    original = Member.save_checkpoints
+
+    def broken(self, net, state, epoch, step, row):
+        if self.out.name == "m1" and epoch == 1:
+            raise OSError("No space left on device")
+        return original(self, net, state, epoch, step, row)
+
+    monkeypatch.setattr(Member, "save_checkpoints", broken)
+    cfgs = [make_cfg(tmp_path / f"m{i}", ["model=cnn", "trainer.max_epochs=3", f"seed={i}"]) for i in range(3)]
+    values = train_pack(cfgs)
+    failed = read_json(tmp_path / "m1" / "results.json")
+    assert failed["status"] == "failed" and "No space left on device" in failed["error"]
+    assert values[1] is None and values[0] is not None and values[2] is not None
+    for i in (0, 2):
+        assert read_json(tmp_path / f"m{i}" / "results.json")["epochs_completed"] == 3

@@ -167,12 +167,9 @@ def _run(members: list[Member]) -> None:
             log.error("terminated (SIGTERM): resume with resume=true")
             raise SystemExit(143) from None
         except BaseException as exc:
-            status = "interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "failed"
             for m in members:
                 if m.status in ("pending", "running"):
-                    m.close_loggers(1)
-                    m.job.record_failure(exc)
-                    m.status = status
+                    _fail(m, exc)
             raise
         finally:
             finish_wandb()
@@ -403,25 +400,39 @@ class _PackRun:
             row["val/acc_best"] = f32(m.val_acc_best)
 
     def _end_epoch(self, epoch: int, rows: list[dict[str, float]], t0: float) -> None:
+        """Each member's epoch end (metrics, images, row, control, checkpoints), then drop the finished.
+
+        An exception in one member's part (a full disk, a broken logger) fails that member only.
+        """
         every = int(self.fm.every_n_epochs)
         stop: list[int] = []
         for p, k in enumerate(self.active):
             m = self.members[k]
-            net = self.net.write_member(p)
-            row = rows[p]
-            if (epoch + 1) % every == 0:
-                row.update({n: f32(v) for n, v in self._filter_metrics(net).items()})
-            if m.images is not None and epoch in m.images.epochs:
-                m.draw_filters(net, str(epoch), self.step)
-            row["time/epoch_s"] = f32(time.perf_counter() - t0)
-            m.end_epoch(epoch, self.step, row)
-            if m.should_stop and epoch + 1 >= self.min_epochs:
+            try:
+                net = self.net.write_member(p)
+                row = rows[p]
+                if (epoch + 1) % every == 0:
+                    row.update({n: f32(v) for n, v in self._filter_metrics(net).items()})
+                if m.images is not None and epoch in m.images.epochs:
+                    m.draw_filters(net, str(epoch), self.step)
+                row["time/epoch_s"] = f32(time.perf_counter() - t0)
+                m.end_epoch(epoch, self.step, row)
+                m.save_checkpoints(net, self.opt.member_state(p, self.factors[epoch]), epoch, self.step, row)
+                if m.should_stop and epoch + 1 >= self.min_epochs:
+                    self._finish(k, "pruned" if m.pruned else "completed", p)
+                    stop.append(p)
+            except Exception as exc:
+                log.error("%s: member failed: %s: %s", m.out, type(exc).__name__, exc)
+                _fail(m, exc)
                 stop.append(p)
-            m.save_checkpoints(net, self.opt.member_state(p, self.factors[epoch]), epoch, self.step, row)
-        for p in stop:
-            k = self.active[p]
-            self._finish(k, "pruned" if self.members[k].pruned else "completed", p)
         self._drop(stop)
+
+
+def _fail(m: Member, exc: BaseException) -> None:
+    """Record ``exc`` as the member's end (``failed``, or ``interrupted`` for SystemExit/Ctrl+C)."""
+    m.close_loggers(1)
+    m.job.record_failure(exc)
+    m.status = str(m.job.summary.get("status", "failed"))
 
 
 def _loss_dtype(logits: torch.Tensor) -> torch.Tensor:
