@@ -26,6 +26,11 @@ from weightshare.models import count_parameters
 __all__ = ["DivergenceError", "WeightShareModule"]
 
 
+def _loss_dtype(logits: torch.Tensor) -> torch.Tensor:
+    """Logits for the loss: at least float32 (bf16/fp16 upcast), float64 kept as is."""
+    return logits if logits.dtype == torch.float64 else logits.float()
+
+
 class WeightShareModule(pl.LightningModule):
     """Classifier around ``self.net`` (a paper network or a ResNet)."""
 
@@ -74,7 +79,7 @@ class WeightShareModule(pl.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
         logits = self.net(x)
-        loss = F.cross_entropy(logits.float(), y)
+        loss = F.cross_entropy(_loss_dtype(logits), y)
         if self.nan_guard and not torch.isfinite(loss):
             raise DivergenceError(self.current_epoch, self.global_step, float(loss.detach()))
         self.train_loss(loss.detach(), weight=y.numel())
@@ -92,7 +97,7 @@ class WeightShareModule(pl.LightningModule):
         y = batch["y"]
         for variant, x in batch["x"].items():
             logits = self.net(x)
-            loss = F.cross_entropy(logits.float(), y)
+            loss = F.cross_entropy(_loss_dtype(logits), y)
             self.eval_loss[variant](loss, weight=y.numel())
             self.eval_acc[variant](logits, y)
             self.log(f"{prefix}/{variant}/acc", self.eval_acc[variant], on_step=False, on_epoch=True)
