@@ -38,6 +38,9 @@ def test_paper_nets_are_packable(compose, overrides):
         (["trainer.limit_train_batches=0.5"], "trainer.limit_train_batches"),
         (["trainer.check_val_every_n_epoch=2"], "check_val_every_n_epoch"),
         (["train=false"], "train=false"),
+        (["model=lowrank"], "model=lowrank is not packable"),
+        (["model=fcn", "model.share_penalty=0.1", "model.share_penalty_kind=l1_all_pairs"], "share_penalty_kind"),
+        (["model=fcn", "model.dynamic_sharing.every=10"], "model.dynamic_sharing"),
     ],
 )
 def test_unpackable_configs_name_the_reason(compose, overrides, fragment):

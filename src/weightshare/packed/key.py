@@ -36,15 +36,21 @@ def unpackable_reason(cfg: DictConfig) -> str | None:
     """None if the packed trainer supports this job's config, else a one-line reason.
 
     Supported: the paper networks (``model=cnn``/``fcn``, with VCP masks in both modes,
-    ``share_tile`` and ``share_penalty``) trained with Adam on one device, in fp32, fp64 or
+    ``share_tile`` and the ``l2_neighbours`` ``share_penalty``) trained with Adam on one device, in fp32, fp64 or
     bf16 autocast, with any scheduler, augmentation and evaluation variants. Everything
-    else (residual networks, the two-stage divergence experiment, CNN-initialised FCNs,
+    else (residual networks, the low-rank layer, dynamic sharing, the all-pairs L1 penalty,
+    the two-stage divergence experiment, CNN-initialised FCNs,
     SGD, gradient clipping or accumulation, fractional epochs, multi-device runs) is a
     reason: the launcher runs such a job as an ordinary single job.
     """
     name = _get(cfg, "model.name")
     if name not in ("cnn", "fcn"):
         return f"model={name} is not packable (only the paper networks cnn/fcn are)"
+    kind = _get(cfg, "model.share_penalty_kind", "l2_neighbours")
+    if kind != "l2_neighbours":
+        return f"model.share_penalty_kind={kind} is not packable (the packed penalty is l2_neighbours)"
+    if _get(cfg, "model.dynamic_sharing.every") is not None:
+        return "model.dynamic_sharing (periodic re-sharing steps) is not packable"
     if int(_get(cfg, "divergence.cnn_epochs", 0) or 0) > 0:
         return "the two-stage divergence experiment (divergence.cnn_epochs > 0) is not packable"
     if _get(cfg, "model.init_from"):
