@@ -5,7 +5,7 @@ PYTHON ?= python3
 # torch first, pinned: an unpinned torch would pull a multi-GB CUDA build on CPU machines.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test test-all lint bench clean
+.PHONY: setup demo test test-all lint bench mutation clean
 
 setup: $(VENV)/.installed
 
@@ -28,10 +28,17 @@ test-all: setup
 lint: setup
 	$(PY) -m ruff check src tests scripts train.py
 
+# Mutation testing of the modules behind the reported numbers ([tool.mutmut] in pyproject.toml;
+# docs/testing.md has the last results). Slow (tens of minutes on 2 cores), not part of CI.
+MUTMUT_CHILDREN ?= 2
+mutation: setup
+	OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children $(MUTMUT_CHILDREN)
+	$(VENV)/bin/mutmut results
+
 bench: setup
 	$(PY) scripts/bench_layers.py
 	$(PY) scripts/bench_augment.py
 
 clean:
-	rm -rf outputs multirun .pytest_cache .ruff_cache .hypothesis
+	rm -rf outputs multirun mutants .pytest_cache .ruff_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

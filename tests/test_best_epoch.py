@@ -83,6 +83,8 @@ def test_mode_min_on_a_loss() -> None:
     # min_delta in mode min: an epoch must be lower by more than min_delta
     best, _ = best_and_final(rows([1.0, 0.95, 0.8, 0.79], "val/loss"), monitor="val/loss", mode="min", min_delta=0.1)
     assert best["epoch"] == 2
+    best, _ = best_and_final(rows([1.0, 0.93], "val/loss"), monitor="val/loss", mode="min", min_delta=0.1)
+    assert best["epoch"] == 0  # 0.07 lower is not more than 0.1 lower
 
 
 def test_other_monitor_reads_only_that_column() -> None:
@@ -114,6 +116,7 @@ def test_the_stopping_rule_helper_itself() -> None:
     assert lightning_stop_epoch([0.5, 0.6, 0.7], patience=1) is None
 
 
+@pytest.mark.trains
 @pytest.mark.parametrize("patience", [2])
 def test_run_with_frozen_weights_stops_when_the_rule_says(compose, tmp_path, patience) -> None:
     from weightshare.train import train
