@@ -143,6 +143,9 @@ def test_sampler_epochs_differ_and_length_rounds_up() -> None:
     s.set_epoch(0)
     assert [b.tolist() for b in s] == first
     assert [b.tolist() for b in EpochBatchSampler(torch.arange(5), 2, shuffle=False, seed=5)] == [[0, 1], [2, 3], [4]]
+    exact = EpochBatchSampler(torch.arange(9), 3, shuffle=True, seed=5)
+    assert len(exact) == 3 == len(list(exact))  # an exact multiple has no extra batch
+    assert len(EpochBatchSampler(torch.arange(1), 4, shuffle=False, seed=0)) == 1
 
 
 def test_eval_loaders_score_the_fold_in_order_with_the_eval_batch_size(compose, tmp_path) -> None:
@@ -187,12 +190,36 @@ def test_training_batches_are_augmented_and_evaluation_batches_are_clean(compose
     assert torch.equal(batch["x"]["clean"], clean)  # the clean score is on the images themselves
     assert not torch.equal(batch["x"]["noise"], clean)
     assert torch.equal(batch["y"], labels)
+    # the perturbed variants are keyed by the batch's first row (5), so every model and epoch
+    # is scored on the same perturbed images, and another batch gets other perturbations
+    from weightshare.augment import EvalVariants
+
+    assert torch.equal(batch["x"]["noise"], EvalVariants(cfg.eval)(clean, 5)["noise"])
+    single = dm.on_after_batch_transfer(torch.tensor([9]), 0)
+    assert torch.equal(single["x"]["noise"], EvalVariants(cfg.eval)(dm.gather(torch.tensor([9]))[0], 9)["noise"])
+    shifted = dm.on_after_batch_transfer(torch.tensor([6, 7, 8]), 0)
+    assert not torch.equal(shifted["x"]["noise"][:2], batch["x"]["noise"][1:])
     # without augmentation a training batch is the gathered images
     plain = make_dm(compose, tmp_path)
     plain.setup("fit")
     plain.trainer = _stage(training=True)
     x, _ = plain.on_after_batch_transfer(index, 0)
     assert torch.equal(x, clean)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_batches_are_gathered_and_augmented_on_the_index_device(compose, tmp_path) -> None:
+    cfg = compose(["data=synthetic", "aug.noise=0.5"], output_dir=tmp_path)
+    dm = TensorDataModule(cfg.data, cfg.aug, cfg.eval, seed=2, dataset=tiny_dataset())
+    dm.setup("fit")
+    index = torch.tensor([5, 6, 7], device="cuda")
+    x, y = dm.gather(index)
+    assert x.device.type == y.device.type == "cuda"
+    assert torch.equal(x.cpu()[:, 0, 0, 0], torch.tensor([5, 6, 7]) / 255.0)
+    dm.trainer = _stage(training=True, epoch=1)
+    xa, _ = dm.on_after_batch_transfer(index, 0)
+    assert xa.device.type == "cuda" and dm.train_generator(index.device, 1).device.type == "cuda"
+    assert dm.gather(torch.tensor([5]))[0].device.type == "cpu"  # follows the index back
 
 
 def test_train_generator_is_reseeded_per_epoch_only(compose, tmp_path) -> None:
@@ -317,17 +344,29 @@ def test_divergence_error_fields() -> None:
 def test_evaluation_scores_every_variant_and_val_acc_is_clean(compose, tmp_path) -> None:
     module, logged = make_module(compose, tmp_path)
     (xa, y), (xb, _) = batch(5, 6), batch(6, 6)
-    module.validation_step({"x": {"clean": xa, "translate": xb}, "y": y}, 0)
+    (xc, yc) = batch(8, 2)  # a short last batch: epoch values are per image, not per batch
+    module.validation_step({"x": {"clean": xc, "translate": xc}, "y": yc}, 0)
+    with torch.no_grad():
+        loss_c = float(F.cross_entropy(module.net(xc), yc))
+        right_c = int((module.net(xc).argmax(1) == yc).sum())
+    assert float(module.eval_loss["clean"].compute()) == pytest.approx(loss_c, rel=1e-6)
+    module.eval_loss["clean"].reset()
+    module.eval_acc["clean"].reset()
+    module.eval_loss["translate"].reset()
+    module.eval_acc["translate"].reset()
+    module.validation_step({"x": {"clean": xc, "translate": xc}, "y": yc}, 0)
+    module.validation_step({"x": {"clean": xa, "translate": xb}, "y": y}, 1)
     with torch.no_grad():
         acc_a = float((module.net(xa).argmax(1) == y).float().mean())
         acc_b = float((module.net(xb).argmax(1) == y).float().mean())
         loss_a = float(F.cross_entropy(module.net(xa), y))
         loss_b = float(F.cross_entropy(module.net(xb), y))
     assert acc_a != acc_b  # the two inputs are scored apart
-    assert float(module.eval_acc["clean"].compute()) == pytest.approx(acc_a)
-    assert float(module.eval_acc["translate"].compute()) == pytest.approx(acc_b)
-    assert float(module.eval_loss["clean"].compute()) == pytest.approx(loss_a, rel=1e-6)
-    assert float(module.eval_loss["translate"].compute()) == pytest.approx(loss_b, rel=1e-6)
+    assert float(module.eval_acc["clean"].compute()) == pytest.approx((6 * acc_a + right_c) / 8)
+    assert float(module.eval_acc["translate"].compute()) == pytest.approx((6 * acc_b + right_c) / 8)
+    assert float(module.eval_loss["clean"].compute()) == pytest.approx((6 * loss_a + 2 * loss_c) / 8, rel=1e-6)
+    assert float(module.eval_loss["translate"].compute()) == pytest.approx((6 * loss_b + 2 * loss_c) / 8, rel=1e-6)
+    assert loss_a != pytest.approx(loss_c, rel=1e-3)  # so a per-batch mean would differ
     by_name = {n: (v, k) for n, v, k in logged}
     assert set(by_name) == {
         "val/clean/acc",
@@ -461,8 +500,11 @@ def test_build_scheduler_variants() -> None:
         [1.0, 0.5 + 0.5 * math.cos(math.pi / 4), 0.5, 0.5 - 0.5 * math.cos(math.pi / 4), 0.0]
     )
     # max_epochs not above the warm-up: the decay still has one epoch to run over
-    factor = build_scheduler(fresh(), OmegaConf.create({"name": "cosine", "warmup_epochs": 3}), 2).lr_lambdas[0]
-    assert factor(3) == pytest.approx(1.0) and factor(4) == pytest.approx(0.0, abs=1e-12)
+    for max_epochs in (2, 3):
+        factor = build_scheduler(fresh(), OmegaConf.create({"name": "cosine", "warmup_epochs": 3}), max_epochs)
+        factor = factor.lr_lambdas[0]
+        assert factor(2) == pytest.approx(1.0) and factor(3) == pytest.approx(1.0)
+        assert factor(4) == pytest.approx(0.0, abs=1e-12)
 
 
 # ==================================================================== results files
@@ -482,7 +524,11 @@ def test_atomic_write_text_failure_keeps_the_old_file_and_cleans_up(tmp_path, mo
     target = tmp_path / "f.txt"
     atomic_write_text(target, "old")
 
-    def boom(*a, **k):
+    temporaries: list[Path] = []
+
+    def boom(src, dst):
+        temporaries.append(Path(src))
+        assert Path(src).read_text() == "new"  # written and flushed before the rename
         raise OSError("disk full")
 
     monkeypatch.setattr(results.os, "replace", boom)
@@ -490,11 +536,17 @@ def test_atomic_write_text_failure_keeps_the_old_file_and_cleans_up(tmp_path, mo
         atomic_write_text(target, "new")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+    # the temporary sits beside the target (a rename is atomic only within one file system),
+    # hidden and marked as a temporary, so a report scanning the directory skips it
+    (tmp,) = temporaries
+    assert tmp.parent == target.parent
+    assert tmp.name.startswith(".f.txt.") and tmp.name.endswith(".tmp")
 
 
 def test_atomic_write_json_makes_non_finite_values_null(tmp_path) -> None:
     path = tmp_path / "r.json"
     obj = {
+        "z": 1,
         "a": math.nan,
         "b": [math.inf, -math.inf, 1.5, (2, 3)],
         "c": {"t": torch.tensor(0.25), 4: torch.tensor(float("nan"))},
@@ -506,6 +558,7 @@ def test_atomic_write_json_makes_non_finite_values_null(tmp_path) -> None:
     text = path.read_text()
     assert text.endswith("}\n") and "NaN" not in text and "Infinity" not in text
     assert json.loads(text) == {
+        "z": 1,
         "a": None,
         "b": [None, None, 1.5, [2, 3]],
         "c": {"t": 0.25, "4": None},
@@ -513,8 +566,8 @@ def test_atomic_write_json_makes_non_finite_values_null(tmp_path) -> None:
         "e": None,
         "f": 7,
     }
-    assert list(json.loads(text)) == ["a", "b", "c", "d", "e", "f"]  # key order kept
-    assert text.startswith('{\n  "a"')  # indented for people reading results.json
+    assert list(json.loads(text)) == ["z", "a", "b", "c", "d", "e", "f"]  # key order kept
+    assert text.startswith('{\n  "z": 1,\n  "a"')  # indented for people reading results.json
 
 
 def test_read_json_and_read_overrides_tolerate_bad_files(tmp_path) -> None:
@@ -577,12 +630,18 @@ def test_run_identity_names_what_a_sweep_groups_by(compose, tmp_path) -> None:
         "init_from": None,
     }
     assert run_identity(compose(["experiment=divergence"], output_dir=tmp_path))["init_from"] == "cnn_stage"
+    one = compose(["experiment=divergence", "divergence.cnn_epochs=1"], output_dir=tmp_path)
+    assert run_identity(one)["init_from"] == "cnn_stage"
     cfg = compose(["model=fcn", "model.init_from=/x/last.ckpt"], output_dir=tmp_path)
     assert run_identity(cfg)["init_from"] == "/x/last.ckpt"
 
 
 def test_epoch_table_rows_columns_resume_and_round_trip(tmp_path) -> None:
     path = tmp_path / "metrics.csv"
+    fresh = EpochTable(tmp_path / "fresh.csv")
+    assert fresh.rows == [] and fresh.columns() == ["epoch", "step"]
+    fresh.append({"epoch": 0, "step": 1})  # usable without load()
+    assert (tmp_path / "fresh.csv").read_text() == "epoch,step\n0,1\n"
     table = EpochTable(path)
     assert table.load() == [] and table.path == path
     table.append({"epoch": 0, "step": 5, "val/acc": 0.5, "a": 1.0})
