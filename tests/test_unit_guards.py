@@ -289,6 +289,15 @@ def test_module_scores_clean_first_and_counts_parameters(compose, tmp_path) -> N
     assert module.max_epochs_for_schedule == 20
 
 
+def test_module_builds_the_configured_network(compose, tmp_path) -> None:
+    cfg = compose(["model=cnn"], output_dir=tmp_path)
+    module = WeightShareModule(cfg.model, cfg.optimizer, cfg.scheduler, DataInfo("mnist", 1, 28, 28, 10), ["clean"])
+    assert module.param_count == 2_201_098  # the paper's MNIST CNN (Table A.1)
+    assert module.max_epochs_for_schedule == 1
+    penalty = module.share_penalty()  # a CNN has no free positions: a zero scalar
+    assert penalty.shape == () and float(penalty) == 0.0
+
+
 def test_training_step_loss_and_epoch_metrics(compose, tmp_path) -> None:
     module, logged = make_module(compose, tmp_path)
     (x1, y1), (x2, y2) = batch(1, 5), batch(2, 3)
@@ -302,7 +311,7 @@ def test_training_step_loss_and_epoch_metrics(compose, tmp_path) -> None:
     assert float(module.train_loss.compute()) == pytest.approx((5 * float(ce1) + 3 * float(ce2)) / 8, rel=1e-6)
     assert float(module.train_acc.compute()) == pytest.approx(right / 8)
     names = [n for n, _, _ in logged]
-    assert names[:2] == ["train/loss", "train/acc"]
+    assert names == ["train/loss", "train/acc"] * 2  # no share penalty column without a penalty
     for _, _value, k in logged:
         assert k["on_step"] is False and k["on_epoch"] is True
     assert logged[0][1] is module.train_loss and logged[1][1] is module.train_acc
@@ -315,7 +324,8 @@ def test_share_penalty_is_added_with_its_weight(compose, tmp_path, monkeypatch) 
     with torch.no_grad():
         ce = float(F.cross_entropy(module.net(x), y))
     assert float(module.training_step((x, y), 0)) == pytest.approx(ce + 0.5 * 2.0, rel=1e-6)
-    assert [float(v) for n, v, _ in logged if n == "train/share_penalty"] == [2.0]
+    ((value, k),) = [(v, k) for n, v, k in logged if n == "train/share_penalty"]
+    assert float(value) == 2.0 and k["on_step"] is False and k["on_epoch"] is True  # one value per epoch
     assert float(module.train_loss.compute()) == pytest.approx(ce, rel=1e-6)  # train/loss is the CE alone
 
 
