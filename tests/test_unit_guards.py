@@ -64,6 +64,10 @@ def test_setup_holds_out_the_contiguous_fold(compose, tmp_path) -> None:
     dm = make_dm(compose, tmp_path, ["data.fold=4"])
     dm.setup("fit")
     assert dm.val_idx.tolist() == [19, 20, 21, 22]
+    # 3 folds of 23 rows: sizes 8, 8, 7 -> fold 1 is rows [8, 16)
+    dm = make_dm(compose, tmp_path, ["data.n_folds=3", "data.fold=1"])
+    dm.setup("fit")
+    assert dm.val_idx.tolist() == list(range(8, 16))
     dm = make_dm(compose, tmp_path, ["data.split=standard"])
     dm.setup("fit")
     assert dm.train_idx.tolist() == list(range(18)) and dm.val_idx.tolist() == list(range(18, 23))
@@ -94,6 +98,8 @@ def test_load_reads_the_configured_dataset(compose, tmp_path) -> None:
     ref = load_dataset("synthetic", None, size=40, image_size=12, seed=3)
     assert torch.equal(ds.images, ref.images) and torch.equal(ds.labels, ref.labels)
     assert dm.load() is ds  # read once
+    x, y = dm.gather(torch.tensor([0, 39]))  # the module serves the images it read
+    assert torch.equal(x, ref.images[[0, 39]].float() / 255) and torch.equal(y, ref.labels[[0, 39]])
     assert dm.info.height == 12 and dm.info.num_classes == 10
     dm.setup("fit")
     assert dm.val_idx.tolist() == list(range(8))  # 40 rows, fold 0 of 5
@@ -296,6 +302,23 @@ def test_module_builds_the_configured_network(compose, tmp_path) -> None:
     assert module.max_epochs_for_schedule == 1
     penalty = module.share_penalty()  # a CNN has no free positions: a zero scalar
     assert penalty.shape == () and float(penalty) == 0.0
+    x = torch.rand(2, 1, 28, 28)
+    assert torch.equal(module(x), module.net(x))
+
+
+def test_share_penalty_uses_the_configured_radius(compose, tmp_path) -> None:
+    from weightshare.layers import FreeConv2d
+    from weightshare.layers.share_penalty import model_share_penalty
+
+    cfg = compose(["model=fcn", "model.share_penalty=0.1", "model.penalty_radius=2"], output_dir=tmp_path)
+    torch.manual_seed(0)
+    net = nn.Sequential(FreeConv2d(1, 2, 3, input_size=(8, 8)), nn.Flatten(), nn.Linear(2 * 6 * 6, 3))
+    module = WeightShareModule(
+        cfg.model, cfg.optimizer, cfg.scheduler, DataInfo("synthetic", 1, 8, 8, 3), ["clean"], net=net
+    )
+    at2, at1 = float(model_share_penalty(net, radius=2)), float(model_share_penalty(net, radius=1))
+    assert at2 != pytest.approx(at1, rel=1e-3)
+    assert float(module.share_penalty()) == pytest.approx(at2, rel=1e-6)
 
 
 def test_training_step_loss_and_epoch_metrics(compose, tmp_path) -> None:
