@@ -7,7 +7,7 @@ PYTHON ?= python3
 TORCH ?= torch==2.13.0
 LINT_PATHS := src tests scripts train.py
 
-.PHONY: help setup demo test test-all lint format bench clean
+.PHONY: help setup demo test test-all lint format bench mutation clean
 .DEFAULT_GOAL := help
 
 help: ## list the targets
@@ -43,6 +43,12 @@ bench: setup ## layer and augmentation benchmarks (JSON + tables)
 	$(PY) scripts/bench_layers.py
 	$(PY) scripts/bench_augment.py
 
-clean: ## remove run outputs and caches
-	rm -rf outputs multirun .pytest_cache .ruff_cache .hypothesis
+# [tool.mutmut] in pyproject.toml; docs/testing.md has the last results. Tens of minutes on 2 cores.
+MUTMUT_CHILDREN ?= 2
+mutation: setup ## mutation testing of the modules behind the reported numbers (not part of CI)
+	OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children $(MUTMUT_CHILDREN)
+	$(VENV)/bin/mutmut results
+
+clean: ## remove run outputs, mutants and caches
+	rm -rf outputs multirun mutants .pytest_cache .ruff_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -388,7 +388,12 @@ def test_eval_variants_keys_and_determinism():
     other = ev(x, 4)
     for k in ("translate", "rotate", "noise", "edge_noise"):
         assert not torch.equal(v1[k], other[k])
-    assert torch.equal(v1["quadrant_swap"], quadrant_swap(x))
+    # hand-made expected: top-right and bottom-left 14x14 quadrants exchanged, the rest kept
+    swapped = x.clone()
+    swapped[..., :14, 14:] = x[..., 14:, :14]
+    swapped[..., 14:, :14] = x[..., :14, 14:]
+    assert torch.equal(v1["quadrant_swap"], swapped)
+    assert not torch.equal(v1["quadrant_swap"], x)
     # a variant's images do not depend on which other variants are enabled
     only = EvalVariants(eval_cfg(variants=["translate"]))(x, 3)
     assert list(only) == ["clean", "translate"]

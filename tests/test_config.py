@@ -32,6 +32,55 @@ MNIST_INFO = DataInfo("mnist", 1, 28, 28, 10)
 CIFAR_INFO = DataInfo("cifar10", 3, 32, 32, 10)
 
 
+def _of_type(callbacks: list, cls: type) -> list:
+    return [cb for cb in callbacks if isinstance(cb, cls)]
+
+
+def check_callbacks(cfg, callbacks: list, out: Path) -> None:
+    """The callbacks the numbers depend on, by type and setting, as ``cfg.callbacks`` asks."""
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+
+    from weightshare.callbacks.epoch_csv import EpochCSVWriter
+    from weightshare.callbacks.filter_metrics import FilterDistanceCallback
+
+    c = cfg.callbacks
+    (csv,) = _of_type(callbacks, EpochCSVWriter)
+    assert csv.table.path == out / "metrics.csv"
+    stopping = _of_type(callbacks, EarlyStopping)
+    if c.early_stopping.enabled:
+        (es,) = stopping
+        assert (es.monitor, es.mode, es.patience) == (
+            c.early_stopping.monitor,
+            c.early_stopping.mode,
+            c.early_stopping.patience,
+        )
+        assert abs(es.min_delta) == c.early_stopping.min_delta
+        assert isinstance(es.patience, int) and es.patience >= 1
+    else:
+        assert stopping == []
+    checkpoints = _of_type(callbacks, ModelCheckpoint)
+    if c.checkpoint.enabled:
+        (ck,) = checkpoints
+        assert Path(ck.dirpath) == out / "checkpoints" and ck.filename == "best"
+        assert (ck.monitor, ck.mode, ck.save_last, ck.save_top_k) == (
+            c.checkpoint.monitor,
+            c.checkpoint.mode,
+            c.checkpoint.save_last,
+            1,
+        )
+    else:
+        assert checkpoints == []
+    distances = _of_type(callbacks, FilterDistanceCallback)
+    if cfg.model.name in ("fcn", "lowrank") and c.filter_metrics.enabled:  # the models with free layers
+        (fd,) = distances
+        assert list(fd.radii) == list(c.filter_metrics.radii)
+        assert fd.every_n_epochs == c.filter_metrics.every_n_epochs
+        # it logs in on_train_epoch_end: it must come before the CSV writer to land in the row
+        assert callbacks.index(fd) < callbacks.index(csv)
+    else:
+        assert distances == []
+
+
 def test_group_listing_is_not_empty() -> None:
     names = {g for g, _ in GROUPS}
     assert {"data", "model", "optimizer", "aug", "trainer", "logger", "callbacks", "experiment"} <= names
@@ -51,7 +100,7 @@ def test_every_group_option_composes_validates_and_instantiates(compose, tmp_pat
     kwargs = build_trainer_kwargs(cfg, tmp_path)
     assert kwargs["default_root_dir"] == str(tmp_path)
     callbacks = build_callbacks(cfg, tmp_path)
-    assert callbacks, "at least the throughput monitor and the epoch CSV writer"
+    check_callbacks(cfg, callbacks, tmp_path)
     names = list(cfg.logger.names)
     if "wandb" in names:
         cfg.logger.wandb.offline = True
@@ -119,6 +168,59 @@ def test_protocol_defaults_follow_the_dataset(compose, tmp_path) -> None:
     assert (cifar.optimizer.lr, cifar.data.batch_size, cifar.trainer.max_epochs) == (1e-4, 128, 500)
     assert cifar.callbacks.early_stopping.patience == 100
     assert mnist.data.split == "kfold" and mnist.data.n_folds == 5
+
+
+@pytest.mark.parametrize(
+    ("overrides", "patience"),
+    [([], 50), (["data=cifar10"], 100), (["data=digits", "model=fcn"], 10), (["data=synthetic"], 10)],
+)
+def test_early_stopping_and_checkpoint_are_wired_with_the_data_configs_patience(
+    compose, tmp_path, overrides, patience
+) -> None:
+    """The protocol's patience (MNIST 50, CIFAR-10 100) reaches Lightning's EarlyStopping."""
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+
+    from weightshare.callbacks.filter_metrics import FilterDistanceCallback
+
+    cfg = compose(overrides, output_dir=tmp_path)
+    validate_config(cfg)
+    assert cfg.data.patience == patience
+    callbacks = build_callbacks(cfg, tmp_path)
+    (es,) = _of_type(callbacks, EarlyStopping)
+    assert (es.monitor, es.mode, es.patience, es.min_delta) == ("val/acc", "max", patience, 0.0)
+    (ck,) = _of_type(callbacks, ModelCheckpoint)
+    assert (ck.monitor, ck.mode, ck.save_last, ck.save_top_k) == ("val/acc", "max", True, 1)
+    assert Path(ck.dirpath) == tmp_path / "checkpoints"
+    fds = _of_type(callbacks, FilterDistanceCallback)
+    assert len(fds) == (1 if cfg.model.name == "fcn" else 0)  # filter metrics for an FCN only
+    if fds:
+        assert list(fds[0].radii) == [1, 4] and fds[0].every_n_epochs == 1
+    check_callbacks(cfg, callbacks, tmp_path)
+
+
+def test_early_stopping_settings_and_switch_reach_the_callback(compose, tmp_path) -> None:
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+
+    cfg = compose(
+        [
+            "data=synthetic",
+            "data.patience=3",
+            "callbacks.early_stopping.min_delta=0.01",
+            "callbacks.early_stopping.monitor=val/loss",
+            "callbacks.early_stopping.mode=min",
+        ],
+        output_dir=tmp_path,
+    )
+    validate_config(cfg)
+    (es,) = _of_type(build_callbacks(cfg, tmp_path), EarlyStopping)
+    assert (es.monitor, es.mode, es.patience) == ("val/loss", "min", 3)
+    assert es.min_delta == -0.01  # Lightning stores min_delta signed by the mode
+    cfg = compose(["experiment=divergence"], output_dir=tmp_path)
+    callbacks = build_callbacks(cfg, tmp_path)
+    assert _of_type(callbacks, EarlyStopping) == []  # the divergence experiment runs its full length
+    assert len(_of_type(callbacks, ModelCheckpoint)) == 1
+    cfg = compose(["callbacks.checkpoint.enabled=false"], output_dir=tmp_path)
+    assert _of_type(build_callbacks(cfg, tmp_path), ModelCheckpoint) == []
 
 
 def test_experiment_and_budget_compose(compose, tmp_path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from weightshare.data.dataset import DataInfo
 from weightshare.errors import ConfigError
 from weightshare.layers import FreeConv2d
 from weightshare.models.paper_nets import PaperNet
+from weightshare.results import read_metrics_csv
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -100,9 +102,23 @@ def test_divergence_experiment_runs_both_stages_in_one_command(tmp_path) -> None
     # at the start every position holds the shared filter: distances are exactly zero ...
     for key in ("fd/conv1/r1/euclid", "fd/conv1/r1/cosine", "fd/conv1/to_ref/euclid", "fd/conv1/to_mean/euclid"):
         assert fcn["init"][key] == pytest.approx(0.0, abs=1e-6), key
-    # ... and training frees them: the filters move apart and away from the shared one
-    assert fcn["final"]["fd/conv1/r1/euclid"] > 1e-4
-    assert fcn["final"]["fd/conv1/to_ref/euclid"] > 1e-4
+    # ... and training frees them: the filters move apart and away from the shared one, every
+    # epoch further. Measured (this config, seed 0): r1 euclid 0 -> 0.0040 -> 0.0061, to_ref
+    # euclid_raw 0 -> 0.037 -> 0.058 (each position moved ~6% of the filter's norm). The bounds
+    # leave a 4-6x margin below that and lie orders of magnitude above float noise at init
+    # (<= 1e-6); a layer re-initialised at random would read ~0.109 (sqrt(2/169)), far above.
+    rows = read_metrics_csv(out / "metrics.csv")
+    assert [r["epoch"] for r in rows] == [0, 1]
+    for key, floor in (
+        ("fd/conv1/r1/euclid", 1e-3),
+        ("fd/conv1/to_ref/euclid", 1e-3),
+        ("fd/conv1/to_ref/euclid_raw", 0.01),
+    ):
+        series = [fcn["init"][key], *(r[key] for r in rows)]
+        assert series[-1] == pytest.approx(fcn["final"][key])
+        assert all(b > 1.2 * a for a, b in itertools.pairwise(series)), (key, series)  # grows every epoch
+        assert series[-1] > floor, (key, series)
+    assert fcn["final"]["fd/conv1/r1/euclid"] < 0.05  # still near-shared after 2 epochs, not re-randomised
 
 
 def test_completed_divergence_run_is_skipped_when_rerun(tmp_path) -> None:
