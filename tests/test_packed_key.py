@@ -15,6 +15,8 @@ from weightshare.packed import pack_key, unpackable_reason
         ["model=fcn", "model.connectivity=0.5", "model.connectivity_mode=input"],
         ["model=fcn", "model.share_tile=2"],
         ["model=fcn", "model.share_penalty=0.1"],
+        ["model=fcn", "model.share_penalty=0.1", "model.share_penalty_kind=l1_all_pairs"],
+        ["model=fcn", "model.share_tile=2", "model.share_penalty=0.1", "model.share_penalty_kind=l1_all_pairs"],
         ["trainer.precision=64-true"],
         ["trainer.precision=bf16-mixed", "scheduler=cosine"],
         ["aug.translate=0.3", "aug.noise=0.1"],
@@ -39,7 +41,6 @@ def test_paper_nets_are_packable(compose, overrides):
         (["trainer.check_val_every_n_epoch=2"], "check_val_every_n_epoch"),
         (["train=false"], "train=false"),
         (["model=lowrank"], "model=lowrank is not packable"),
-        (["model=fcn", "model.share_penalty=0.1", "model.share_penalty_kind=l1_all_pairs"], "share_penalty_kind"),
         (["model=fcn", "model.dynamic_sharing.every=10"], "model.dynamic_sharing"),
     ],
 )
@@ -87,3 +88,10 @@ def test_members_must_share_data_architecture_schedule_and_eval(compose):
         ["aug.edge_width=3"],
     ):
         assert pack_key(compose(["model=fcn", *extra])) != base, extra
+
+
+def test_penalty_kind_is_shared_and_its_weight_is_not(compose):
+    l1 = ["model=fcn", "model.share_penalty_kind=l1_all_pairs"]
+    base = pack_key(compose([*l1, "model.share_penalty=0.1"]))
+    assert pack_key(compose([*l1, "model.share_penalty=0.02"])) == base
+    assert pack_key(compose(["model=fcn", "model.share_penalty=0.1"])) != base

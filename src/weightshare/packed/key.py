@@ -23,6 +23,8 @@ __all__ = ["PACKABLE_PRECISIONS", "pack_key", "unpackable_reason"]
 PACKABLE_PRECISIONS = ("32-true", "32", "64-true", "64", "bf16-mixed")
 #: optimizers with an elementwise update that a stacked per-member step reproduces
 PACKABLE_OPTIMIZERS = ("adam",)
+#: share-penalty kinds the stacked network computes per member (``StackedPaperNet.share_penalty``)
+PACKABLE_PENALTY_KINDS = ("l2_neighbours", "l1_all_pairs")
 
 
 def _get(cfg: DictConfig, key: str, default: Any = None) -> Any:
@@ -36,9 +38,10 @@ def unpackable_reason(cfg: DictConfig) -> str | None:
     """None if the packed trainer supports this job's config, else a one-line reason.
 
     Supported: the paper networks (``model=cnn``/``fcn``, with VCP masks in both modes,
-    ``share_tile`` and the ``l2_neighbours`` ``share_penalty``) trained with Adam on one device, in fp32, fp64 or
+    ``share_tile`` and the ``share_penalty`` of either kind, ``l2_neighbours`` or ``l1_all_pairs``)
+    trained with Adam on one device, in fp32, fp64 or
     bf16 autocast, with any scheduler, augmentation and evaluation variants. Everything
-    else (residual networks, the low-rank layer, dynamic sharing, the all-pairs L1 penalty,
+    else (residual networks, the low-rank layer, dynamic sharing,
     the two-stage divergence experiment, CNN-initialised FCNs,
     SGD, gradient clipping or accumulation, fractional epochs, multi-device runs) is a
     reason: the launcher runs such a job as an ordinary single job.
@@ -47,8 +50,8 @@ def unpackable_reason(cfg: DictConfig) -> str | None:
     if name not in ("cnn", "fcn"):
         return f"model={name} is not packable (only the paper networks cnn/fcn are)"
     kind = _get(cfg, "model.share_penalty_kind", "l2_neighbours")
-    if kind != "l2_neighbours":
-        return f"model.share_penalty_kind={kind} is not packable (the packed penalty is l2_neighbours)"
+    if kind not in PACKABLE_PENALTY_KINDS:
+        return f"model.share_penalty_kind={kind} is not packable (one of {', '.join(PACKABLE_PENALTY_KINDS)})"
     if _get(cfg, "model.dynamic_sharing.every") is not None:
         return "model.dynamic_sharing (periodic re-sharing steps) is not packable"
     if int(_get(cfg, "divergence.cnn_epochs", 0) or 0) > 0:
@@ -108,6 +111,7 @@ SHARED_KEYS: tuple[str, ...] = (
     "model.impl",
     "model.share_tile",
     "model.penalty_radius",
+    "model.share_penalty_kind",
     "model.arch",
     # epochs, patience, early stopping, checkpoints, per-epoch metrics
     "trainer.max_epochs",
@@ -146,8 +150,8 @@ def pack_key(cfg: DictConfig) -> tuple:
     The key is the tuple of ``(key, value)`` for every entry of :data:`SHARED_KEYS`
     (values resolved, lists and mappings as sorted tuples so the key is hashable). Members
     share: data set and split kind, architecture (model name, depth, hidden, tile size,
-    arch, impl), batch size, epochs and patience (all early-stopping, checkpoint and filter
-    metric settings), precision, device/accelerator, optimizer kind and its other settings
+    arch, impl, share-penalty kind and radius), batch size, epochs and patience (all
+    early-stopping, checkpoint and filter metric settings), precision, device/accelerator, optimizer kind and its other settings
     (not lr), scheduler, evaluation variants and eval settings. Members may differ in: fold,
     seed, augmentation type and level, VCP connectivity/mode/mask seed, share-penalty
     weight, FCN init, learning rate (and task name, tags, loggers, output directory).

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from weightshare.layers.free_conv import FreeConv2d
 from weightshare.layers.share_penalty import neighbour_penalty
+from weightshare.layers.share_penalty_l1 import all_pairs_l1
 from weightshare.layers.tiled_conv import TiledConv2d
 from weightshare.models.paper_nets import PaperNet
 from weightshare.packed.stacked_free_conv import stacked_free_conv
@@ -159,8 +160,18 @@ class StackedPaperNet:
         return torch.baddbmm(p["fc2.bias"].unsqueeze(1), h, p["fc2.weight"].transpose(1, 2))
 
     # ------------------------------------------------------------------ penalty
-    def share_penalty(self, radius: int) -> Tensor:
-        """(K,) soft-sharing penalty of every member (``model_share_penalty`` of each net)."""
+    def share_penalty(self, radius: int, kind: str = "l2_neighbours") -> Tensor:
+        """(K,) soft-sharing penalty of every member (``model_share_penalty(net, radius, kind)`` of each net).
+
+        Both kinds sum over the entries of each position's block, so the block's layout
+        (here ``(kh, kw, C, O)``, the single run's ``(O, C, kh, kw)``) does not change the value.
+        """
+        if kind == "l2_neighbours":
+            fn = lambda k: neighbour_penalty(k, radius)  # noqa: E731
+        elif kind == "l1_all_pairs":
+            fn = all_pairs_l1  # ties (masked zeros, a tile's positions) get the same total subgradient
+        else:
+            raise ValueError(f"share_penalty: unknown kind {kind!r} (l2_neighbours or l1_all_pairs)")
         total = next(iter(self.params.values())).new_zeros(self.size)
         for layer in self.layers:
             if layer.kind == "conv":
@@ -169,7 +180,7 @@ class StackedPaperNet:
             pm = self.penalty_masks.get(layer.name)
             if pm is not None:
                 w = w * pm
-            total = total + torch.func.vmap(lambda k: neighbour_penalty(k, radius))(w)
+            total = total + torch.func.vmap(fn)(w)
         return total
 
     # --------------------------------------------------------------- members

@@ -193,6 +193,7 @@ class _PackRun:
         self.penalty = torch.tensor([m.penalty for m in members], dtype=self.dtype, device=device)
         self.use_penalty = bool((self.penalty > 0).any())
         self.radius = int(cfg.model.penalty_radius)
+        self.penalty_kind = str(cfg.model.get("share_penalty_kind", "l2_neighbours"))
         self.nan_guard = bool(cfg.callbacks.nan_guard)
         self.start_epoch = members[0].start_epoch
         self.step = self.start_epoch * len(self.data.train_batches([0], 0)) if self.start_epoch else 0
@@ -292,7 +293,7 @@ class _PackRun:
                     losses = ce.view(len(self.active), B).mean(1)
             total = losses.sum()
             if self.use_penalty:
-                pen = self.net.share_penalty(self.radius)
+                pen = self.net.share_penalty(self.radius, self.penalty_kind)
                 total = total + (self.penalty * pen).sum()
                 pen_sum += pen.detach().double() * B
             self.opt.zero_grad()
