@@ -151,8 +151,8 @@ def pack_key(cfg: DictConfig) -> tuple:
     (values resolved, lists and mappings as sorted tuples so the key is hashable). Members
     share: data set and split kind, architecture (model name, depth, hidden, tile size,
     arch, impl, share-penalty kind and radius), batch size, epochs and patience (all
-    early-stopping, checkpoint and filter metric settings), precision, device/accelerator, optimizer kind and its other settings
-    (not lr), scheduler, evaluation variants and eval settings. Members may differ in: fold,
+    early-stopping, checkpoint and filter metric settings), precision, device/accelerator,
+    optimizer kind and its other settings (not lr), scheduler, evaluation variants and eval settings. Members may differ in: fold,
     seed, augmentation type and level, VCP connectivity/mode/mask seed, share-penalty
     weight, FCN init, learning rate (and task name, tags, loggers, output directory).
     """
