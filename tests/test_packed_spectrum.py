@@ -19,6 +19,7 @@ MEMBERS = [
     ["data.fold=2", "seed=2", "aug.noise=0.1", "aug.rotate=0.1"],
 ]
 L1 = ["model=fcn", "model.share_penalty_kind=l1_all_pairs"]
+DYN = ["model=fcn", "model.dynamic_sharing.every=3"]  # 8 steps an epoch: shares at steps 3, 6 | 9, 12, 15
 
 CASES = {
     "l1_all_pairs": (
@@ -32,6 +33,23 @@ CASES = {
     "l1_all_pairs_tiled": (
         [*L1, "model.share_tile=2"],
         [[*MEMBERS[0], "model.share_penalty=0.01"], [*MEMBERS[1], "model.share_penalty=0.05"]],
+    ),
+    "dynamic_global": (
+        DYN,
+        [
+            [*MEMBERS[0], "model.dynamic_sharing.strength=0.5"],
+            [*MEMBERS[1], "model.dynamic_sharing.strength=1.0", "model.connectivity=0.3"],
+            [
+                *MEMBERS[2],
+                "model.dynamic_sharing.strength=0.2",
+                "model.connectivity=0.2",
+                "model.connectivity_mode=input",
+            ],
+        ],
+    ),
+    "dynamic_radius": (
+        [*DYN, "model.dynamic_sharing.radius=1", "model.share_penalty=0.01"],
+        [[*MEMBERS[0], "model.dynamic_sharing.strength=0.3"], [*MEMBERS[1], "model.share_penalty=0.002"]],
     ),
 }
 

@@ -183,6 +183,32 @@ class StackedPaperNet:
             total = total + torch.func.vmap(fn)(w)
         return total
 
+    # ------------------------------------------------------- sharing helpers
+    def layer(self, name: str) -> _Layer:
+        return next(layer for layer in self.layers if layer.name == name)
+
+    def keep_mask(self, name: str) -> Tensor | None:
+        """Free layer ``name``: which stored weights each member keeps (weight or input mode), or None.
+
+        ``share_layer_``'s ``keep`` (the weight mask, else the input mode's weight mask), stacked;
+        a member without a mask has all ones in both, so their product is its own mask.
+        """
+        weight_mask = self.masks.get(f"{name}.mask")
+        input_mask = self.penalty_masks.get(name)
+        if weight_mask is None or input_mask is None:
+            return weight_mask if input_mask is None else input_mask
+        return weight_mask & input_mask
+
+    def filter_kernels(self) -> list[Tensor]:
+        """Every free layer's kernel as the layer computes with it (``filter_kernel``), (K, positions, ...)."""
+        out = []
+        for layer in self.layers:
+            if layer.kind in ("free", "tiled"):
+                w, _ = self._free_weight(layer)
+                pm = self.penalty_masks.get(layer.name)
+                out.append(w if pm is None else w * pm)
+        return out
+
     # --------------------------------------------------------------- members
     def select(self, keep: list[int]) -> None:
         """Keep only the members at positions ``keep`` (new leaf tensors; masks follow)."""
