@@ -18,6 +18,9 @@ from weightshare.packed import pack_key, unpackable_reason
         ["model=fcn", "model.share_penalty=0.1", "model.share_penalty_kind=l1_all_pairs"],
         ["model=fcn", "model.share_tile=2", "model.share_penalty=0.1", "model.share_penalty_kind=l1_all_pairs"],
         ["model=fcn", "model.dynamic_sharing.every=10", "model.dynamic_sharing.radius=2"],
+        ["model=lowrank"],
+        ["model=lowrank", "model.combining=factorized", "model.rank=2"],
+        ["model=lowrank", "model.dynamic_sharing.every=5"],
         ["trainer.precision=64-true"],
         ["trainer.precision=bf16-mixed", "scheduler=cosine"],
         ["aug.translate=0.3", "aug.noise=0.1"],
@@ -41,7 +44,6 @@ def test_paper_nets_are_packable(compose, overrides):
         (["trainer.limit_train_batches=0.5"], "trainer.limit_train_batches"),
         (["trainer.check_val_every_n_epoch=2"], "check_val_every_n_epoch"),
         (["train=false"], "train=false"),
-        (["model=lowrank"], "model=lowrank is not packable"),
     ],
 )
 def test_unpackable_configs_name_the_reason(compose, overrides, fragment):
@@ -104,3 +106,10 @@ def test_dynamic_sharing_schedule_and_groups_are_shared_and_strength_is_not(comp
     for extra in (["model.dynamic_sharing.every=5"], ["model.dynamic_sharing.radius=1"]):
         assert pack_key(compose(["model=fcn", "model.dynamic_sharing.every=10", *extra])) != base, extra
     assert pack_key(compose(["model=fcn"])) != base
+
+
+def test_lowrank_rank_and_combining_are_shared(compose):
+    base = pack_key(compose(["model=lowrank"]))
+    assert pack_key(compose(["model=lowrank", "model.fcn_init=keras", "optimizer.lr=0.01"])) == base
+    for extra in (["model.rank=2"], ["model.combining=factorized"]):
+        assert pack_key(compose(["model=lowrank", *extra])) != base, extra

@@ -2,8 +2,9 @@
 
 As ``tests/test_packed_exact.py``: K members trained as single runs and as one pack on tiny
 synthetic data, every metrics.csv column but timings, results.json and checkpoint weights
-compared to 1e-9. Members differ in fold, seed, augmentation, learning rate and the
-per-member settings of each mechanism (penalty weight, masks).
+compared to 1e-9, and the filter images written compared by name. Members differ in fold,
+seed, augmentation, learning rate and the per-member settings of each mechanism (penalty
+weight, masks, dynamic-sharing strength, FCN init).
 """
 
 from __future__ import annotations
@@ -51,6 +52,16 @@ CASES = {
         [*DYN, "model.dynamic_sharing.radius=1", "model.share_penalty=0.01"],
         [[*MEMBERS[0], "model.dynamic_sharing.strength=0.3"], [*MEMBERS[1], "model.share_penalty=0.002"]],
     ),
+    "lowrank_full": (
+        ["model=lowrank", "model.combining=full", "callbacks.filter_images.enabled=true"],
+        [MEMBERS[0], [*MEMBERS[1], "model.fcn_init=keras"], MEMBERS[2]],
+    ),
+    "lowrank_factorized": (["model=lowrank", "model.combining=factorized", "model.rank=3"], MEMBERS[:2]),
+    "lowrank_rank1_depth2": (["model=lowrank", "model.rank=1", "model.depth=2"], MEMBERS[:2]),
+    "lowrank_dynamic": (
+        ["model=lowrank", "model.rank=2", "model.dynamic_sharing.every=3", "model.dynamic_sharing.radius=2"],
+        [[*MEMBERS[0], "model.dynamic_sharing.strength=0.4"], MEMBERS[1]],
+    ),
 }
 
 
@@ -62,3 +73,7 @@ def test_spectrum_pack_equals_single_runs(tmp_path, case):
     assert packed == pytest.approx(values, rel=1e-9, abs=1e-9)
     for i in range(len(members)):
         assert_same_runs(tmp_path / f"single{i}", tmp_path / f"pack{i}")
+        images = [sorted(p.name for p in (tmp_path / f"{r}{i}").glob("filters/*.png")) for r in ("single", "pack")]
+        assert images[0] == images[1]
+        if "callbacks.filter_images.enabled=true" in common:
+            assert len(images[0]) == 9  # init, epoch 0, last of conv1..conv3

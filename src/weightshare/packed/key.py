@@ -21,6 +21,8 @@ __all__ = ["PACKABLE_PRECISIONS", "pack_key", "unpackable_reason"]
 
 #: precisions the packed trainer runs (16-mixed needs a gradient scaler, not implemented)
 PACKABLE_PRECISIONS = ("32-true", "32", "64-true", "64", "bf16-mixed")
+#: models the stacked network builds (:class:`~weightshare.packed.stacked_net.StackedPaperNet`)
+PACKABLE_MODELS = ("cnn", "fcn", "lowrank")
 #: optimizers with an elementwise update that a stacked per-member step reproduces
 PACKABLE_OPTIMIZERS = ("adam",)
 #: share-penalty kinds the stacked network computes per member (``StackedPaperNet.share_penalty``)
@@ -37,18 +39,18 @@ def _get(cfg: DictConfig, key: str, default: Any = None) -> Any:
 def unpackable_reason(cfg: DictConfig) -> str | None:
     """None if the packed trainer supports this job's config, else a one-line reason.
 
-    Supported: the paper networks (``model=cnn``/``fcn``, with VCP masks in both modes,
-    ``share_tile``, the ``share_penalty`` of either kind, ``l2_neighbours`` or ``l1_all_pairs``,
-    and ``model.dynamic_sharing``) trained with Adam on one device, in fp32, fp64 or
+    Supported: the paper networks (``model=cnn``/``fcn``/``lowrank``, with VCP masks in both
+    modes, ``share_tile``, the ``share_penalty`` of either kind, ``l2_neighbours`` or
+    ``l1_all_pairs``, and ``model.dynamic_sharing``; low-rank layers with full or factorized
+    combining) trained with Adam on one device, in fp32, fp64 or
     bf16 autocast, with any scheduler, augmentation and evaluation variants. Everything
-    else (residual networks, the low-rank layer,
-    the two-stage divergence experiment, CNN-initialised FCNs,
+    else (residual networks, the two-stage divergence experiment, CNN-initialised FCNs,
     SGD, gradient clipping or accumulation, fractional epochs, multi-device runs) is a
     reason: the launcher runs such a job as an ordinary single job.
     """
     name = _get(cfg, "model.name")
-    if name not in ("cnn", "fcn"):
-        return f"model={name} is not packable (only the paper networks cnn/fcn are)"
+    if name not in PACKABLE_MODELS:
+        return f"model={name} is not packable (only the paper networks {'/'.join(PACKABLE_MODELS)} are)"
     kind = _get(cfg, "model.share_penalty_kind", "l2_neighbours")
     if kind not in PACKABLE_PENALTY_KINDS:
         return f"model.share_penalty_kind={kind} is not packable (one of {', '.join(PACKABLE_PENALTY_KINDS)})"
@@ -113,6 +115,8 @@ SHARED_KEYS: tuple[str, ...] = (
     "model.dynamic_sharing.every",
     "model.dynamic_sharing.radius",
     "model.arch",
+    "model.rank",
+    "model.combining",
     # epochs, patience, early stopping, checkpoints, per-epoch metrics
     "trainer.max_epochs",
     "trainer.min_epochs",
@@ -150,7 +154,8 @@ def pack_key(cfg: DictConfig) -> tuple:
     The key is the tuple of ``(key, value)`` for every entry of :data:`SHARED_KEYS`
     (values resolved, lists and mappings as sorted tuples so the key is hashable). Members
     share: data set and split kind, architecture (model name, depth, hidden, tile size,
-    arch, impl, share-penalty kind and radius, dynamic-sharing period and radius), batch
+    arch, impl, low-rank rank and combining, share-penalty kind and radius, dynamic-sharing
+    period and radius), batch
     size, epochs and patience (all early-stopping, checkpoint and filter metric settings),
     precision, device/accelerator, optimizer kind and its other settings (not lr),
     scheduler, evaluation variants and eval settings. Members may differ in: fold, seed,

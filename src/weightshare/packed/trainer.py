@@ -146,6 +146,7 @@ class _PackRun:
         from weightshare.checkpoints import module_state
         from weightshare.data.datamodule import TensorDataModule
         from weightshare.models import count_parameters
+        from weightshare.models.registry import is_free_model
         from weightshare.packed.adam import StackedAdam
         from weightshare.packed.data import PackData
         from weightshare.packed.stacked_net import StackedPaperNet
@@ -189,7 +190,7 @@ class _PackRun:
         self.min_epochs = int(cfg.trainer.min_epochs or 0)
         self.factors = lr_factors(cfg, self.max_epochs)
         self.fm = cfg.callbacks.filter_metrics
-        self.free = cfg.model.name == "fcn"
+        self.free = is_free_model(str(cfg.model.name))  # filter metrics, as build_callbacks
         self.penalty = torch.tensor([m.penalty for m in members], dtype=self.dtype, device=device)
         self.use_penalty = bool((self.penalty > 0).any())
         self.radius = int(cfg.model.penalty_radius)
