@@ -13,6 +13,7 @@ import pytest
 
 from packed_helpers import assert_same_runs, make_cfg, run_single
 from weightshare.packed import train_pack
+from weightshare.results import read_json, read_metrics_csv
 
 MEMBERS = [
     ["data.fold=0", "seed=0", "aug.translate=0.2"],
@@ -77,3 +78,29 @@ def test_spectrum_pack_equals_single_runs(tmp_path, case):
         assert images[0] == images[1]
         if "callbacks.filter_images.enabled=true" in common:
             assert len(images[0]) == 9  # init, epoch 0, last of conv1..conv3
+
+
+def test_dynamic_sharing_pack_resumes_on_the_single_run_steps(tmp_path, monkeypatch):
+    """Interrupted after epoch 0 and resumed, a pack shares at the same global steps as an uninterrupted one."""
+    from weightshare.packed.member import Member
+
+    members = [[*MEMBERS[0], "model.dynamic_sharing.strength=0.5"], MEMBERS[1]]
+    common = [*DYN, "trainer.max_epochs=3"]
+    train_pack([make_cfg(tmp_path / f"ref{i}", [*common, *m]) for i, m in enumerate(members)])
+    save = Member.save_checkpoints
+
+    def save_then_stop(self, net, state, epoch, step, row):
+        save(self, net, state, epoch, step, row)
+        if epoch == 0 and self.position == len(members) - 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Member, "save_checkpoints", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train_pack([make_cfg(tmp_path / f"run{i}", [*common, *m]) for i, m in enumerate(members)])
+    monkeypatch.setattr(Member, "save_checkpoints", save)
+    train_pack([make_cfg(tmp_path / f"run{i}", [*common, *m, "resume=true"]) for i, m in enumerate(members)])
+    for i in range(len(members)):
+        rows = read_metrics_csv(tmp_path / f"run{i}" / "metrics.csv")
+        assert [r["train/dynamic_sharing_steps"] for r in rows] == [2.0, 5.0, 8.0]  # global steps 8, 16, 24
+        assert read_json(tmp_path / f"run{i}" / "results.json")["resumed"] == 1
+        assert_same_runs(tmp_path / f"ref{i}", tmp_path / f"run{i}")
