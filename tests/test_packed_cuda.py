@@ -14,7 +14,13 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUD
 MEMBERS = [["data.fold=0", "aug.translate=0.2"], ["data.fold=1", "seed=1", "optimizer.lr=0.003", "aug.noise=0.1"]]
 
 
-MODELS = [["model=cnn"], ["model=fcn", "model.connectivity=0.3"], ["model=fcn", "model.share_tile=2"]]
+MODELS = [
+    ["model=cnn"],
+    ["model=fcn", "model.connectivity=0.3"],
+    ["model=fcn", "model.share_tile=2"],
+    ["model=lowrank", "model.combining=factorized"],
+    ["model=fcn", "model.share_penalty=0.01", "model.share_penalty_kind=l1_all_pairs", "model.dynamic_sharing.every=3"],
+]
 
 
 @pytest.mark.parametrize("model", MODELS)

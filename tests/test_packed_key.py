@@ -15,6 +15,12 @@ from weightshare.packed import pack_key, unpackable_reason
         ["model=fcn", "model.connectivity=0.5", "model.connectivity_mode=input"],
         ["model=fcn", "model.share_tile=2"],
         ["model=fcn", "model.share_penalty=0.1"],
+        ["model=fcn", "model.share_penalty=0.1", "model.share_penalty_kind=l1_all_pairs"],
+        ["model=fcn", "model.share_tile=2", "model.share_penalty=0.1", "model.share_penalty_kind=l1_all_pairs"],
+        ["model=fcn", "model.dynamic_sharing.every=10", "model.dynamic_sharing.radius=2"],
+        ["model=lowrank"],
+        ["model=lowrank", "model.combining=factorized", "model.rank=2"],
+        ["model=lowrank", "model.dynamic_sharing.every=5"],
         ["trainer.precision=64-true"],
         ["trainer.precision=bf16-mixed", "scheduler=cosine"],
         ["aug.translate=0.3", "aug.noise=0.1"],
@@ -38,9 +44,6 @@ def test_paper_nets_are_packable(compose, overrides):
         (["trainer.limit_train_batches=0.5"], "trainer.limit_train_batches"),
         (["trainer.check_val_every_n_epoch=2"], "check_val_every_n_epoch"),
         (["train=false"], "train=false"),
-        (["model=lowrank"], "model=lowrank is not packable"),
-        (["model=fcn", "model.share_penalty=0.1", "model.share_penalty_kind=l1_all_pairs"], "share_penalty_kind"),
-        (["model=fcn", "model.dynamic_sharing.every=10"], "model.dynamic_sharing"),
     ],
 )
 def test_unpackable_configs_name_the_reason(compose, overrides, fragment):
@@ -87,3 +90,26 @@ def test_members_must_share_data_architecture_schedule_and_eval(compose):
         ["aug.edge_width=3"],
     ):
         assert pack_key(compose(["model=fcn", *extra])) != base, extra
+
+
+def test_penalty_kind_is_shared_and_its_weight_is_not(compose):
+    l1 = ["model=fcn", "model.share_penalty_kind=l1_all_pairs"]
+    base = pack_key(compose([*l1, "model.share_penalty=0.1"]))
+    assert pack_key(compose([*l1, "model.share_penalty=0.02"])) == base
+    assert pack_key(compose(["model=fcn", "model.share_penalty=0.1"])) != base
+
+
+def test_dynamic_sharing_schedule_and_groups_are_shared_and_strength_is_not(compose):
+    dyn = ["model=fcn", "model.dynamic_sharing.every=10"]
+    base = pack_key(compose(dyn))
+    assert pack_key(compose([*dyn, "model.dynamic_sharing.strength=0.3"])) == base
+    for extra in (["model.dynamic_sharing.every=5"], ["model.dynamic_sharing.radius=1"]):
+        assert pack_key(compose(["model=fcn", "model.dynamic_sharing.every=10", *extra])) != base, extra
+    assert pack_key(compose(["model=fcn"])) != base
+
+
+def test_lowrank_rank_and_combining_are_shared(compose):
+    base = pack_key(compose(["model=lowrank"]))
+    assert pack_key(compose(["model=lowrank", "model.fcn_init=keras", "optimizer.lr=0.01"])) == base
+    for extra in (["model.rank=2"], ["model.combining=factorized"]):
+        assert pack_key(compose(["model=lowrank", *extra])) != base, extra

@@ -8,7 +8,9 @@ Public API (used by the ``hydra/launcher=packed`` plugin):
   exactly what its single job writes (:mod:`.trainer`).
 
 Modules: :mod:`.key` (grouping), :mod:`.stacked_free_conv` (the free convolution of K
-members as one batched matmul), :mod:`.stacked_net` (the paper networks of K members),
+members as one batched matmul), :mod:`.stacked_lowrank` (the low-rank layer of K members),
+:mod:`.stacked_net` (the paper networks of K members), :mod:`.stacked_sharing` (dynamic
+weight sharing on the stacked weights),
 :mod:`.adam` (per-member Adam), :mod:`.data` (the members' batches), :mod:`.member`
 (per-member outputs and control), :mod:`.trainer` (the loop), :mod:`.runtime` (SIGTERM flag,
 device, schedule factors).

@@ -4,8 +4,8 @@ A pack trains its members as one stacked network with one data pipeline, one ste
 per-member Adam, so the members must agree on everything that shapes that shared work
 (the pack key), and may differ only in what lives in per-member tensors: fold and seed
 (index batches and initial weights), augmentation levels (per-sample level tensors),
-connection masks (per-member mask tensors), share-penalty weight, FCN init scale and
-learning rate (per-member Adam).
+connection masks (per-member mask tensors), share-penalty weight, dynamic-sharing strength,
+FCN init scale and learning rate (per-member Adam).
 
 Both functions read only the composed config (nothing is loaded), so a launcher can group
 a sweep's jobs before any of them starts.
@@ -21,8 +21,12 @@ __all__ = ["PACKABLE_PRECISIONS", "pack_key", "unpackable_reason"]
 
 #: precisions the packed trainer runs (16-mixed needs a gradient scaler, not implemented)
 PACKABLE_PRECISIONS = ("32-true", "32", "64-true", "64", "bf16-mixed")
+#: models the stacked network builds (:class:`~weightshare.packed.stacked_net.StackedPaperNet`)
+PACKABLE_MODELS = ("cnn", "fcn", "lowrank")
 #: optimizers with an elementwise update that a stacked per-member step reproduces
 PACKABLE_OPTIMIZERS = ("adam",)
+#: share-penalty kinds the stacked network computes per member (``StackedPaperNet.share_penalty``)
+PACKABLE_PENALTY_KINDS = ("l2_neighbours", "l1_all_pairs")
 
 
 def _get(cfg: DictConfig, key: str, default: Any = None) -> Any:
@@ -35,22 +39,21 @@ def _get(cfg: DictConfig, key: str, default: Any = None) -> Any:
 def unpackable_reason(cfg: DictConfig) -> str | None:
     """None if the packed trainer supports this job's config, else a one-line reason.
 
-    Supported: the paper networks (``model=cnn``/``fcn``, with VCP masks in both modes,
-    ``share_tile`` and the ``l2_neighbours`` ``share_penalty``) trained with Adam on one device, in fp32, fp64 or
+    Supported: the paper networks (``model=cnn``/``fcn``/``lowrank``, with VCP masks in both
+    modes, ``share_tile``, the ``share_penalty`` of either kind, ``l2_neighbours`` or
+    ``l1_all_pairs``, and ``model.dynamic_sharing``; low-rank layers with full or factorized
+    combining) trained with Adam on one device, in fp32, fp64 or
     bf16 autocast, with any scheduler, augmentation and evaluation variants. Everything
-    else (residual networks, the low-rank layer, dynamic sharing, the all-pairs L1 penalty,
-    the two-stage divergence experiment, CNN-initialised FCNs,
+    else (residual networks, the two-stage divergence experiment, CNN-initialised FCNs,
     SGD, gradient clipping or accumulation, fractional epochs, multi-device runs) is a
     reason: the launcher runs such a job as an ordinary single job.
     """
     name = _get(cfg, "model.name")
-    if name not in ("cnn", "fcn"):
-        return f"model={name} is not packable (only the paper networks cnn/fcn are)"
+    if name not in PACKABLE_MODELS:
+        return f"model={name} is not packable (only the paper networks {'/'.join(PACKABLE_MODELS)} are)"
     kind = _get(cfg, "model.share_penalty_kind", "l2_neighbours")
-    if kind != "l2_neighbours":
-        return f"model.share_penalty_kind={kind} is not packable (the packed penalty is l2_neighbours)"
-    if _get(cfg, "model.dynamic_sharing.every") is not None:
-        return "model.dynamic_sharing (periodic re-sharing steps) is not packable"
+    if kind not in PACKABLE_PENALTY_KINDS:
+        return f"model.share_penalty_kind={kind} is not packable (one of {', '.join(PACKABLE_PENALTY_KINDS)})"
     if int(_get(cfg, "divergence.cnn_epochs", 0) or 0) > 0:
         return "the two-stage divergence experiment (divergence.cnn_epochs > 0) is not packable"
     if _get(cfg, "model.init_from"):
@@ -108,7 +111,12 @@ SHARED_KEYS: tuple[str, ...] = (
     "model.impl",
     "model.share_tile",
     "model.penalty_radius",
+    "model.share_penalty_kind",
+    "model.dynamic_sharing.every",
+    "model.dynamic_sharing.radius",
     "model.arch",
+    "model.rank",
+    "model.combining",
     # epochs, patience, early stopping, checkpoints, per-epoch metrics
     "trainer.max_epochs",
     "trainer.min_epochs",
@@ -146,11 +154,14 @@ def pack_key(cfg: DictConfig) -> tuple:
     The key is the tuple of ``(key, value)`` for every entry of :data:`SHARED_KEYS`
     (values resolved, lists and mappings as sorted tuples so the key is hashable). Members
     share: data set and split kind, architecture (model name, depth, hidden, tile size,
-    arch, impl), batch size, epochs and patience (all early-stopping, checkpoint and filter
-    metric settings), precision, device/accelerator, optimizer kind and its other settings
-    (not lr), scheduler, evaluation variants and eval settings. Members may differ in: fold,
-    seed, augmentation type and level, VCP connectivity/mode/mask seed, share-penalty
-    weight, FCN init, learning rate (and task name, tags, loggers, output directory).
+    arch, impl, low-rank rank and combining, share-penalty kind and radius, dynamic-sharing
+    period and radius), batch
+    size, epochs and patience (all early-stopping, checkpoint and filter metric settings),
+    precision, device/accelerator, optimizer kind and its other settings (not lr),
+    scheduler, evaluation variants and eval settings. Members may differ in: fold, seed,
+    augmentation type and level, VCP connectivity/mode/mask seed, share-penalty weight,
+    dynamic-sharing strength, FCN init, learning rate (and task name, tags, loggers,
+    output directory).
     """
     return tuple((key, _freeze(_get(cfg, key))) for key in SHARED_KEYS)
 

@@ -147,6 +147,7 @@ class Member:
         from weightshare.builders import build_loggers
         from weightshare.config import resolved_container
         from weightshare.loggers import make_run_name
+        from weightshare.models.registry import is_free_model
 
         cfg = self.cfg
         atomic_write_text(self.out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
@@ -162,7 +163,7 @@ class Member:
         if self.table.rows:  # resumed: the last validation so far (a member already stopped is tested on it)
             self.last_val = {k: v for k, v in self.table.rows[-1].items() if k.startswith("val/")}
         fi = cfg.callbacks.filter_images
-        if fi.enabled and cfg.model.name == "fcn":
+        if fi.enabled and is_free_model(str(cfg.model.name)):  # as build_callbacks
             from weightshare.callbacks.filter_images import FilterImageCallback
 
             layers = list(fi.layers) if fi.layers else None

@@ -1,4 +1,4 @@
-"""K paper networks (CNN, FCN, VCP-masked FCN, tiled FCN) as one stacked network.
+"""K paper networks (CNN, FCN, VCP-masked FCN, tiled FCN, low-rank) as one stacked network.
 
 Each member's :class:`~weightshare.models.paper_nets.PaperNet` is built exactly as its single
 run builds it (same seeding), and its parameters are stacked along a leading member
@@ -11,7 +11,14 @@ dimension K into leaf tensors; one forward/backward then runs every member:
   first, like the single layer); VCP masks are stacked too (weight mode: the kernel is
   multiplied by the mask; input mode: the input is), with all-ones masks for members
   without one, which multiply exactly;
+- ``LowRankConv2d`` layers (``model=lowrank``, full or factorized combining):
+  :func:`.stacked_lowrank.stacked_lowrank_conv`, one grouped convolution over the K*R*out
+  bases in the CNN's (B, K*C, H, W) layout, then the per-member combine;
 - ``nn.Linear``: ``baddbmm`` over members.
+
+:meth:`StackedPaperNet.filter_kernels` gives every member's per-position kernels as the
+single layer computes with them (``layers.common.filter_kernel``), which the share penalties
+(either kind) and dynamic sharing's shift metric (:mod:`.stacked_sharing`) read.
 
 Why batched kernels rather than ``torch.func.vmap(functional_call(net))``: vmap would run
 the free layer through its ``unfold`` fallback (see :mod:`.stacked_free_conv`) and leaves
@@ -33,10 +40,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from weightshare.layers.free_conv import FreeConv2d
+from weightshare.layers.lowrank_conv import LowRankConv2d
 from weightshare.layers.share_penalty import neighbour_penalty
+from weightshare.layers.share_penalty_l1 import all_pairs_l1
 from weightshare.layers.tiled_conv import TiledConv2d
 from weightshare.models.paper_nets import PaperNet
 from weightshare.packed.stacked_free_conv import stacked_free_conv
+from weightshare.packed.stacked_lowrank import stacked_combining_weights, stacked_lowrank_conv, stacked_lowrank_kernel
 
 __all__ = ["StackedPaperNet"]
 
@@ -44,7 +54,7 @@ __all__ = ["StackedPaperNet"]
 @dataclass
 class _Layer:
     name: str
-    kind: str  # "conv", "free", "tiled"
+    kind: str  # "conv", "free", "tiled", "lowrank"
     module: nn.Module  # member 0's layer (geometry, stride)
     rows: Tensor | None = None  # tiled layers: position -> tile row / column, on the pack's device
     cols: Tensor | None = None
@@ -66,7 +76,15 @@ class StackedPaperNet:
         self.layers: list[_Layer] = []
         for name in first.conv_names:
             mod = getattr(first, name)
-            kind = "free" if isinstance(mod, FreeConv2d) else "tiled" if isinstance(mod, TiledConv2d) else "conv"
+            kind = (
+                "free"
+                if isinstance(mod, FreeConv2d)
+                else "tiled"
+                if isinstance(mod, TiledConv2d)
+                else "lowrank"
+                if isinstance(mod, LowRankConv2d)
+                else "conv"
+            )
             layer = _Layer(name, kind, mod)
             if isinstance(mod, TiledConv2d):
                 layer.rows, layer.cols = mod.row_tile.to(device), mod.col_tile.to(device)
@@ -127,10 +145,13 @@ class StackedPaperNet:
         K = self.size
         B = x.shape[0] // K
         x5 = x.view(K, B, *x.shape[1:])
-        if self.kind == "cnn":
+        if self.kind in ("cnn", "lowrank"):  # grouped layout (B, K*C, H, W) between the layers
             h = x5.transpose(0, 1).reshape(B, K * x.shape[1], x.shape[2], x.shape[3])
             for layer in self.layers:
                 mod = layer.module
+                if isinstance(mod, LowRankConv2d):
+                    h = torch.relu(stacked_lowrank_conv(h, self.params, layer.name, mod))
+                    continue
                 assert isinstance(mod, nn.Conv2d)
                 w = self.params[f"{layer.name}.weight"]
                 b = self.params[f"{layer.name}.bias"]
@@ -159,18 +180,55 @@ class StackedPaperNet:
         return torch.baddbmm(p["fc2.bias"].unsqueeze(1), h, p["fc2.weight"].transpose(1, 2))
 
     # ------------------------------------------------------------------ penalty
-    def share_penalty(self, radius: int) -> Tensor:
-        """(K,) soft-sharing penalty of every member (``model_share_penalty`` of each net)."""
+    def share_penalty(self, radius: int, kind: str = "l2_neighbours") -> Tensor:
+        """(K,) soft-sharing penalty of every member (``model_share_penalty(net, radius, kind)`` of each net).
+
+        Both kinds sum over the entries of each position's block, so the block's layout
+        (here ``(kh, kw, C, O)``, the single run's ``(O, C, kh, kw)``) does not change the value.
+        """
+        if kind == "l2_neighbours":
+            fn = lambda k: neighbour_penalty(k, radius)  # noqa: E731
+        elif kind == "l1_all_pairs":
+            fn = all_pairs_l1  # ties (masked zeros, a tile's positions) get the same total subgradient
+        else:
+            raise ValueError(f"share_penalty: unknown kind {kind!r} (l2_neighbours or l1_all_pairs)")
         total = next(iter(self.params.values())).new_zeros(self.size)
-        for layer in self.layers:
-            if layer.kind == "conv":
-                continue
-            w, _ = self._free_weight(layer)
-            pm = self.penalty_masks.get(layer.name)
-            if pm is not None:
-                w = w * pm
-            total = total + torch.func.vmap(lambda k: neighbour_penalty(k, radius))(w)
+        for kernel in self.filter_kernels():
+            total = total + torch.func.vmap(fn)(kernel)
         return total
+
+    # ------------------------------------------------------- sharing helpers
+    def layer(self, name: str) -> _Layer:
+        return next(layer for layer in self.layers if layer.name == name)
+
+    def keep_mask(self, name: str) -> Tensor | None:
+        """Free layer ``name``: which stored weights each member keeps (weight or input mode), or None.
+
+        ``share_layer_``'s ``keep`` (the weight mask, else the input mode's weight mask), stacked;
+        a member without a mask has all ones in both, so their product is its own mask.
+        """
+        weight_mask = self.masks.get(f"{name}.mask")
+        input_mask = self.penalty_masks.get(name)
+        if weight_mask is None or input_mask is None:
+            return weight_mask if input_mask is None else input_mask
+        return weight_mask & input_mask
+
+    def filter_kernels(self) -> list[Tensor]:
+        """Every free layer's kernel as the layer computes with it (``filter_kernel``), (K, positions, ...)."""
+        out = []
+        for layer in self.layers:
+            if layer.kind in ("free", "tiled"):
+                w, _ = self._free_weight(layer)
+                pm = self.penalty_masks.get(layer.name)
+                out.append(w if pm is None else w * pm)
+            elif layer.kind == "lowrank":
+                out.append(stacked_lowrank_kernel(self.params, layer.name, layer.module))  # type: ignore[arg-type]
+        return out
+
+    def combining_weights(self, layer: _Layer) -> Tensor:
+        """Low-rank layer ``layer``: every member's normalised combining weights (K, oh, ow, R)."""
+        assert isinstance(layer.module, LowRankConv2d)
+        return stacked_combining_weights(self.params, layer.name, layer.module)
 
     # --------------------------------------------------------------- members
     def select(self, keep: list[int]) -> None:

@@ -146,6 +146,7 @@ class _PackRun:
         from weightshare.checkpoints import module_state
         from weightshare.data.datamodule import TensorDataModule
         from weightshare.models import count_parameters
+        from weightshare.models.registry import is_free_model
         from weightshare.packed.adam import StackedAdam
         from weightshare.packed.data import PackData
         from weightshare.packed.stacked_net import StackedPaperNet
@@ -189,11 +190,19 @@ class _PackRun:
         self.min_epochs = int(cfg.trainer.min_epochs or 0)
         self.factors = lr_factors(cfg, self.max_epochs)
         self.fm = cfg.callbacks.filter_metrics
-        self.free = cfg.model.name == "fcn"
+        self.free = is_free_model(str(cfg.model.name))  # filter metrics, as build_callbacks
         self.penalty = torch.tensor([m.penalty for m in members], dtype=self.dtype, device=device)
         self.use_penalty = bool((self.penalty > 0).any())
         self.radius = int(cfg.model.penalty_radius)
+        self.penalty_kind = str(cfg.model.get("share_penalty_kind", "l2_neighbours"))
         self.nan_guard = bool(cfg.callbacks.nan_guard)
+        self.sharing = None
+        if cfg.model.dynamic_sharing.every is not None:
+            from weightshare.packed.stacked_sharing import StackedDynamicSharing
+
+            ds = cfg.model.dynamic_sharing
+            strengths = [float(m.cfg.model.dynamic_sharing.strength) for m in members]
+            self.sharing = StackedDynamicSharing(self.net, int(ds.every), strengths, ds.radius)
         self.start_epoch = members[0].start_epoch
         self.step = self.start_epoch * len(self.data.train_batches([0], 0)) if self.start_epoch else 0
 
@@ -212,6 +221,8 @@ class _PackRun:
             self.opt.select(self.net.parameters(), keep)
             self.penalty = self.penalty[torch.tensor(keep, device=self.penalty.device)]
             self.use_penalty = bool((self.penalty > 0).any())
+            if self.sharing is not None:
+                self.sharing.select(keep)
 
     def _filter_metrics(self, net: torch.nn.Module) -> dict[str, float]:
         from weightshare.metrics.filter_distance import layer_filter_metrics
@@ -263,6 +274,8 @@ class _PackRun:
         correct = torch.zeros(K, dtype=torch.int64, device=dev)
         pen_sum = torch.zeros(K, dtype=torch.float64, device=dev)
         images = 0
+        if self.sharing is not None:
+            self.sharing.reset_epoch()
         for i in range(len(batches)):
             if self.flag["term"]:
                 raise TerminatedError
@@ -292,13 +305,15 @@ class _PackRun:
                     losses = ce.view(len(self.active), B).mean(1)
             total = losses.sum()
             if self.use_penalty:
-                pen = self.net.share_penalty(self.radius)
+                pen = self.net.share_penalty(self.radius, self.penalty_kind)
                 total = total + (self.penalty * pen).sum()
                 pen_sum += pen.detach().double() * B
             self.opt.zero_grad()
             total.backward()
             self.opt.step(factor)
             self.step += 1
+            if self.sharing is not None:
+                self.sharing.after_step(self.step)
             images += B
             with torch.no_grad():
                 loss_sum += losses.detach().float() * float(B)
@@ -320,6 +335,9 @@ class _PackRun:
                     # logged as a tensor, so Lightning keeps its dtype (float64 in 64-true)
                     value = float(pen_sum[p] / float(images))
                     rows[p]["train/share_penalty"] = value if self.dtype == torch.float64 else f32(value)
+        if self.sharing is not None:
+            for p, row in enumerate(rows):
+                row.update({n: f32(v) for n, v in self.sharing.metrics(p, self.step).items()})
         self._validate(rows)
         self._end_epoch(epoch, rows, t0)
 
