@@ -56,6 +56,7 @@ from torch import Tensor, nn
 
 from weightshare.errors import ConfigError
 from weightshare.layers._free_conv_geometry import IntPair, Padding, make_geometry
+from weightshare.layers.common import adopt_geometry
 from weightshare.layers.free_conv import INIT_NAMES, glorot_limit
 
 __all__ = ["COMBINING_MODES", "NORMALIZATIONS", "LowRankConv2d"]
@@ -105,7 +106,9 @@ class LowRankConv2d(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.geometry = g = make_geometry(in_channels, out_channels, kernel_size, stride, padding, dilation, input_size)
+        g = adopt_geometry(
+            self, make_geometry(in_channels, out_channels, kernel_size, stride, padding, dilation, input_size), padding
+        )
         if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= g.positions:
             raise ConfigError("model.rank", rank, f"an integer in [1, {g.positions}] (the layer's output positions)")
         if combining not in COMBINING_MODES:
@@ -114,10 +117,6 @@ class LowRankConv2d(nn.Module):
             raise ConfigError("normalize", normalize, f"one of {list(NORMALIZATIONS)}")
         if init not in INIT_NAMES:
             raise ConfigError("model.fcn_init", init, f"one of {list(INIT_NAMES)}")
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride, self.dilation = (g.kh, g.kw), (g.sh, g.sw), (g.dh, g.dw)
-        self.padding: Padding = padding if isinstance(padding, str) else (g.pad[0], g.pad[2])
-        self.input_size = (g.in_h, g.in_w)
         self.output_size = (g.out_h, g.out_w)
         self.rank, self.combining, self.normalize, self.init = rank, combining, normalize, init
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
