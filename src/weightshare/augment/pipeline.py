@@ -14,8 +14,10 @@ import torch
 from weightshare.errors import ConfigError
 
 from ._util import check_batch
-from .geometry import affine_batch, random_affine, random_crop, random_hflip, sample_angles, sample_shifts
-from .noise import edge_noise, gaussian_noise
+from .geometry import affine_batch, random_affine, random_crop, random_hflip
+from .keyed import keyed_affine_draws, keyed_train_augment
+from .keyed_rng import STREAMS, SampleKeys, eval_key
+from .noise import edge_noise, frame_mask, gaussian_noise
 from .quadrant import quadrant_swap
 from .validate import EVAL_VARIANTS, check_edge_width, validate_aug_levels, validate_eval_config
 
@@ -59,13 +61,20 @@ class TrainAugmenter:
             or self.hflip
         )
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """Augment a float batch in [0, 1]; draws from ``generator`` (on ``x.device``)."""
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | SampleKeys | None) -> torch.Tensor:
+        """Augment a float batch in [0, 1].
+
+        ``generator``: per-sample :class:`SampleKeys` (what the data module passes: each
+        sample's draws depend only on its key, see :mod:`.keyed`), or a ``torch.Generator``
+        on ``x.device`` (draws in the documented order, for scripts and tests).
+        """
         if not self.active:
             return x
         check_batch(x)
         if self.edge_noise > 0:
             check_edge_width("aug.edge_width", self.edge_width, tuple(x.shape[-2:]))
+        if isinstance(generator, SampleKeys):
+            return keyed_train_augment(x, generator, **self.settings())
         x = random_affine(x, self.translate, self.rotate * 360.0, generator)
         if self.crop_padding > 0:
             x = random_crop(x, self.crop_padding, generator)
@@ -76,6 +85,19 @@ class TrainAugmenter:
         if self.edge_noise > 0:
             x = edge_noise(x, self.edge_noise, self.edge_width, generator, faithful=self.faithful_edge_noise)
         return x
+
+    def settings(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`keyed_train_augment` for this config."""
+        return {
+            "translate": self.translate,
+            "rotate": self.rotate,
+            "noise": self.noise,
+            "edge_noise": self.edge_noise,
+            "edge_width": self.edge_width,
+            "faithful_edge_noise": self.faithful_edge_noise,
+            "crop_padding": self.crop_padding,
+            "hflip": self.hflip,
+        }
 
     def __repr__(self) -> str:
         return (
@@ -101,10 +123,11 @@ class EvalVariants:
     """Builds the evaluation variants of a validation batch (protocol: clean, translate 25%,
     rotate +-45 degrees, noise 0.15, edge noise 0.15, quadrant swap).
 
-    The random variants of batch ``i`` draw from a generator on ``x.device`` seeded with
-    :func:`eval_seed` ``(cfg.seed, i, name)``, so every model and every epoch is scored on
-    the same perturbed images (on the same device type: CPU and CUDA generators give
-    different streams for the same seed).
+    The perturbation of a sample is keyed by ``(cfg.seed, variant, sample index)`` through
+    :class:`SampleKeys` (:func:`eval_key`): every model, every epoch, every evaluation batch
+    size and every member of a pack scores a sample on the same perturbed image, on any
+    device. The variant name in the key keeps e.g. the translated images the same whether
+    or not the other variants are enabled.
     """
 
     def __init__(self, cfg: Any) -> None:
@@ -118,18 +141,24 @@ class EvalVariants:
         names = ["clean"] + [str(v) for v in cfg.variants if v != "clean"]
         self.names: list[str] = list(dict.fromkeys(names))  # ordered, no duplicates
 
-    def generator(self, batch_index: int, variant: str, device: torch.device | str) -> torch.Generator:
-        """The generator of one variant of one batch, seeded with :func:`eval_seed`."""
-        g = torch.Generator(device=device)
-        g.manual_seed(eval_seed(self.seed, batch_index, variant))
-        return g
+    def keys(self, index: torch.Tensor, variant: str) -> SampleKeys:
+        """The per-sample keys of ``variant`` for the samples ``index``."""
+        return SampleKeys(eval_key(self.seed, variant), index)
 
-    def __call__(self, x: torch.Tensor, batch_index: int) -> dict[str, torch.Tensor]:
-        """``{"clean": x, <variant>: perturbed x, ...}`` in the configured order."""
+    def __call__(self, x: torch.Tensor, index: torch.Tensor | int) -> dict[str, torch.Tensor]:
+        """``{"clean": x, <variant>: perturbed x, ...}`` in the configured order.
+
+        ``index``: the dataset indices (B,) of the samples; an int ``i`` means the samples
+        ``i, i+1, ...`` (scripts that perturb a batch without a dataset behind it).
+        """
         check_batch(x)
         B, _, H, W = x.shape
+        if isinstance(index, int):
+            index = torch.arange(index, index + B, device=x.device)
+        index = index.to(x.device)
         if "edge_noise" in self.names:
             check_edge_width("eval.edge_width", self.edge_width, (H, W))
+        cdt = x.dtype if x.dtype == torch.float64 else torch.float32
         out: dict[str, torch.Tensor] = {}
         for name in self.names:
             if name == "clean":
@@ -138,15 +167,20 @@ class EvalVariants:
             if name == "quadrant_swap":
                 out[name] = quadrant_swap(x)
                 continue
-            g = self.generator(batch_index, name, x.device)
+            k = self.keys(index, name)
             if name == "translate":
-                out[name] = affine_batch(x, None, sample_shifts(B, H, W, self.translate, g, x.device))
+                shifts, _ = keyed_affine_draws(k, H, W, self.translate, 0.0)
+                out[name] = affine_batch(x, None, shifts)
             elif name == "rotate":
-                out[name] = affine_batch(x, sample_angles(B, self.rotate_degrees, g, x.device), None)
+                _, angles = keyed_affine_draws(k, H, W, 0.0, self.rotate_degrees)
+                out[name] = affine_batch(x, angles, None)
             elif name == "noise":
-                out[name] = gaussian_noise(x, self.noise, g)
+                z = k.normal(STREAMS["noise"], x[0].numel(), cdt).view(x.shape)
+                out[name] = (x.to(cdt) + z * self.noise).to(x.dtype)
             elif name == "edge_noise":
-                out[name] = edge_noise(x, self.edge_noise, self.edge_width, g)
+                z = k.normal(STREAMS["edge_noise"], x[0].numel(), cdt).view(x.shape)
+                mask = frame_mask(H, W, self.edge_width, x.device).to(cdt) * self.edge_noise
+                out[name] = (x.to(cdt) + z * mask).to(x.dtype)
             else:  # validated in __init__; kept so a new name cannot pass silently
                 raise ConfigError("eval.variants", name, f"one of {list(EVAL_VARIANTS)}")
         return out

@@ -6,9 +6,11 @@ step. Here the loader yields only index batches; the images are moved to the dev
 and gathering, scaling to [0, 1] and augmentation happen batched on the device in
 :meth:`TensorDataModule.on_after_batch_transfer`.
 
-Randomness: the training order and the training augmentations of epoch ``e`` come from
-generators seeded with ``(seed, fold, e)``, so a run resumed from an epoch-end checkpoint
-sees exactly the batches an uninterrupted run would.
+Randomness: the training order of epoch ``e`` comes from a generator seeded with
+``(seed, fold, e)``; the training augmentation of a sample is keyed by ``(seed, fold, e,
+sample index)`` (a counter-based generator, :mod:`weightshare.augment.keyed_rng`), so a run
+resumed from an epoch-end checkpoint sees exactly the batches an uninterrupted run would,
+and a packed sweep's members see exactly their single runs' images.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from weightshare.augment import EvalVariants, TrainAugmenter
+from weightshare.augment.keyed_rng import SampleKeys, train_key
 from weightshare.data import ArrayDataset, load_dataset, make_split
 from weightshare.models.paper_nets import DataInfo
 
@@ -96,8 +99,6 @@ class TensorDataModule(pl.LightningDataModule):
         self.val_idx: torch.Tensor | None = None
         self._images: torch.Tensor | None = dataset.images if dataset is not None else None
         self._labels: torch.Tensor | None = dataset.labels if dataset is not None else None
-        self._train_gen: torch.Generator | None = None
-        self._train_gen_epoch: int | None = None
 
     # ------------------------------------------------------------------ setup
     def load(self) -> ArrayDataset:
@@ -161,15 +162,9 @@ class TensorDataModule(pl.LightningDataModule):
             self._labels = self._labels.to(device)
         return self._images, self._labels
 
-    def train_generator(self, device: torch.device, epoch: int) -> torch.Generator:
-        """The augmentation generator of ``epoch``, reseeded at each new epoch."""
-        if self._train_gen is None or self._train_gen.device != device:
-            self._train_gen = torch.Generator(device=device)
-            self._train_gen_epoch = None
-        if self._train_gen_epoch != epoch:
-            self._train_gen.manual_seed(mix_seed(self.seed, self.cfg.fold, epoch, 7))
-            self._train_gen_epoch = epoch
-        return self._train_gen
+    def train_keys(self, index: torch.Tensor, epoch: int) -> SampleKeys:
+        """The augmentation keys of the training samples ``index`` in ``epoch``."""
+        return SampleKeys(train_key(self.seed, self.cfg.fold, epoch), index)
 
     def gather(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Images of ``index`` scaled to [0, 1] (float32) and their labels, on index's device."""
@@ -183,9 +178,9 @@ class TensorDataModule(pl.LightningDataModule):
         training = trainer is not None and trainer.training
         if training:
             if self.augmenter.active:
-                x = self.augmenter(x, self.train_generator(x.device, trainer.current_epoch))
+                x = self.augmenter(x, self.train_keys(index, trainer.current_epoch))
             return x, y
-        # evaluation: the perturbation is keyed by the batch's first sample index (validation
-        # is unshuffled), so every model and every epoch of a sweep with the same fold and
-        # eval batch size is scored on the same perturbed images
-        return {"x": self.eval_variants(x, int(index[0])), "y": y}
+        # evaluation: the perturbation is keyed by each sample's index, so every model and every
+        # epoch of a sweep (any eval batch size, any device, packed or not) is scored on the same
+        # perturbed images
+        return {"x": self.eval_variants(x, index), "y": y}

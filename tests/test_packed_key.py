@@ -1,0 +1,86 @@
+"""pack_key / unpackable_reason: which jobs of a sweep may share one pack."""
+
+from __future__ import annotations
+
+import pytest
+
+from weightshare.packed import pack_key, unpackable_reason
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],
+        ["model=fcn"],
+        ["model=fcn", "model.connectivity=0.5", "model.connectivity_mode=input"],
+        ["model=fcn", "model.share_tile=2"],
+        ["model=fcn", "model.share_penalty=0.1"],
+        ["trainer.precision=64-true"],
+        ["trainer.precision=bf16-mixed", "scheduler=cosine"],
+        ["aug.translate=0.3", "aug.noise=0.1"],
+    ],
+)
+def test_paper_nets_are_packable(compose, overrides):
+    assert unpackable_reason(compose(overrides)) is None
+
+
+@pytest.mark.parametrize(
+    "overrides,fragment",
+    [
+        (["model=resnet"], "model=resnet is not packable"),
+        (["model=sharesnet"], "model=sharesnet is not packable"),
+        (["experiment=divergence"], "divergence"),
+        (["model=fcn", "model.init_from=/x.ckpt"], "model.init_from"),
+        (["optimizer=sgd"], "optimizer=sgd"),
+        (["trainer.precision=16-mixed"], "trainer.precision=16-mixed"),
+        (["trainer.gradient_clip_val=1.0"], "trainer.gradient_clip_val=1.0"),
+        (["trainer.accumulate_grad_batches=2"], "trainer.accumulate_grad_batches=2"),
+        (["trainer.limit_train_batches=0.5"], "trainer.limit_train_batches"),
+        (["trainer.check_val_every_n_epoch=2"], "check_val_every_n_epoch"),
+        (["train=false"], "train=false"),
+    ],
+)
+def test_unpackable_configs_name_the_reason(compose, overrides, fragment):
+    reason = unpackable_reason(compose(overrides))
+    assert reason is not None and fragment in reason
+    assert "\n" not in reason
+
+
+def test_members_may_differ_in_fold_seed_aug_masks_penalty_init_and_lr(compose):
+    base = pack_key(compose(["model=fcn"]))
+    for extra in (
+        ["data.fold=3"],
+        ["seed=7"],
+        ["aug.translate=0.2"],
+        ["aug.rotate=0.1", "aug.edge_noise=0.3"],
+        ["model.connectivity=0.4"],
+        ["model.connectivity_mode=input", "model.connectivity=0.2"],
+        ["model.share_penalty=0.5"],
+        ["model.fcn_init=keras"],
+        ["optimizer.lr=0.01"],
+        ["task_name=other", "logger=none"],
+    ):
+        assert pack_key(compose(["model=fcn", *extra])) == base, extra
+    hash(base)
+
+
+def test_members_must_share_data_architecture_schedule_and_eval(compose):
+    base = pack_key(compose(["model=fcn"]))
+    for extra in (
+        ["data=cifar10"],
+        ["data.split=standard"],
+        ["model=cnn"],
+        ["model.depth=2"],
+        ["model.share_tile=2"],
+        ["data.batch_size=128"],
+        ["trainer.max_epochs=3"],
+        ["callbacks.early_stopping.patience=3"],
+        ["trainer.precision=64-true"],
+        ["trainer.accelerator=cpu"],
+        ["optimizer.eps=1e-8"],
+        ["scheduler=cosine"],
+        ["eval=clean"],
+        ["eval.seed=1"],
+        ["aug.edge_width=3"],
+    ):
+        assert pack_key(compose(["model=fcn", *extra])) != base, extra
