@@ -190,6 +190,7 @@ def test_rerun_skips_completed_members_and_retrains_the_others(tmp_path: Path) -
 
     proc, calls = _run(tmp_path, args)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _members(calls) == [["0", "1"]]  # the packed trainer, not the launcher, skips completed members
     again = _results(sweep, 2)
     assert again[0] == first[0]  # completed: not retrained, results.json untouched
     assert (sweep / "0" / "metrics.csv").read_text() == metrics0
