@@ -24,6 +24,11 @@ from weightshare.models import build_model, count_parameters
 from weightshare.models.paper_nets import DataInfo
 
 
+def _loss_dtype(logits: torch.Tensor) -> torch.Tensor:
+    """Logits for the loss: at least float32 (bf16/fp16 upcast), float64 kept as is."""
+    return logits if logits.dtype == torch.float64 else logits.float()
+
+
 class DivergenceError(WeightshareError, FloatingPointError):
     """The training loss became NaN or infinite."""
 
@@ -112,7 +117,7 @@ class WeightShareModule(pl.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
         logits = self.net(x)
-        loss = F.cross_entropy(logits.float(), y)
+        loss = F.cross_entropy(_loss_dtype(logits), y)
         if self.nan_guard and not torch.isfinite(loss):
             raise DivergenceError(self.current_epoch, self.global_step, float(loss.detach()))
         self.train_loss(loss.detach(), weight=y.numel())
@@ -130,7 +135,7 @@ class WeightShareModule(pl.LightningModule):
         y = batch["y"]
         for variant, x in batch["x"].items():
             logits = self.net(x)
-            loss = F.cross_entropy(logits.float(), y)
+            loss = F.cross_entropy(_loss_dtype(logits), y)
             self.eval_loss[variant](loss, weight=y.numel())
             self.eval_acc[variant](logits, y)
             self.log(f"{prefix}/{variant}/acc", self.eval_acc[variant], on_step=False, on_epoch=True)

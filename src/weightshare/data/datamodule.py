@@ -179,8 +179,15 @@ class TensorDataModule(pl.LightningDataModule):
         if training:
             if self.augmenter.active:
                 x = self.augmenter(x, self.train_keys(index, trainer.current_epoch))
-            return x, y
+            return _to_precision(x, trainer), y
         # evaluation: the perturbation is keyed by each sample's index, so every model and every
         # epoch of a sweep (any eval batch size, any device, packed or not) is scored on the same
         # perturbed images
-        return {"x": self.eval_variants(x, index), "y": y}
+        variants = self.eval_variants(x, index)
+        return {"x": {k: _to_precision(v, trainer) for k, v in variants.items()}, "y": y}
+
+
+def _to_precision(x: torch.Tensor, trainer: Any) -> torch.Tensor:
+    """A float64 batch for ``trainer.precision=64-true`` (augmented in float32 first), else ``x``."""
+    precision = str(getattr(trainer, "precision", "32-true")) if trainer is not None else "32-true"
+    return x.double() if precision.startswith("64") else x
