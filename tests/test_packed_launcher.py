@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -115,14 +116,21 @@ def _tree(job_dir: Path) -> set[str]:
     return {str(p.relative_to(job_dir)) for p in job_dir.rglob("*") if p.is_file()}
 
 
-def test_packed_sweep_writes_the_basic_launchers_run_directories(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def two_sweeps(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, subprocess.CompletedProcess, list]:
+    """The same two jobs under the basic launcher and the packed launcher."""
+    tmp_path = tmp_path_factory.mktemp("two_sweeps")
     jobs = [*TINY, "seed=0,1"]
     basic, pack = tmp_path / "basic", tmp_path / "packed"
     proc, _ = _run(tmp_path, [*jobs, f"hydra.sweep.dir={basic}", "hydra.job.name=train"], spy=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     proc, calls = _run(tmp_path, ["hydra/launcher=packed", *jobs, f"hydra.sweep.dir={pack}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return basic, pack, proc, calls
 
+
+def test_packed_sweep_writes_the_basic_launchers_run_directories(two_sweeps) -> None:
+    basic, pack, proc, calls = two_sweeps
     assert _members(calls) == [["0", "1"]]  # both jobs in one pack, one call
     assert sorted(p.name for p in pack.iterdir()) == sorted(p.name for p in basic.iterdir())
     for i in ("0", "1"):
@@ -138,6 +146,25 @@ def test_packed_sweep_writes_the_basic_launchers_run_directories(tmp_path: Path)
         assert b["output_dir"] == str(pack / str(a["identity"]["seed"]))
     # the end-of-sweep summary callback read the packed jobs
     assert f"sweep {pack}" in proc.stdout and proc.stdout.count("completed") >= 2
+
+
+def test_rerun_skips_completed_members_and_retrains_the_others(two_sweeps, tmp_path: Path) -> None:
+    sweep = tmp_path / "s"
+    shutil.copytree(two_sweeps[1], sweep)
+    first = _results(sweep, 2)
+    broken = dict(first[1], status="failed", error="RuntimeError: killed")
+    (sweep / "1" / "results.json").write_text(json.dumps(broken))
+    metrics0 = (sweep / "0" / "metrics.csv").read_text()
+
+    proc, calls = _run(tmp_path, ["hydra/launcher=packed", *TINY, "seed=0,1", f"hydra.sweep.dir={sweep}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _members(calls) == [["0", "1"]]  # the packed trainer, not the launcher, skips completed members
+    again = _results(sweep, 2)
+    assert again[0] == first[0]  # completed: not retrained, results.json untouched
+    assert (sweep / "0" / "metrics.csv").read_text() == metrics0
+    assert again[1]["status"] == "completed" and again[1]["started_unix"] > first[1]["started_unix"]
+    assert again[1]["output_dir"] == str(sweep / "1")
+    assert proc.stdout.count("completed") >= 2  # the summary table lists both
 
 
 def test_groups_by_key_and_pack_size_and_runs_unpackable_jobs_alone(tmp_path: Path) -> None:
@@ -176,26 +203,6 @@ def test_groups_by_key_and_pack_size_and_runs_unpackable_jobs_alone(tmp_path: Pa
     assert plain["status"] == two_stage["status"] == "completed"
     assert "stages" in two_stage and (div / "1" / "cnn_stage" / "results.json").is_file()
     assert (div / "1" / ".hydra" / "overrides.yaml").is_file() and (div / "1" / "train.log").is_file()
-
-
-def test_rerun_skips_completed_members_and_retrains_the_others(tmp_path: Path) -> None:
-    sweep = tmp_path / "s"
-    args = ["hydra/launcher=packed", *TINY, "seed=0,1", f"hydra.sweep.dir={sweep}"]
-    proc, _ = _run(tmp_path, args)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    first = _results(sweep, 2)
-    broken = dict(first[1], status="failed", error="RuntimeError: killed")
-    (sweep / "1" / "results.json").write_text(json.dumps(broken))
-    metrics0 = (sweep / "0" / "metrics.csv").read_text()
-
-    proc, calls = _run(tmp_path, args)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert _members(calls) == [["0", "1"]]  # the packed trainer, not the launcher, skips completed members
-    again = _results(sweep, 2)
-    assert again[0] == first[0]  # completed: not retrained, results.json untouched
-    assert (sweep / "0" / "metrics.csv").read_text() == metrics0
-    assert again[1]["status"] == "completed" and again[1]["started_unix"] > first[1]["started_unix"]
-    assert proc.stdout.count("completed") >= 2  # the summary table lists both
 
 
 @pytest.mark.timeout(600)
