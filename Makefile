@@ -1,13 +1,19 @@
 # weightshare: common tasks. `make test` and `make demo` set up the virtual environment first.
+# `make help` lists the targets (each documented by its `## ` comment).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 # torch first, pinned: an unpinned torch would pull a multi-GB CUDA build on CPU machines.
 TORCH ?= torch==2.13.0
+LINT_PATHS := src tests scripts train.py
 
-.PHONY: setup demo test test-all lint bench clean
+.PHONY: help setup demo test test-all lint format bench clean
+.DEFAULT_GOAL := help
 
-setup: $(VENV)/.installed
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+setup: $(VENV)/.installed ## create .venv: torch==2.13.0 first, then the project with its dev extra
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,23 +21,28 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 	touch $@
 
-# The main job: a CNN and an FCN on the embedded digits data, then a table of accuracies.
-demo: setup
+demo: setup ## the main job: a CNN and an FCN on the bundled digits, then a table of accuracies
 	$(PY) train.py -m experiment=quickstart
 
-test: setup
+test: setup ## the default test suite (slow tests deselected)
 	$(PY) -m pytest -q
 
-test-all: setup
+test-all: setup ## every test, the slow real-data ones too
 	$(PY) -m pytest -q -m ""
 
-lint: setup
-	$(PY) -m ruff check src tests scripts train.py
+lint: setup ## ruff check and ruff format --check (what CI runs)
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 
-bench: setup
+format: setup ## run every pre-commit hook over the tree, fixing what they fix (ruff, YAML, end of files)
+	@# a hook that fixed files fails the first pass; the second pass fails only on what is left
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/pre-commit run --all-files \
+	  || PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/pre-commit run --all-files
+
+bench: setup ## layer and augmentation benchmarks (JSON + tables)
 	$(PY) scripts/bench_layers.py
 	$(PY) scripts/bench_augment.py
 
-clean:
+clean: ## remove run outputs and caches
 	rm -rf outputs multirun .pytest_cache .ruff_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -41,6 +41,7 @@ from weightshare.augment import (
     rotate,
     translate,
 )
+from weightshare.augment.keyed_rng import SampleKeys, train_key
 
 # Table A.2: (kernel, channels, stride) per layer, depth 3
 GEOMETRY = {
@@ -153,8 +154,10 @@ def bench_dataset(data: str, repeats: int, device: torch.device, make_free: Call
         )
     )
 
+    keys = SampleKeys(train_key(0, 0, 0), idx)  # what the data module passes (per-sample keyed draws)
+
     def input_path() -> torch.Tensor:
-        return aug_all(images.index_select(0, idx).float().div_(255), g)
+        return aug_all(images.index_select(0, idx).float().div_(255), keys)
 
     cases: dict[str, Callable[[], object]] = {
         f"translate {LEVEL}": lambda: translate(x, LEVEL, g),
@@ -165,8 +168,9 @@ def bench_dataset(data: str, repeats: int, device: torch.device, make_free: Call
         "quadrant_swap": lambda: quadrant_swap(x),
         "random_crop 4": lambda: random_crop(x, 4, g),
         "random_hflip": lambda: random_hflip(x, g),
-        "train augment (4 on)": lambda: aug_all(x, g),
-        "eval variants (6)": lambda: evals(x, 0),
+        "train augment (4 on)": lambda: aug_all(x, keys),
+        "train augment (4 on), torch.Generator draws": lambda: aug_all(x, g),
+        "eval variants (6)": lambda: evals(x, idx),
         "gather + /255": lambda: images.index_select(0, idx).float().div_(255),
         "input path (gather, /255, 4 augs)": input_path,
     }

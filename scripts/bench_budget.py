@@ -29,11 +29,9 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from weightshare.builders import build_callbacks
+from weightshare.builders import build_run
 from weightshare.config.compose import load_config
 from weightshare.data import ArrayDataset, load_dataset
-from weightshare.data.datamodule import TensorDataModule
-from weightshare.module import WeightShareModule
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -84,31 +82,31 @@ def measure(data: str, model: str, args: argparse.Namespace, out: Path) -> dict[
             f"model={model}",
             "aug.translate=0.3",
             "callbacks=minimal",
+            "callbacks.checkpoint.enabled=false",
+            "logger=none",
             f"paths.output_dir={out}",
             f"trainer.precision={args.precision}",
         ]
     )
     ds = _dataset(data)
-    dm = TensorDataModule(cfg.data, cfg.aug, cfg.eval, seed=0, dataset=ds)
-    dm.setup("fit")
-    module = WeightShareModule(cfg.model, cfg.optimizer, cfg.scheduler, dm.info, list(cfg.eval.variants))
     timer = _Timer()
-    callbacks = [c for c in build_callbacks(cfg, out) if not isinstance(c, pl.callbacks.ModelCheckpoint)]
-    trainer = pl.Trainer(
+    run = build_run(
+        cfg,
+        out,
+        dataset=ds,
+        loggers=False,
+        extra_callbacks=[timer],
         accelerator=args.device,
         devices=1,
-        precision=args.precision,
         max_epochs=args.epochs,
         limit_train_batches=args.train_batches,
         limit_val_batches=args.val_batches,
-        logger=False,
-        enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[*callbacks, timer],
         num_sanity_val_steps=0,
     )
-    trainer.fit(module, datamodule=dm)
+    dm, module = run.datamodule, run.module
+    run.trainer.fit(module, datamodule=dm)
     train_ips = timer.train_n / timer.train_s
     val_ips = timer.val_n / timer.val_s
     n_train, n_val = len(dm.train_idx), len(dm.val_idx)

@@ -1,8 +1,8 @@
 """Plots from run directories alone: ``python scripts/plot.py DIR [--out OUT]``.
 
 A DIR holding ``metrics.csv`` (or ``results.json``) is one run: its training curves and filter
-distances are drawn (:func:`weightshare.plots.plot_run`). Any other DIR is walked as a sweep
-and gets the paper's figures (:func:`weightshare.plots.plot_sweep`). Default OUT: ``DIR/plots``.
+distances are drawn (:func:`weightshare.report.figures_runs.plot_run`). Any other DIR is walked as a sweep
+and gets the paper's figures (:func:`weightshare.report.figures.plot_sweep`). Default OUT: ``DIR/plots``.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from weightshare.errors import WeightshareError
-from weightshare.plots import plot_run, plot_sweep
 from weightshare.report.collect import load_sweep
+from weightshare.report.figures import plot_sweep
+from weightshare.report.figures_runs import plot_run
 from weightshare.report.tables import CONVENTIONS
 
 

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 #: tiny synthetic runs: 5 folds of 64 images, batch 32 (8 steps), hidden 32, float64
 BASE = [
     "data=synthetic",
-    "data.synthetic_size=320",
+    "data.options.size=320",
     "data.batch_size=32",
     "model.hidden=32",
     "trainer.max_epochs=2",

@@ -8,12 +8,12 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from weightshare.builders import build_callbacks, build_trainer_kwargs
+from weightshare.builders import build_callbacks, build_loggers, build_model, build_trainer_kwargs
 from weightshare.config import validate_config
+from weightshare.data.dataset import DataInfo
 from weightshare.errors import ConfigError
-from weightshare.loggers import build_loggers, make_run_name
-from weightshare.models import build_model, count_parameters
-from weightshare.models.paper_nets import DataInfo
+from weightshare.loggers import make_run_name
+from weightshare.models import count_parameters
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = sorted(

@@ -527,7 +527,8 @@ def test_registry_dispatch_and_errors() -> None:
     with pytest.raises(ConfigError) as info:
         load_dataset("imagenet", "/nowhere")
     assert info.value.key == "data.name" and "['mnist', 'cifar10', 'digits', 'synthetic']" in str(info.value)
-    with pytest.raises(ConfigError, match=r"data\.colour=.*one of \['size', 'image_size', 'seed', 'noise_std'\]"):
+    allowed = r"one of \['size', 'image_size', 'seed', 'noise_std'\]"
+    with pytest.raises(ConfigError, match=r"data\.options\.colour=.*" + allowed):
         load_dataset("synthetic", None, colour=True)
     ds = load_dataset("synthetic", None, size=40, image_size=16, seed=3)
     assert isinstance(ds, ArrayDataset) and ds.images.shape == (40, 1, 16, 16)
@@ -588,7 +589,7 @@ def test_digits_standard_split_is_the_last_kfold_fold() -> None:
     standard = make_split("standard", len(ds), ds.n_train)
     kfold = make_split("kfold", len(ds), ds.n_train, fold=4)
     assert torch.equal(standard.val_idx, kfold.val_idx) and len(standard.val_idx) == 359
-    with pytest.raises(ConfigError, match=r"data\.digits_image_size"):
+    with pytest.raises(ConfigError, match=r"data\.options\.image_size"):
         load_digits(image_size=7)
 
 
@@ -651,7 +652,7 @@ def test_synthetic_position_is_visible_through_the_noise() -> None:
 
 
 def test_synthetic_bad_options() -> None:
-    with pytest.raises(ConfigError, match=r"data\.synthetic_image_size"):
+    with pytest.raises(ConfigError, match=r"data\.options\.image_size"):
         load_synthetic(image_size=8)
-    with pytest.raises(ConfigError, match=r"data\.synthetic_size"):
+    with pytest.raises(ConfigError, match=r"data\.options\.size"):
         load_synthetic(size=0)

@@ -11,10 +11,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from weightshare.builders import build_model
+from weightshare.data.dataset import DataInfo
 from weightshare.errors import ConfigError
 from weightshare.layers import FreeConv2d
-from weightshare.models import build_model
-from weightshare.models.paper_nets import DataInfo, PaperNet
+from weightshare.models.paper_nets import PaperNet
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -76,7 +77,7 @@ def test_divergence_experiment_runs_both_stages_in_one_command(tmp_path) -> None
             str(REPO / "train.py"),
             "experiment=divergence",
             "data=synthetic",
-            "data.synthetic_size=512",
+            "data.options.size=512",
             "divergence.cnn_epochs=2",
             "trainer.max_epochs=2",
             "eval=clean",
@@ -111,7 +112,7 @@ def test_completed_divergence_run_is_skipped_when_rerun(tmp_path) -> None:
         str(REPO / "train.py"),
         "experiment=divergence",
         "data=synthetic",
-        "data.synthetic_size=256",
+        "data.options.size=256",
         "divergence.cnn_epochs=1",
         "trainer.max_epochs=1",
         "eval=clean",

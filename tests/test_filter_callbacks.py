@@ -225,7 +225,8 @@ def test_wandb_offline_fit_logs_metrics_and_images(tmp_path, monkeypatch):
     pytest.importorskip("wandb")
     from types import SimpleNamespace
 
-    from weightshare.loggers import build_loggers, finish_wandb
+    from weightshare.builders import build_loggers
+    from weightshare.loggers import finish_wandb
 
     for var, val in {
         "WANDB_MODE": "offline",

@@ -293,30 +293,46 @@ def test_to_conv_mean_and_spread() -> None:
 
 
 def test_from_conv_rejects_grouped() -> None:
-    with pytest.raises(ConfigError, match="groups"):
+    with pytest.raises(ValueError, match=r"conv\.groups=2 is not allowed"):
         FreeConv2d.from_conv(nn.Conv2d(4, 4, 3, groups=2), (6, 6))
 
 
 @pytest.mark.parametrize(
     ("kwargs", "key"),
     [
-        ({"stride": 2, "padding": "same"}, "padding"),
-        ({"padding": "full"}, "padding"),
-        ({"padding": -1}, "padding"),
         ({"impl": "fast"}, "model.impl"),
         ({"init": "he"}, "model.fcn_init"),
         ({"connectivity": 1.0}, "model.connectivity"),
         ({"connectivity": -0.1}, "model.connectivity"),
         ({"connectivity_mode": "neuron"}, "model.connectivity_mode"),
-        ({"input_size": (2, 2)}, "input_size"),
-        ({"kernel_size": 0}, "kernel_size"),
     ],
 )
-def test_bad_arguments_raise_config_error(kwargs: dict, key: str) -> None:
+def test_bad_config_values_raise_config_error(kwargs: dict, key: str) -> None:
     args = {"kernel_size": 3, "input_size": (8, 8), **kwargs}
     with pytest.raises(ConfigError) as err:
         FreeConv2d(2, 3, **args)
     assert err.value.key == key
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"stride": 2, "padding": "same"}, ValueError, "padding='same' is not allowed"),
+        ({"padding": "full"}, ValueError, "padding='full' is not allowed"),
+        ({"padding": -1}, ValueError, "padding=-1 is not allowed"),
+        ({"input_size": (2, 2)}, ValueError, r"input_size=\(2, 2\) is not allowed"),
+        ({"kernel_size": 0}, ValueError, "kernel_size=0 is not allowed"),
+        ({"kernel_size": 2.5}, TypeError, "kernel_size=2.5 is not allowed"),
+        ({"stride": True}, TypeError, "stride=True is not allowed"),
+    ],
+)
+def test_misused_layer_arguments_raise_value_or_type_error(kwargs: dict, error: type, message: str) -> None:
+    """Layer arguments are a Python API: ValueError/TypeError, not the config keys' ConfigError."""
+    args = {"kernel_size": 3, "input_size": (8, 8), **kwargs}
+    with pytest.raises(error, match=message) as err:
+        FreeConv2d(2, 3, **args)
+    assert not isinstance(err.value, ConfigError)
     assert "\n" not in str(err.value)
 
 

@@ -71,8 +71,12 @@ def test_uniform_and_normal_statistics():
     u64 = sk.uniform(1, 10, torch.float64)
     assert u64.dtype == torch.float64 and u64.max() < 1
     # the float32 uniform is the float64 one truncated to 24 bits
-    d = u64 - sk.uniform(1, 10).double()
-    assert d.min() >= 0 and d.max() < 2**-24
+    # the documented bits of one hash: float64 value j = top 53 bits of hash j; float32 values j and
+    # j + ceil(n/2) = bits 40-63 and 8-31 of hash j
+    h = sk.bits(1, 10)[0, 3].item() & (2**64 - 1)
+    assert u64[0, 3].item() == (h >> 11) * 2.0**-53
+    u32 = sk.uniform(1, 20)
+    assert u32[0, 3].item() == (h >> 40) * 2.0**-24 and u32[0, 13].item() == ((h >> 8) & 0xFFFFFF) * 2.0**-24
     z = sk.normal(3, 101)
     assert z.shape == (2000, 101) and torch.isfinite(z).all()
     assert z.mean().item() == pytest.approx(0.0, abs=0.005)

@@ -12,7 +12,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 JOBS = [
     "data=synthetic",
-    "data.synthetic_size=1024",
+    "data.options.size=1024",
     "trainer.max_epochs=2",
     "callbacks=minimal",
     "eval=clean",
@@ -49,3 +49,24 @@ def test_submitit_local_executor_runs_the_sweep(tmp_path) -> None:
     assert a["status"] == b["status"] == "completed"
     assert a["pid"] != b["pid"]
     assert (tmp_path / "local_submitit" / ".submitit").is_dir()
+
+
+def test_slurm_launcher_without_slurm_is_one_line_error(tmp_path) -> None:
+    from weightshare.hydra_preflight import slurm_available
+
+    if slurm_available():
+        pytest.skip("this machine has SLURM")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "-m", "hydra/launcher=slurm", *JOBS, f"hydra.sweep.dir={tmp_path}/s"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert lines == [
+        "error: hydra/launcher=slurm needs SLURM, and this machine has none (no srun); use "
+        "hydra/launcher=local_submitit to run the SLURM code path as local processes, or hydra/launcher=parallel"
+    ]
+    assert not (tmp_path / "s" / "0").exists()  # no job started

@@ -10,9 +10,10 @@ import pytest
 from omegaconf import OmegaConf
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
+from weightshare.builders import build_loggers
 from weightshare.config.schema import LoggerConfig, TrainConfig, WandbConfig
 from weightshare.errors import ConfigError
-from weightshare.loggers import build_loggers, finish_wandb, format_aug, make_run_name
+from weightshare.loggers import finish_wandb, format_aug, make_run_name
 
 
 def test_csv_and_tensorboard_loggers_write_into_run_dir(tmp_path):

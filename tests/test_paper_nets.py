@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from weightshare.data.dataset import DataInfo
 from weightshare.errors import ConfigError
-from weightshare.models.paper_nets import DataInfo, PaperNet, count_parameters
+from weightshare.models.paper_nets import PaperNet, count_parameters
 
 MNIST = DataInfo("mnist", 1, 28, 28, 10)
 CIFAR = DataInfo("cifar10", 3, 32, 32, 10)

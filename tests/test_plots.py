@@ -14,8 +14,9 @@ import matplotlib.image
 import pytest
 
 from weightshare.errors import ConfigError
-from weightshare.plots import fd_columns, plot_run, plot_sweep, run_figures, sweep_figures
 from weightshare.report.collect import load_sweep
+from weightshare.report.figures import fd_columns, plot_sweep, sweep_figures
+from weightshare.report.figures_runs import plot_run, run_figures
 
 _HERE = Path(__file__).resolve().parent
 _spec = importlib.util.spec_from_file_location("ws_fake_sweep", _HERE / "fixtures" / "fake_sweep.py")

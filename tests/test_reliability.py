@@ -22,7 +22,7 @@ from weightshare.train import train
 REPO = Path(__file__).resolve().parents[1]
 SMALL = [
     "data=synthetic",
-    "data.synthetic_size=1024",
+    "data.options.size=1024",
     "callbacks=minimal",
     "eval=clean",
     "threads=1",
@@ -150,7 +150,7 @@ def _train_cmd(out: Path, epochs: int) -> list[str]:
         *SMALL,
         "model=fcn",
         "aug.translate=0.1",
-        "data.synthetic_size=2048",
+        "data.options.size=2048",
         f"trainer.max_epochs={epochs}",
         "callbacks.early_stopping.enabled=false",
         f"hydra.run.dir={out}",

@@ -20,9 +20,10 @@ import pytest
 from weightshare.errors import ConfigError
 from weightshare.report import write_report
 from weightshare.report.__main__ import main
-from weightshare.report.collect import aug_type_of, expected_jobs, load_sweep, read_results
+from weightshare.report.collect import IDENTITY_FIELDS, expected_jobs, load_sweep, read_results
 from weightshare.report.reference import default_reference_dir, load_reference
 from weightshare.report.tables import TABLE_METRICS
+from weightshare.results import aug_identity, find_jobs, run_identity
 
 _FIXTURE = Path(__file__).resolve().parent / "fixtures" / "fake_sweep.py"
 _spec = importlib.util.spec_from_file_location("ws_fake_sweep", _FIXTURE)
@@ -400,10 +401,50 @@ def test_duplicate_folds_are_counted_and_warned(sweep_dirs, tmp_path: Path) -> N
 
 
 def test_aug_type_rule() -> None:
-    assert aug_type_of({"translate": 0.0, "rotate": 0.0}) == ("none", 0.0)
-    assert aug_type_of({"noise": 0.3}) == ("noise", 0.3)
-    kind, level = aug_type_of({"translate": 0.1, "rotate": 0.2})
-    assert kind == "mixed" and math.isnan(level)
+    # one rule for results.json and for a failed job's saved config; a missing type is level 0
+    assert aug_identity({"translate": 0.0, "rotate": 0.0}) == ("none", 0.0)
+    assert aug_identity({"noise": 0.3}) == ("noise", 0.3)
+    assert aug_identity({"translate": 0.1, "rotate": 0.2, "noise": None}) == ("mixed", None)
+
+
+def test_find_jobs_is_the_one_walk_of_a_sweep(tmp_path: Path) -> None:
+    """Jobs in natural order; a job's cnn_stage/ and hidden folders are not walked; multirun.yaml found."""
+    root = fs.build_divergence_sweep(tmp_path / "div", levels=(0.0, 0.1, 0.2, 0.3), folds=(0, 1, 2))
+    (root / "12" / ".hydra").mkdir(parents=True)  # a job Hydra started, that wrote nothing else yet
+    (root / ".cache" / "x").mkdir(parents=True)
+    (root / ".cache" / "x" / "results.json").write_text("{}")
+    jobs, multiruns = find_jobs(root)
+    assert [p.name for p in jobs] == [str(n) for n in range(13)]  # 0, 1, 2, ..., 10, 11, 12
+    assert multiruns == [root / "multirun.yaml"]
+    assert find_jobs(root / "3") == ([root / "3"], [])  # a run directory is its own one job
+    # the report reads exactly these jobs (plus never-created ones multirun.yaml lists)
+    sweep = load_sweep([root])
+    found = sweep.jobs[sweep.jobs["error"] != "job directory never created (listed by multirun.yaml)"]
+    assert sorted(found["job_dir"]) == sorted(str(p.resolve()) for p in jobs)
+
+
+def test_identity_of_a_job_without_results_comes_from_run_identity(tmp_path: Path) -> None:
+    """A .hydra/config.yaml (unresolved: lr is an interpolation) gives run_identity's fields."""
+    job = tmp_path / "job"
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "config.yaml").write_text(
+        "seed: 7\ndata: {name: mnist, split: kfold, fold: 3, lr: 0.05}\n"
+        "model: {name: fcn, depth: 3, arch: null, connectivity: 0.5, share_tile: null, share_penalty: 0.0,"
+        " init_from: null}\noptimizer: {name: sgd, lr: '${data.lr}'}\ndivergence: {cnn_epochs: 2}\n"
+        "aug: {translate: 0.1, rotate: 0.0, noise: 0.0, edge_noise: 0.0}\n"
+    )
+    row = read_results(job)
+    assert row["status"] == "missing"
+    expected = dict(
+        data="mnist", model="fcn", depth=3, arch=None, split="kfold", fold=3, aug_type="translate",
+        aug_level=0.1, connectivity=0.5, share_tile=None, share_penalty=0.0, lr=0.05, optimizer="sgd",
+        seed=7, init_from="cnn_stage",
+    )  # fmt: skip
+    assert {k: row[k] for k in IDENTITY_FIELDS} == expected
+    assert set(IDENTITY_FIELDS) == set(run_identity({})) - {"aug"}
+    # a value of the wrong type is no identity (and no crash)
+    (job / ".hydra" / "config.yaml").write_text("model: {name: fcn, connectivity: lots}\n")
+    assert "model" not in read_results(job)
 
 
 def test_default_reference_dir_holds_the_paper_numbers() -> None:

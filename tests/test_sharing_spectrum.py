@@ -228,13 +228,14 @@ def test_bad_tile_is_a_config_error(tile):
         TiledConv2d(1, 2, 3, input_size=8, tile=tile)
 
 
-def test_bad_init_impl_and_too_small_input_are_config_errors():
+def test_bad_init_impl_are_config_errors_and_too_small_input_a_value_error():
     with pytest.raises(ConfigError, match=r"model\.fcn_init"):
         TiledConv2d(1, 2, 3, input_size=8, tile=2, init="glorot")
     with pytest.raises(ConfigError, match=r"model\.impl"):
         TiledConv2d(1, 2, 3, input_size=8, tile=2, impl="cuda_magic")
-    with pytest.raises(ConfigError, match="input_size"):
+    with pytest.raises(ValueError, match="input_size=") as err:
         TiledConv2d(1, 2, 5, input_size=3, tile=2)
+    assert not isinstance(err.value, ConfigError)
 
 
 # ---------------------------------------------------------------------- soft sharing

@@ -1,4 +1,8 @@
-"""Config -> Lightning objects: the Trainer's arguments and the callback list.
+"""Every config-to-object builder, and :func:`build_run`, the one function that wires a run.
+
+Why one module: a run is data module + Lightning module + callbacks + loggers + trainer, and
+the single-run entry point, the benchmarks and the packed trainer all need the same objects
+from the same config. Building them here, once, means a config key is read in one place.
 
 The order of callbacks matters: everything that logs in ``on_train_epoch_end`` comes before
 the epoch CSV writer, so one row holds all of an epoch's values; Lightning runs checkpoint
@@ -8,43 +12,178 @@ once its CSV row exists (a kill in between is undone by the resume, which drops 
 
 from __future__ import annotations
 
+import hashlib
+import math
+import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar, TQDMProgressBar
+from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
+from torch import nn
 
 from weightshare.callbacks.epoch_csv import EpochCSVWriter
 from weightshare.callbacks.throughput import ThroughputMonitor
+from weightshare.config.schema import OPTIMIZERS, SCHEDULERS
+from weightshare.data.dataset import ArrayDataset, DataInfo
+from weightshare.errors import ConfigError
+from weightshare.loggers import ALLOWED_LOGGERS, get_field
+from weightshare.models.registry import is_free_model, model_entry
 
-_OPTIONAL_TRAINER_KEYS = (
-    "max_time",
-    "benchmark",
-    "gradient_clip_val",
-    "limit_train_batches",
-    "limit_val_batches",
-    "profiler",
-)
+if TYPE_CHECKING:
+    from weightshare.data.datamodule import TensorDataModule
+    from weightshare.module import WeightShareModule
 
 
+# ------------------------------------------------------------------ network and optimiser
+def build_model(cfg: DictConfig, data: DataInfo) -> nn.Module:
+    """The network registered as ``cfg.name`` (:data:`weightshare.models.MODELS`) for ``data``.
+
+    With ``cfg.init_from`` set (FCN only), the FCN starts as an exact copy of the CNN in that
+    checkpoint (the weight-divergence experiment).
+    """
+    return model_entry(cfg.name).build(cfg, data)
+
+
+def build_optimizer(params: Any, cfg: DictConfig) -> torch.optim.Optimizer:
+    """Adam (Keras-like epsilon by default), AdamW or SGD from the ``optimizer`` node.
+
+    Adam and AdamW use the fused kernels unless ``optimizer.fused=false``: the same update,
+    computed in one pass over each tensor. The FCN has up to 4x the CNN's parameters, so the
+    per-tensor loop of the default implementation is a large part of its step on a CPU.
+    """
+    if cfg.name not in OPTIMIZERS:
+        raise ConfigError("optimizer.name", cfg.name, f"one of {list(OPTIMIZERS)}")
+    fused = True if cfg.fused is None else bool(cfg.fused)
+    if cfg.name in ("adam", "adamw"):
+        cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
+        return cls(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay, fused=fused)
+    return torch.optim.SGD(
+        params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
+    )
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: DictConfig, max_epochs: int) -> Any:
+    """Per-epoch schedule (``none`` returns None)."""
+    if cfg.name not in SCHEDULERS:
+        raise ConfigError("scheduler.name", cfg.name, f"one of {list(SCHEDULERS)}")
+    if cfg.name == "none":
+        return None
+    if cfg.name == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(cfg.milestones), gamma=cfg.gamma)
+    warm = cfg.warmup_epochs
+    total = max(max_epochs, warm + 1)
+
+    def factor(epoch: int) -> float:
+        if epoch < warm:
+            return (epoch + 1) / warm
+        return 0.5 * (1.0 + math.cos(math.pi * (epoch - warm) / (total - warm)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# ------------------------------------------------------------------------------ trainer
 def build_trainer_kwargs(cfg: DictConfig, out: Path) -> dict[str, Any]:
-    """``cfg.trainer`` as Trainer keyword arguments (unset optional keys left to Lightning)."""
+    """``cfg.trainer`` as Trainer keyword arguments; a key left null is left to Lightning's default."""
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     assert isinstance(kwargs, dict)
-    for key in _OPTIONAL_TRAINER_KEYS:
-        if kwargs.get(key) is None:
-            kwargs.pop(key, None)
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
     kwargs["default_root_dir"] = str(out)
     kwargs["enable_checkpointing"] = bool(cfg.callbacks.checkpoint.enabled)
     kwargs["enable_progress_bar"] = cfg.callbacks.progress_bar != "none"
     return kwargs
 
 
+# ------------------------------------------------------------------------------ loggers
+def _build_wandb(wandb_cfg: Any, run_dir: Path, run_name: str, resolved_config: dict, group: str | None) -> Logger:
+    try:
+        from pytorch_lightning.loggers import WandbLogger
+        from pytorch_lightning.loggers.wandb import _WANDB_AVAILABLE
+    except ImportError as exc:  # pragma: no cover - Lightning always ships the class
+        raise ConfigError("logger.names", "wandb", "csv or tensorboard (W&B logger unavailable)") from exc
+    if not _WANDB_AVAILABLE:
+        raise ConfigError("logger.names", "wandb", "csv or tensorboard, or install wandb (pip install wandb)")
+    offline = bool(get_field(wandb_cfg, "offline", False))
+    log_model = get_field(wandb_cfg, "log_model", False)
+    if offline and log_model:
+        raise ConfigError(
+            "logger.wandb.log_model",
+            log_model,
+            "false when logger.wandb.offline=true (offline runs upload nothing)",
+        )
+    os.environ.setdefault("WANDB_SILENT", "true")
+    tags = [str(t) for t in (get_field(wandb_cfg, "tags", None) or [])]
+    # Offline mode goes through wandb.init(mode="offline") rather than WandbLogger(offline=True):
+    # the latter sets os.environ["WANDB_MODE"]="dryrun" for the whole process, which would make
+    # every later (online) job of a multirun offline too.
+    # The run id is derived from the run directory, so a killed job resumed in its directory
+    # (ckpt_path=last) continues the same W&B run instead of leaving a crashed half behind.
+    run_id = hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]
+    return WandbLogger(
+        name=run_name,
+        id=run_id,
+        resume="allow",
+        save_dir=str(run_dir),
+        project=get_field(wandb_cfg, "project", "weightshare"),
+        log_model=log_model,
+        offline=False,
+        mode="offline" if offline else "online",
+        entity=get_field(wandb_cfg, "entity", None),
+        group=get_field(wandb_cfg, "group", None) or group,
+        tags=tags,
+        job_type=get_field(wandb_cfg, "job_type", "train"),
+        config=resolved_config,
+    )
+
+
+def build_loggers(
+    logger_cfg: Any,
+    run_dir: str | Path,
+    run_name: str,
+    resolved_config: dict,
+    group: str | None = None,
+) -> list[Logger]:
+    """Lightning loggers for ``logger_cfg.names`` (a subset of ``csv, tensorboard, wandb``).
+
+    - ``csv``: ``CSVLogger(save_dir=run_dir, name="lightning_csv")``
+    - ``tensorboard``: ``TensorBoardLogger(save_dir=run_dir, name="tensorboard",
+      default_hp_metric=False)``
+    - ``wandb``: ``WandbLogger`` with project, entity, group, tags, job type and log_model from
+      ``logger_cfg.wandb``, ``name=run_name``, files under ``run_dir/wandb``, and
+      ``resolved_config`` as the run config. ``group`` is used when ``logger.wandb.group`` is
+      null (pass the sweep directory name so every job of a sweep lands in one group).
+      ``offline: true`` runs W&B in offline mode (no network; sync later with ``wandb sync``).
+
+    Raises:
+        ConfigError: an unknown or repeated logger name, or ``log_model`` with ``offline``.
+    """
+    names = [str(n) for n in (get_field(logger_cfg, "names", None) or [])]
+    unknown = [n for n in names if n not in ALLOWED_LOGGERS]
+    if unknown:
+        raise ConfigError("logger.names", unknown, f"a list of {', '.join(ALLOWED_LOGGERS)}")
+    if len(set(names)) != len(names):
+        raise ConfigError("logger.names", names, "each of csv, tensorboard, wandb at most once")
+    run_dir = Path(run_dir)
+    loggers: list[Logger] = []
+    for name in names:
+        if name == "csv":
+            loggers.append(CSVLogger(save_dir=str(run_dir), name="lightning_csv"))
+        elif name == "tensorboard":
+            loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", default_hp_metric=False))
+        else:
+            wandb_cfg = get_field(logger_cfg, "wandb", {})
+            loggers.append(_build_wandb(wandb_cfg, run_dir, run_name, resolved_config, group))
+    return loggers
+
+
 def build_callbacks(cfg: DictConfig, out: Path) -> list[pl.Callback]:
     c = cfg.callbacks
     callbacks: list[pl.Callback] = [ThroughputMonitor()]
-    free_model = cfg.model.name == "fcn"
+    free_model = is_free_model(cfg.model.name)
     if c.filter_metrics.enabled and free_model:
         from weightshare.callbacks.filter_metrics import FilterDistanceCallback
 
@@ -99,3 +238,75 @@ def build_callbacks(cfg: DictConfig, out: Path) -> list[pl.Callback]:
             )
         )
     return callbacks
+
+
+# ---------------------------------------------------------------------------------- a run
+@dataclass
+class Run:
+    """Everything one training run is made of, built from one config by :func:`build_run`."""
+
+    cfg: DictConfig
+    out: Path
+    datamodule: TensorDataModule
+    module: WeightShareModule
+    callbacks: list[pl.Callback]
+    loggers: list[Logger]
+    trainer: pl.Trainer
+
+    @property
+    def info(self) -> DataInfo:
+        return self.datamodule.info
+
+
+def build_run(
+    cfg: DictConfig,
+    out: str | Path,
+    *,
+    dataset: ArrayDataset | None = None,
+    resolved_config: dict[str, Any] | None = None,
+    group: str | None = None,
+    loggers: bool = True,
+    extra_callbacks: list[pl.Callback] | None = None,
+    **trainer_overrides: Any,
+) -> Run:
+    """Data module (set up), Lightning module, callbacks, loggers and Trainer of ``cfg``'s run in ``out``.
+
+    ``dataset`` replaces reading ``data.name`` (benchmarks, notebooks); ``resolved_config`` is
+    the run config the loggers record (default: ``cfg`` resolved); ``group`` the W&B group
+    when ``logger.wandb.group`` is null (the sweep); ``loggers=False`` builds none;
+    ``trainer_overrides`` replace Trainer arguments of ``cfg.trainer`` (benchmarks).
+    Seeds torch (``cfg.seed``) before the network is built, so a run's initial weights are a
+    function of its seed alone.
+    """
+    from weightshare.data.datamodule import TensorDataModule
+    from weightshare.loggers import make_run_name
+    from weightshare.module import WeightShareModule
+
+    out = Path(out)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = TensorDataModule(
+        cfg.data, cfg.aug, cfg.eval, seed=cfg.seed, dataset=dataset, precision=str(cfg.trainer.precision)
+    )
+    datamodule.setup("fit")
+    module = WeightShareModule(
+        cfg.model,
+        cfg.optimizer,
+        cfg.scheduler,
+        datamodule.info,
+        list(cfg.eval.variants),
+        max_epochs=cfg.trainer.max_epochs,
+        nan_guard=cfg.callbacks.nan_guard,
+    )
+    callbacks = [*build_callbacks(cfg, out), *(extra_callbacks or [])]
+    built_loggers: list[Logger] = []
+    if loggers:
+        logger_cfg = cfg.logger.copy()
+        logger_cfg.wandb.tags = list(dict.fromkeys([*cfg.logger.wandb.tags, *cfg.tags]))  # experiment tags too
+        config = resolved_config if resolved_config is not None else OmegaConf.to_container(cfg, resolve=True)
+        built_loggers = build_loggers(logger_cfg, out, make_run_name(cfg), config, group=group)
+    kwargs = {**build_trainer_kwargs(cfg, out), **trainer_overrides}
+    trainer = pl.Trainer(**kwargs, callbacks=callbacks, logger=built_loggers or False)
+    return Run(cfg, out, datamodule, module, callbacks, built_loggers, trainer)

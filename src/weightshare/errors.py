@@ -32,3 +32,11 @@ class DataError(WeightshareError, OSError):
 
 class CheckpointError(WeightshareError, RuntimeError):
     """A checkpoint is missing, unreadable, or would run code when unpickled."""
+
+
+class DivergenceError(WeightshareError, FloatingPointError):
+    """The training loss became NaN or infinite (a job status ``diverged``, not a user error)."""
+
+    def __init__(self, epoch: int, step: int, value: float) -> None:
+        self.epoch, self.step, self.value = epoch, step, value
+        super().__init__(f"training diverged: loss={value} at epoch {epoch}, step {step}")

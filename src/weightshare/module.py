@@ -1,6 +1,6 @@
 """The LightningModule: loss, optimiser, and accuracy on every evaluation variant.
 
-The network itself is built by :func:`weightshare.models.build_model`; this module adds
+The network itself is built by :func:`weightshare.builders.build_model`; this module adds
 cross-entropy, the optional soft-sharing penalty, torchmetrics accuracies (train, and one
 per evaluation variant), the best validation accuracy so far, and a guard that turns a
 non-finite loss into :class:`DivergenceError` naming the epoch and step.
@@ -8,7 +8,6 @@ non-finite loss into :class:`DivergenceError` naming the epoch and step.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pytorch_lightning as pl
@@ -19,55 +18,17 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from weightshare.errors import WeightshareError
-from weightshare.models import build_model, count_parameters
-from weightshare.models.paper_nets import DataInfo
+from weightshare.builders import build_model, build_optimizer, build_scheduler
+from weightshare.data.dataset import DataInfo
+from weightshare.errors import DivergenceError
+from weightshare.models import count_parameters
+
+__all__ = ["DivergenceError", "WeightShareModule"]
 
 
 def _loss_dtype(logits: torch.Tensor) -> torch.Tensor:
     """Logits for the loss: at least float32 (bf16/fp16 upcast), float64 kept as is."""
     return logits if logits.dtype == torch.float64 else logits.float()
-
-
-class DivergenceError(WeightshareError, FloatingPointError):
-    """The training loss became NaN or infinite."""
-
-    def __init__(self, epoch: int, step: int, value: float) -> None:
-        self.epoch, self.step, self.value = epoch, step, value
-        super().__init__(f"training diverged: loss={value} at epoch {epoch}, step {step}")
-
-
-def build_optimizer(params: Any, cfg: DictConfig) -> torch.optim.Optimizer:
-    """Adam (Keras-like epsilon by default), AdamW or SGD from the ``optimizer`` node.
-
-    Adam and AdamW use the fused kernels unless ``optimizer.fused=false``: the same update,
-    computed in one pass over each tensor. The FCN has up to 4x the CNN's parameters, so the
-    per-tensor loop of the default implementation is a large part of its step on a CPU.
-    """
-    fused = True if cfg.fused is None else bool(cfg.fused)
-    if cfg.name in ("adam", "adamw"):
-        cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
-        return cls(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay, fused=fused)
-    return torch.optim.SGD(
-        params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
-    )
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: DictConfig, max_epochs: int) -> Any:
-    """Per-epoch schedule (``none`` returns None)."""
-    if cfg.name == "none":
-        return None
-    if cfg.name == "multistep":
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(cfg.milestones), gamma=cfg.gamma)
-    warm = cfg.warmup_epochs
-    total = max(max_epochs, warm + 1)
-
-    def factor(epoch: int) -> float:
-        if epoch < warm:
-            return (epoch + 1) / warm
-        return 0.5 * (1.0 + math.cos(math.pi * (epoch - warm) / (total - warm)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 class WeightShareModule(pl.LightningModule):

@@ -1,4 +1,4 @@
-"""Run summaries: atomic writes, the identity of a run, and ``results.json``.
+"""Run summaries: atomic writes, the identity of a run, ``results.json``, and where a sweep keeps them.
 
 A crash (or a kill) mid-write must never leave a half-written summary that a report would
 misread, so every summary is written to a temporary file in the same directory and renamed
@@ -8,6 +8,7 @@ over the target (``os.replace`` is atomic on POSIX and Windows).
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import os
@@ -17,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import DictConfig
 
 from weightshare.augment.validate import LEVEL_KEYS
 
@@ -76,9 +76,40 @@ def read_overrides(job_dir: str | Path) -> list[str] | None:
     return [str(o) for o in items] if isinstance(items, list) else None
 
 
+def find_jobs(root: str | Path) -> tuple[list[Path], list[Path]]:
+    """``(job_dirs, multirun_files)`` under ``root``: the one reader of a sweep directory's layout.
+
+    A job directory is one holding ``results.json`` or ``.hydra/`` (``root`` itself may be one).
+    A job holds no other job, so the walk does not descend into it: its checkpoints, logs and
+    the ``cnn_stage/`` of a two-stage divergence run (a results.json of its own) are not jobs of
+    the sweep. Hidden directories are skipped. ``multirun_files`` are Hydra's ``multirun.yaml``
+    outside job directories. Job directories sort naturally (0, 1, 2, ..., 10, not 0, 1, 10, 2).
+    Used by the end-of-sweep table (:mod:`weightshare.hydra_callbacks`) and the report.
+    """
+    jobs: list[Path] = []
+    multiruns: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        if "results.json" in filenames or ".hydra" in dirnames:
+            jobs.append(Path(dirpath))
+            dirnames[:] = []
+            continue
+        if "multirun.yaml" in filenames:
+            multiruns.append(Path(dirpath) / "multirun.yaml")
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    return sorted(jobs, key=_natural_key), multiruns
+
+
+def _natural_key(path: Path) -> tuple:
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in path.parts)
+
+
 def aug_identity(aug: Mapping[str, Any]) -> tuple[str, float | None]:
-    """``(aug_type, level)``: ``none`` at level 0 (shared by all types), ``mixed`` for several."""
-    active = [(k, float(aug[k])) for k in AUG_TYPES if float(aug[k]) > 0]
+    """``(aug_type, level)``: ``none`` at level 0 (shared by all types), ``mixed`` for several.
+
+    A type missing from ``aug`` (or None) counts as level 0.
+    """
+    levels = {k: float(aug.get(k) or 0.0) for k in AUG_TYPES}
+    active = [(k, level) for k, level in levels.items() if level > 0]
     if not active:
         return "none", 0.0
     if len(active) == 1:
@@ -86,28 +117,48 @@ def aug_identity(aug: Mapping[str, Any]) -> tuple[str, float | None]:
     return "mixed", None
 
 
-def run_identity(cfg: DictConfig) -> dict[str, Any]:
-    """The config values that identify a run in a sweep (what the report groups by)."""
-    aug_type, level = aug_identity(cfg.aug)
+def _lookup(cfg: Mapping[str, Any], dotted: str) -> Any:
+    """``cfg[a][b]`` for ``"a.b"``; None where a key is missing (a partial config read back from disk)."""
+    node: Any = cfg
+    for key in dotted.split("."):
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(key)
+    return node
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def run_identity(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The config values that identify a run in a sweep (what the report groups by).
+
+    The one list of identity fields: the report also reads a failed job's saved config with it
+    (a partial config: a key it lacks gives None).
+    """
+    get = functools.partial(_lookup, cfg)
+    aug = get("aug") or {}
+    aug_type, level = aug_identity(aug)
     return {
-        "data": cfg.data.name,
-        "model": cfg.model.name,
-        "depth": cfg.model.depth,
-        "arch": cfg.model.arch,
-        "split": cfg.data.split,
-        "fold": cfg.data.fold,
+        "data": get("data.name"),
+        "model": get("model.name"),
+        "depth": get("model.depth"),
+        "arch": get("model.arch"),
+        "split": get("data.split"),
+        "fold": get("data.fold"),
         "aug_type": aug_type,
         "aug_level": level,
-        "aug": {k: float(cfg.aug[k]) for k in AUG_TYPES},
-        "connectivity": float(cfg.model.connectivity),
-        "share_tile": cfg.model.share_tile,
-        "share_penalty": float(cfg.model.share_penalty),
-        "lr": float(cfg.optimizer.lr),
-        "optimizer": cfg.optimizer.name,
-        "seed": cfg.seed,
+        "aug": {k: float(aug.get(k) or 0.0) for k in AUG_TYPES},
+        "connectivity": _float(get("model.connectivity")),
+        "share_tile": get("model.share_tile"),
+        "share_penalty": _float(get("model.share_penalty")),
+        "lr": _float(get("optimizer.lr")),
+        "optimizer": get("optimizer.name"),
+        "seed": get("seed"),
         # a two-stage divergence run is "cnn_stage" from its start, so its identity never
         # changes mid-run (resume and skip_completed compare identities)
-        "init_from": cfg.model.init_from or ("cnn_stage" if cfg.divergence.cnn_epochs > 0 else None),
+        "init_from": get("model.init_from") or ("cnn_stage" if (get("divergence.cnn_epochs") or 0) > 0 else None),
     }
 
 

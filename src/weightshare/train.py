@@ -10,11 +10,7 @@ goes on; in a single run a user error is printed as one line and the exit status
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import sys
 import time
-import traceback
 import warnings
 from pathlib import Path
 from typing import Any
@@ -25,13 +21,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from weightshare.config import register_configs, resolved_container, validate_config
-from weightshare.config.compose import CONF_DIR, ROOT
-from weightshare.errors import CheckpointError, ConfigError, WeightshareError
-from weightshare.results import atomic_write_json, atomic_write_text, read_json, run_identity
+from weightshare.config.paths import CONF_DIR
+from weightshare.errors import CheckpointError, ConfigError
+from weightshare.job import Job, exit_policy, job_lifecycle
+from weightshare.results import atomic_write_text, read_json
 
 log = logging.getLogger("weightshare")
-
-os.environ.setdefault("WEIGHTSHARE_ROOT", str(ROOT))
 
 register_configs()
 
@@ -55,18 +50,6 @@ def _sweep_group(cfg: DictConfig) -> str | None:
     return f"{cfg.task_name}-{Path(HydraConfig.get().sweep.dir).name}"
 
 
-def _output_dir(cfg: DictConfig) -> Path:
-    out = Path(cfg.paths.output_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write_test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError("paths.output_dir", str(out), f"a writable directory ({exc.strerror or exc})") from None
-    return out
-
-
 def _resolve_ckpt_path(cfg: DictConfig, out: Path) -> str | None:
     """``ckpt_path=last`` (or ``resume=true``) means this run directory's last checkpoint."""
     want = cfg.ckpt_path if cfg.ckpt_path is not None else ("last" if cfg.resume else None)
@@ -81,53 +64,6 @@ def _resolve_ckpt_path(cfg: DictConfig, out: Path) -> str | None:
     if not Path(want).is_file():
         raise CheckpointError(f"ckpt_path={want!r}: no such file (use 'last' to resume this run directory)")
     return str(want)
-
-
-class Job:
-    """Everything one run holds: config, output directory, summary being built."""
-
-    def __init__(self, cfg: DictConfig) -> None:
-        self.cfg = cfg
-        self.out = _output_dir(cfg)
-        self.results_path = self.out / "results.json"
-        self.t0 = time.time()
-        self.identity = run_identity(cfg)
-        #: what an earlier start of this run directory left (empty if none)
-        self.prev: dict[str, Any] = read_json(self.results_path) or {}
-        prev = self.prev
-        resuming = (cfg.ckpt_path == "last" or cfg.resume) and prev.get("identity") == self.identity
-        # a resumed run keeps counting from its first start
-        self.prior_wall_s = float(prev.get("wall_time_s") or 0.0) if resuming else 0.0
-        self.summary: dict[str, Any] = {
-            "status": "running",
-            "error": None,
-            "task": cfg.task_name,
-            "identity": self.identity,
-            "seed": cfg.seed,
-            "output_dir": str(self.out),
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "started_at": prev.get("started_at") if resuming else time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "started_unix": self.t0,
-            "resumed": int(prev.get("resumed", 0)) + 1 if resuming else 0,
-        }
-
-    def save(self, **updates: Any) -> None:
-        self.summary.update(updates)
-        self.summary["wall_time_s"] = round(self.prior_wall_s + time.time() - self.t0, 3)
-        atomic_write_json(self.results_path, self.summary)
-
-
-def _completed_value(job: Job) -> float | bool | None:
-    """The stored objective of an already-completed job (``skip_completed``), else False."""
-    prev = job.prev
-    if prev.get("status") != "completed":
-        return False
-    if prev.get("identity") != job.identity:
-        log.warning("%s holds a completed run of another config: training this one anew", job.results_path)
-        return False
-    log.info("job already completed (%s): skipping; set skip_completed=false to rerun", job.results_path)
-    return _objective(job.cfg, prev)
 
 
 def _objective(cfg: DictConfig, summary: dict[str, Any]) -> float | None:
@@ -161,44 +97,25 @@ def _check_device(cfg: DictConfig) -> None:
 
 
 def train(cfg: DictConfig) -> float | None:
-    """Run one job (no error handling: see :func:`task`)."""
-    validate_config(cfg)
-    _check_device(cfg)
-    job = Job(cfg)
-    if cfg.skip_completed and cfg.ckpt_path is None and not cfg.resume:
-        done = _completed_value(job)
-        if done is not False:
-            return done  # type: ignore[return-value]
-    ckpt_path = _resolve_ckpt_path(cfg, job.out)
-    if cfg.divergence.cnn_epochs > 0:
-        cfg = _run_cnn_stage(cfg, job)
-    atomic_write_text(job.out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    job.summary["config"] = resolved_container(cfg)
-    job.save()
-    exit_code = 1
-    try:
-        value = _fit_and_test(cfg, job, ckpt_path)
-        exit_code = 0
-        return value
-    except BaseException as exc:
-        from pytorch_lightning.utilities.exceptions import SIGTERMException
+    """Run one job, its ``results.json`` owned by :func:`~weightshare.job.job_lifecycle`.
 
-        from weightshare.module import DivergenceError
-
-        status = "diverged" if isinstance(exc, DivergenceError) else "failed"
-        # SIGTERM (a scheduler's preemption or time limit) and Ctrl+C: Lightning turns them into
-        # SystemExit; the run is resumable, and a SIGTERM must not exit 0 as if it had finished
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            status = "interrupted"
-        job.save(status=status, error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(limit=8))
-        if isinstance(exc, SIGTERMException):
-            log.error("terminated (SIGTERM): resume with ckpt_path=last in %s", job.out)
-            raise SystemExit(143) from None
-        raise
-    finally:
-        from weightshare.loggers import finish_wandb
-
-        finish_wandb(exit_code=exit_code)
+    Errors are recorded there and re-raised; :func:`task` decides what they mean for the process.
+    """
+    with job_lifecycle(cfg, record_unopened=_is_multirun()) as job:
+        validate_config(cfg)
+        _check_device(cfg)
+        job.open()
+        if cfg.skip_completed and cfg.ckpt_path is None and not cfg.resume and job.completed_before:
+            log.info("job already completed (%s): skipping; set skip_completed=false to rerun", job.results_path)
+            job.summary = job.prev  # the record stays as it was
+            return _objective(cfg, job.prev)
+        ckpt_path = _resolve_ckpt_path(cfg, job.out)
+        if cfg.divergence.cnn_epochs > 0:
+            cfg = _run_cnn_stage(cfg, job)
+        atomic_write_text(job.out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        job.summary["config"] = resolved_container(cfg)
+        job.save()
+        return _fit_and_test(cfg, job, ckpt_path)
 
 
 def _run_cnn_stage(cfg: DictConfig, job: Job) -> DictConfig:
@@ -231,51 +148,21 @@ def _run_cnn_stage(cfg: DictConfig, job: Job) -> DictConfig:
 
 
 def _fit_and_test(cfg: DictConfig, job: Job, ckpt_path: str | None) -> float | None:
-    import pytorch_lightning as pl
-    import torch
-
-    from weightshare.builders import build_callbacks, build_trainer_kwargs
-    from weightshare.checkpoints import load_checkpoint
-    from weightshare.data.datamodule import TensorDataModule
-    from weightshare.loggers import build_loggers, make_run_name
-    from weightshare.module import WeightShareModule
+    from weightshare.builders import build_run
+    from weightshare.checkpoints import load_checkpoint, module_state
     from weightshare.results import best_and_final, read_metrics_csv
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-
-    datamodule = TensorDataModule(cfg.data, cfg.aug, cfg.eval, seed=cfg.seed)
-    datamodule.setup("fit")
-    info = datamodule.info
-    module = WeightShareModule(
-        cfg.model,
-        cfg.optimizer,
-        cfg.scheduler,
-        info,
-        list(cfg.eval.variants),
-        max_epochs=cfg.trainer.max_epochs,
-        nan_guard=cfg.callbacks.nan_guard,
-    )
-    job.save(param_count=module.param_count, data_info=info.__dict__)
+    run = build_run(cfg, job.out, resolved_config=job.summary["config"], group=_sweep_group(cfg))
+    module, trainer = run.module, run.trainer
+    job.save(param_count=module.param_count, data_info=run.info.__dict__)
     log.info("%s on %s: %s parameters, output %s", cfg.model.name, cfg.data.name, f"{module.param_count:,}", job.out)
-
-    callbacks = build_callbacks(cfg, job.out)
-    run_name = make_run_name(cfg)
-    logger_cfg = cfg.logger.copy()
-    logger_cfg.wandb.tags = list(dict.fromkeys([*cfg.logger.wandb.tags, *cfg.tags]))  # experiment tags too
-    loggers = build_loggers(logger_cfg, job.out, run_name, job.summary["config"], group=_sweep_group(cfg))
-    trainer = pl.Trainer(**build_trainer_kwargs(cfg, job.out), callbacks=callbacks, logger=loggers or False)
 
     if cfg.train:
         if ckpt_path is not None:
             load_checkpoint(ckpt_path)  # refuses a file that is not weights-only, with a clear error
             log.info("resuming from %s", ckpt_path)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        trainer.fit(module, datamodule=run.datamodule, ckpt_path=ckpt_path, weights_only=True)
     elif ckpt_path is not None:
-        from weightshare.checkpoints import module_state
-
         module.net.load_state_dict(module_state(load_checkpoint(ckpt_path), "net.", ckpt_path))
 
     job.save()  # refresh wall_time_s
@@ -287,18 +174,12 @@ def _fit_and_test(cfg: DictConfig, job: Job, ckpt_path: str | None) -> float | N
     rows = read_metrics_csv(job.out / "metrics.csv")
     es = cfg.callbacks.early_stopping
     best, final = best_and_final(rows, es.monitor, es.mode, es.min_delta)
-    pruned = any(getattr(cb, "pruned", False) for cb in callbacks)
-    init = next((cb.init_metrics for cb in callbacks if getattr(cb, "init_metrics", None)), {})
-    job.save(
-        epochs_completed=len(rows),
-        stopped_epoch=final.get("epoch"),
-        best=best,
-        final=final,
-        init=init,
-    )
+    pruned = any(getattr(cb, "pruned", False) for cb in run.callbacks)
+    init = next((cb.init_metrics for cb in run.callbacks if getattr(cb, "init_metrics", None)), {})
+    job.save(epochs_completed=len(rows), stopped_epoch=final.get("epoch"), best=best, final=final, init=init)
     test_metrics: dict[str, float] = {}
     if cfg.test:
-        (scores,) = trainer.test(module, datamodule=datamodule, verbose=False) or [{}]
+        (scores,) = trainer.test(module, datamodule=run.datamodule, verbose=False) or [{}]
         test_metrics = {k.removeprefix("test/"): float(v) for k, v in scores.items()}
     job.save(
         status="pruned" if pruned else "completed",
@@ -313,43 +194,7 @@ def _fit_and_test(cfg: DictConfig, job: Job, ckpt_path: str | None) -> float | N
 
 def task(cfg: DictConfig) -> float | None:
     """The Hydra task: one-line errors in single runs, recorded failures in multiruns."""
-    multirun = _is_multirun()
-    try:
-        return train(cfg)
-    except WeightshareError as exc:
-        if multirun:
-            log.error("%s", exc)
-            _record_failure(cfg, exc)
-            return None
-        print(f"error: {exc}", file=sys.stderr)  # once, one line (the console log would repeat it)
-        sys.exit(2)
-    except Exception as exc:
-        if multirun:
-            log.error("job failed: %s: %s", type(exc).__name__, exc)
-            _record_failure(cfg, exc)
-            return None
-        raise
-
-
-def _record_failure(cfg: DictConfig, exc: BaseException) -> None:
-    """Make sure a failed multirun job leaves ``results.json`` with status failed/diverged."""
-    try:
-        path = Path(cfg.paths.output_dir) / "results.json"
-        prev = read_json(path) or {}
-        if prev.get("status") in ("failed", "diverged"):
-            return
-        prev.update(status="failed", error=f"{type(exc).__name__}: {exc}")
-        prev.setdefault("identity", _safe_identity(cfg))
-        atomic_write_json(path, prev)
-    except Exception as inner:  # the output dir itself may be the problem
-        log.error("could not record the failure: %s", inner)
-
-
-def _safe_identity(cfg: DictConfig) -> dict[str, Any]:
-    try:
-        return run_identity(cfg)
-    except Exception:
-        return {}
+    return exit_policy(lambda: train(cfg), multirun=_is_multirun())
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")

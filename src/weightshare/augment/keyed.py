@@ -63,9 +63,11 @@ def _active(*levels: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def _where(active: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
-    """``new`` where the sample's augmentation is on, ``old`` itself elsewhere (exact identity)."""
-    if bool(active.all()):
-        return new
+    """``new`` where the sample's augmentation is on, ``old`` itself elsewhere (exact identity).
+
+    Always a ``torch.where`` (no ``active.all()`` shortcut): a host sync per batch on a GPU
+    would cost more than the select.
+    """
     return torch.where(active.view(-1, 1, 1, 1), new, old)
 
 

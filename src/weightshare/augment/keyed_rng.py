@@ -53,11 +53,21 @@ def _srl(z: torch.Tensor, s: int) -> torch.Tensor:
     return (z >> s) & ((1 << (64 - s)) - 1)
 
 
+def _mix64_(z: torch.Tensor) -> torch.Tensor:
+    """:func:`mix64` in place on a tensor the caller owns (one scratch tensor, no other allocation)."""
+    t = torch.empty_like(z)
+    for shift, mult in ((30, _C1), (27, _C2), (31, None)):
+        torch.bitwise_right_shift(z, shift, out=t)
+        t &= (1 << (64 - shift)) - 1  # logical shift: clear the sign-extended bits
+        z ^= t
+        if mult is not None:
+            z *= _signed(mult)
+    return z
+
+
 def mix64(z: torch.Tensor) -> torch.Tensor:
     """SplitMix64's finaliser on an int64 tensor (bit pattern of the unsigned result)."""
-    z = (z ^ _srl(z, 30)) * _signed(_C1)
-    z = (z ^ _srl(z, 27)) * _signed(_C2)
-    return z ^ _srl(z, 31)
+    return _mix64_(z.clone())
 
 
 def train_key(seed: int, fold: int, epoch: int) -> int:
@@ -96,14 +106,23 @@ class SampleKeys:
         """(N, n) int64 hashes of counters ``0..n-1`` of ``stream`` for every sample."""
         s = _signed(mix64_int(int(stream) * _GOLDEN + 0x57))
         ctr = torch.arange(n, device=self.device, dtype=torch.int64) * _signed(_GOLDEN)
-        return mix64((self.keys.unsqueeze(1) ^ s) + ctr.unsqueeze(0))
+        return _mix64_((self.keys.unsqueeze(1) ^ s) + ctr.unsqueeze(0))
 
     def uniform(self, stream: int, n: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """(N, n) uniforms in [0, 1): the top 24 bits (53 for float64) of each hash."""
-        b = self.bits(stream, n)
+        """(N, n) uniforms in [0, 1).
+
+        float64: the top 53 bits of hash ``j`` give value ``j``. Otherwise (float32) each hash
+        gives two values of 24 bits, bits 40-63 for value ``j`` and bits 8-31 for value
+        ``j + ceil(n/2)``: half the hashing, which dominates the cost.
+        """
         if dtype == torch.float64:
-            return _srl(b, 11).to(torch.float64) * (2.0**-53)
-        return _srl(b, 40).to(torch.float32).mul_(2.0**-24).to(dtype)
+            return _srl(self.bits(stream, n), 11).to(torch.float64) * (2.0**-53)
+        m = (n + 1) // 2
+        b = self.bits(stream, m)
+        hi = _srl(b, 40)
+        lo = _srl(b, 8).bitwise_and_(0xFFFFFF)
+        u = torch.cat((hi, lo), dim=1)[:, :n].to(torch.float32).mul_(2.0**-24)
+        return u.to(dtype)
 
     def normal(self, stream: int, n: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """(N, n) standard normals (Box-Muller on pairs of uniforms of ``stream``)."""

@@ -48,7 +48,7 @@ def validate_aug_levels(cfg: Any, image_size: tuple[int, int] | None = None) -> 
     for key in LEVEL_KEYS:
         v = getattr(cfg, key)
         if not (_is_number(v) and 0.0 <= v < 1.0):
-            raise ConfigError(f"aug.{key}", v, "a level in [0, 1)")
+            raise ConfigError(f"aug.{key}", v, "a number in [0, 1)")
     check_edge_width("aug.edge_width", cfg.edge_width, image_size)
     if not _is_int(cfg.crop_padding) or cfg.crop_padding < 0:
         raise ConfigError("aug.crop_padding", cfg.crop_padding, "an integer >= 0")
@@ -64,7 +64,7 @@ def validate_eval_config(cfg: Any, image_size: tuple[int, int] | None = None) ->
         if name not in EVAL_VARIANTS:
             raise ConfigError("eval.variants", name, f"one of {list(EVAL_VARIANTS)}")
     if not (_is_number(cfg.translate) and 0.0 <= cfg.translate < 1.0):
-        raise ConfigError("eval.translate", cfg.translate, "a fraction in [0, 1)")
+        raise ConfigError("eval.translate", cfg.translate, "a number in [0, 1)")
     if not (_is_number(cfg.rotate_degrees) and 0.0 <= cfg.rotate_degrees <= 360.0):
         raise ConfigError("eval.rotate_degrees", cfg.rotate_degrees, "degrees in [0, 360]")
     for key in ("noise", "edge_noise"):

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from hydra_plugins.weightshare_optuna_sweeper import TrialLink, report_and_maybe_prune
+from hydra_plugins.weightshare_optuna_sweeper._protocol import TrialLink, report_and_maybe_prune
 
 __all__ = ["OptunaPruningCallback", "report_and_maybe_prune"]
 

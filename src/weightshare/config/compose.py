@@ -7,18 +7,16 @@ callers handle one error type for every kind of bad input.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from omegaconf import DictConfig
 
+from weightshare.config.paths import CONF_DIR, ROOT
 from weightshare.config.schema import register_configs
 from weightshare.config.validate import validate_config
 from weightshare.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[3]
-#: the Hydra config directory: ``conf/`` of the project, or ``$WEIGHTSHARE_CONF``
-CONF_DIR = Path(os.environ.get("WEIGHTSHARE_CONF", str(ROOT / "conf")))
+__all__ = ["CONF_DIR", "ROOT", "load_config"]
 
 
 def _first_line(exc: BaseException) -> str:

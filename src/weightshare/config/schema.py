@@ -53,12 +53,10 @@ class DataConfig:
     # the paper's hyperparameter search trained for less (Appendix A / protocol.md)
     search_max_epochs: int = 100
     search_patience: int = 25
-    # synthetic data only
-    synthetic_size: int = 2048
-    synthetic_image_size: int = 28
-    synthetic_seed: int = 0
-    # digits only: side of the square the 8x8 images are resized to
-    digits_image_size: int = 28
+    # keyword arguments of this dataset's reader (checked against its signature): synthetic
+    # ``size``, ``image_size``, ``seed``, ``noise_std``; digits ``image_size``; mnist/cifar10
+    # ``checksums``
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -85,6 +83,12 @@ class ModelConfig:
     # residual networks
     arch: str = "paper"
     widen_factor: int = 1
+
+
+#: ``optimizer.name`` values (:func:`weightshare.builders.build_optimizer` builds each)
+OPTIMIZERS = ("adam", "adamw", "sgd")
+#: ``scheduler.name`` values (:func:`weightshare.builders.build_scheduler` builds each)
+SCHEDULERS = ("none", "multistep", "cosine")
 
 
 @dataclass
@@ -287,5 +291,8 @@ class TrainConfig:
 
 def register_configs() -> None:
     """Register the schema so ``conf/train.yaml`` can name it first in its defaults."""
+    from weightshare.config.paths import register_root_resolver
+
+    register_root_resolver()
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)

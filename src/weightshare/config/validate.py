@@ -17,35 +17,23 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from weightshare.augment.validate import EVAL_VARIANTS, LEVEL_KEYS
-from weightshare.config.schema import TrainConfig
+from weightshare.config.schema import OPTIMIZERS, SCHEDULERS, TrainConfig
+from weightshare.data.datamodule import PRECISIONS
+from weightshare.data.registry import DATASETS, check_reader_options
 from weightshare.data.splits import SPLITS
 from weightshare.errors import ConfigError
+from weightshare.layers.free_conv import CONNECTIVITY_MODES, INIT_NAMES
+from weightshare.loggers import ALLOWED_LOGGERS
+from weightshare.models.registry import MODEL_NAMES, names_of
+from weightshare.models.resnet import ARCHS as RESNET_ARCHS
 
-DATASETS = ("mnist", "cifar10", "digits", "synthetic")
-PAPER_MODELS = ("cnn", "fcn")
-RESNET_MODELS = ("resnet", "sharesnet")
-RESNET_ARCHS = ("cifar_preact", "wide", "imagenet")
-CONNECTIVITY_MODES = ("weight", "input")
-FCN_INITS = ("conv", "keras")
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULERS = ("none", "multistep", "cosine")
-LOGGERS = ("csv", "tensorboard", "wandb")
+# every list of allowed values is owned by the component that implements the values
+PAPER_MODELS = names_of("paper")
+RESNET_MODELS = names_of("resnet")
+FCN_INITS = INIT_NAMES
+LOGGERS = ALLOWED_LOGGERS
 PROGRESS_BARS = ("rich", "tqdm", "none")
 BUDGETS = ("small", "full")
-PRECISIONS = (
-    "32-true",
-    "32",
-    "64-true",
-    "64",
-    "16-mixed",
-    "16",
-    "bf16-mixed",
-    "bf16",
-    "bf16-true",
-    "16-true",
-    "transformer-engine",
-    "transformer-engine-float16",
-)
 
 
 def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -92,9 +80,7 @@ def _check_data(d: DictConfig) -> None:
     for key in ("eval_batch_size", "limit_train", "limit_val"):
         if d[key] is not None:
             _positive_int(f"data.{key}", d[key])
-    _positive_int("data.synthetic_size", d.synthetic_size, 16)
-    _positive_int("data.synthetic_image_size", d.synthetic_image_size, 12)
-    _positive_int("data.digits_image_size", d.digits_image_size, 8)
+    check_reader_options(d.name, d.options)
     if d.split == "standard":
         allowed = "0 with data.split=standard (the official test set is the validation set)"
         _require(d.fold == 0, "data.fold", d.fold, allowed)
@@ -106,7 +92,7 @@ def _check_data(d: DictConfig) -> None:
 
 
 def _check_model(m: DictConfig) -> None:
-    _one_of("model.name", m.name, PAPER_MODELS + RESNET_MODELS)
+    _one_of("model.name", m.name, MODEL_NAMES)
     if m.name in PAPER_MODELS:
         _one_of("model.arch", m.arch, ("paper",))
         _require(m.depth in (2, 3), "model.depth", m.depth, "2 or 3 for the paper networks")
@@ -285,4 +271,4 @@ def resolved_container(cfg: DictConfig) -> dict:
     return out
 
 
-__all__ = ["DATASETS", "EVAL_VARIANTS", "resolved_container", "validate_config"]
+__all__ = ["EVAL_VARIANTS", "resolved_container", "validate_config"]

@@ -6,8 +6,8 @@ Lightning data module lives in :mod:`weightshare.data.datamodule` (not imported 
 the readers load without Lightning).
 """
 
-from weightshare.data.dataset import ArrayDataset
+from weightshare.data.dataset import ArrayDataset, DataInfo
 from weightshare.data.registry import DATASETS, load_dataset
 from weightshare.data.splits import Split, make_split
 
-__all__ = ["DATASETS", "ArrayDataset", "Split", "load_dataset", "make_split"]
+__all__ = ["DATASETS", "ArrayDataset", "DataInfo", "Split", "load_dataset", "make_split"]

@@ -187,12 +187,7 @@ def _download(root: Path, verify_checksums: bool) -> None:
     The own downloader keeps ``root/cifar-10-python.tar.gz`` after extracting it, as
     torchvision does, so a later extraction needs no second download.
     """
-    tvd = dl.torchvision_datasets()
-    if tvd is not None:
-        try:
-            tvd.CIFAR10(str(root), train=True, download=True)
-        except Exception as exc:  # torchvision raises RuntimeError/URLError/OSError alike
-            raise DataError(f"torchvision could not download CIFAR-10 into {root}: {exc}") from exc
+    if dl.torchvision_download("CIFAR10", "CIFAR-10", root):
         return
     archive = root / ARCHIVE_NAME
     md5 = CIFAR10_ARCHIVE_MD5 if verify_checksums else None

@@ -26,9 +26,29 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from weightshare.augment import EvalVariants, TrainAugmenter
 from weightshare.augment.keyed_rng import SampleKeys, train_key
 from weightshare.data import ArrayDataset, load_dataset, make_split
-from weightshare.models.paper_nets import DataInfo
+from weightshare.data.dataset import DataInfo
+from weightshare.errors import ConfigError
 
 _SEED_MIX = 1_000_003
+
+#: every ``trainer.precision`` the trainer accepts -> the dtype of the batches it trains on
+#: (Lightning's transformer-engine precisions are left out: they replace only Linear and
+#: LayerNorm layers, need NVIDIA's library, and do not apply to convolutional networks).
+#: "-true" precisions hold the weights in that dtype, so the batch must be too; "-mixed" ones
+#: keep float32 weights and batches and autocast the operations.
+PRECISION_BATCH_DTYPES: dict[str, torch.dtype] = {
+    "32-true": torch.float32,
+    "32": torch.float32,
+    "64-true": torch.float64,
+    "64": torch.float64,
+    "16-mixed": torch.float32,
+    "16": torch.float32,
+    "bf16-mixed": torch.float32,
+    "bf16": torch.float32,
+    "bf16-true": torch.bfloat16,
+    "16-true": torch.float16,
+}
+PRECISIONS: tuple[str, ...] = tuple(PRECISION_BATCH_DTYPES)
 
 
 def mix_seed(*parts: int) -> int:
@@ -87,9 +107,17 @@ class TensorDataModule(pl.LightningDataModule):
         eval_cfg: DictConfig,
         seed: int = 0,
         dataset: ArrayDataset | None = None,
+        precision: str = "32-true",
     ) -> None:
-        """``dataset`` given: use it instead of reading ``data.name`` (benchmarks, notebooks)."""
+        """``dataset`` given: use it instead of reading ``data.name`` (benchmarks, notebooks).
+
+        ``precision`` is the trainer's: batches are cast to its dtype (float64 for ``64-true``,
+        bfloat16 for ``bf16-true``, ...) after augmentation, which always runs in float32.
+        """
         super().__init__()
+        if precision not in PRECISION_BATCH_DTYPES:
+            raise ConfigError("trainer.precision", precision, f"one of {list(PRECISIONS)}")
+        self.batch_dtype = PRECISION_BATCH_DTYPES[precision]
         self.cfg = data
         self.seed = seed
         self.augmenter = TrainAugmenter(aug)
@@ -105,11 +133,7 @@ class TensorDataModule(pl.LightningDataModule):
         """Read the dataset once (readers verify checksums and raise DataError)."""
         if self.dataset is None:
             c = self.cfg
-            opts: dict[str, Any] = {}
-            if c.name == "synthetic":
-                opts = {"size": c.synthetic_size, "image_size": c.synthetic_image_size, "seed": c.synthetic_seed}
-            elif c.name == "digits":
-                opts = {"image_size": c.digits_image_size}
+            opts = dict(c.options or {})  # the reader's keyword arguments, checked against its signature
             self.dataset = load_dataset(
                 c.name, c.root, download=c.download, verify_checksums=c.verify_checksums, **opts
             )
@@ -130,9 +154,7 @@ class TensorDataModule(pl.LightningDataModule):
 
     @property
     def info(self) -> DataInfo:
-        ds = self.load()
-        _, c, h, w = ds.images.shape
-        return DataInfo(name=ds.name, in_channels=c, height=h, width=w, num_classes=ds.num_classes)
+        return self.load().info
 
     # ------------------------------------------------------------ dataloaders
     def _loader(self, indices: torch.Tensor, batch_size: int, shuffle: bool) -> DataLoader:
@@ -179,15 +201,9 @@ class TensorDataModule(pl.LightningDataModule):
         if training:
             if self.augmenter.active:
                 x = self.augmenter(x, self.train_keys(index, trainer.current_epoch))
-            return _to_precision(x, trainer), y
+            return x.to(self.batch_dtype), y
         # evaluation: the perturbation is keyed by each sample's index, so every model and every
         # epoch of a sweep (any eval batch size, any device, packed or not) is scored on the same
         # perturbed images
         variants = self.eval_variants(x, index)
-        return {"x": {k: _to_precision(v, trainer) for k, v in variants.items()}, "y": y}
-
-
-def _to_precision(x: torch.Tensor, trainer: Any) -> torch.Tensor:
-    """A float64 batch for ``trainer.precision=64-true`` (augmented in float32 first), else ``x``."""
-    precision = str(getattr(trainer, "precision", "32-true")) if trainer is not None else "32-true"
-    return x.double() if precision.startswith("64") else x
+        return {"x": {name: v.to(self.batch_dtype) for name, v in variants.items()}, "y": y}

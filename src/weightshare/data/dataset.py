@@ -15,6 +15,17 @@ import torch
 from weightshare.errors import DataError
 
 
+@dataclass(frozen=True)
+class DataInfo:
+    """What a model needs to know about its input (the data package owns this type)."""
+
+    name: str
+    in_channels: int
+    height: int
+    width: int
+    num_classes: int
+
+
 @dataclass
 class ArrayDataset:
     """Images, labels and where the official training set ends.
@@ -54,3 +65,9 @@ class ArrayDataset:
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
+
+    @property
+    def info(self) -> DataInfo:
+        """The shape facts a model is built from."""
+        _, c, h, w = self.images.shape
+        return DataInfo(name=self.name, in_channels=c, height=h, width=w, num_classes=self.num_classes)

@@ -79,7 +79,7 @@ def load_digits(
     signature and ignored: the data is part of scikit-learn.
     """
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
-        raise ConfigError("data.digits_image_size", image_size, "an integer >= 8 (the images are 8x8)")
+        raise ConfigError("data.options.image_size", image_size, "an integer >= 8 (the images are 8x8)")
     pixels, target = read_sklearn_digits()
     images = resize_digits(torch.from_numpy(pixels), image_size)
     labels = torch.from_numpy(target).to(torch.int64)

@@ -189,6 +189,22 @@ def torchvision_datasets() -> ModuleType | None:
     return tvd
 
 
+def torchvision_download(dataset_class: str, label: str, root: Path) -> bool:
+    """Download through ``torchvision.datasets.<dataset_class>`` when torchvision imports.
+
+    Returns False when it does not (the caller uses the project's own downloader); a failed
+    torchvision download is a DataError naming ``label`` and ``root``.
+    """
+    tvd = torchvision_datasets()
+    if tvd is None:
+        return False
+    try:
+        getattr(tvd, dataset_class)(str(root), train=True, download=True)
+    except Exception as exc:  # torchvision raises RuntimeError/URLError/OSError alike
+        raise DataError(f"torchvision could not download {label} into {root}: {exc}") from exc
+    return True
+
+
 def locate_or_download(
     dataset: str,
     dirs: Sequence[Path],

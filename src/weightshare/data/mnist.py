@@ -141,12 +141,7 @@ def _read_checked(path: Path, name: str, ndim: int, expected_md5: str | None) ->
 
 def _download(root: Path, expected: Mapping[str, str] | None) -> None:
     """Fetch the missing files into ``root/MNIST/raw`` (torchvision when it imports)."""
-    tvd = dl.torchvision_datasets()
-    if tvd is not None:
-        try:
-            tvd.MNIST(str(root), train=True, download=True)
-        except Exception as exc:  # torchvision raises RuntimeError/URLError/OSError alike
-            raise DataError(f"torchvision could not download MNIST into {root}: {exc}") from exc
+    if dl.torchvision_download("MNIST", "MNIST", root):
         return
     raw_dir = root / "MNIST" / "raw"
     for name in MNIST_FILES:

@@ -8,7 +8,7 @@ them, instead of a TypeError from deep inside the call.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from weightshare.data.mnist import load_mnist
 from weightshare.data.synthetic import load_synthetic
 from weightshare.errors import ConfigError
 
-__all__ = ["DATASETS", "load_dataset"]
+__all__ = ["DATASETS", "check_reader_options", "load_dataset", "reader_options"]
 
 Reader = Callable[..., ArrayDataset]
 
@@ -39,6 +39,16 @@ def reader_options(name: str) -> list[str]:
     return [p for p in params if p not in _COMMON]
 
 
+def check_reader_options(name: str, options: Mapping[str, Any]) -> None:
+    """A ConfigError for a dataset name that is not registered or an option its reader does not take."""
+    if name not in DATASETS:
+        raise ConfigError("data.name", name, f"one of {list(DATASETS)}")
+    allowed = reader_options(name)
+    for key, value in options.items():
+        if key not in allowed:
+            raise ConfigError(f"data.options.{key}", value, f"an option of data={name}: one of {allowed}")
+
+
 def load_dataset(
     name: str,
     root: str | Path | None,
@@ -51,12 +61,7 @@ def load_dataset(
     Options per dataset: mnist/cifar10 ``checksums`` (file name -> md5 overrides);
     digits ``image_size``; synthetic ``size``, ``image_size``, ``seed``, ``noise_std``.
     """
-    if name not in DATASETS:
-        raise ConfigError("data.name", name, f"one of {list(DATASETS)}")
-    allowed = reader_options(name)
-    for key, value in opts.items():
-        if key not in allowed:
-            raise ConfigError(f"data.{key}", value, f"an option of data={name}: one of {allowed}")
+    check_reader_options(name, opts)
     if root is None and name in ("mnist", "cifar10"):
         raise ConfigError("data.root", root, f"a folder holding the {name} files")
     return DATASETS[name](root=root, download=download, verify_checksums=verify_checksums, **opts)

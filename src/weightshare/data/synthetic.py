@@ -85,9 +85,9 @@ class SyntheticArrays:
 def generate_synthetic(size: int, image_size: int = 28, seed: int = 0, noise_std: float = 24.0) -> SyntheticArrays:
     """Draw ``size`` images of ``image_size`` x ``image_size`` pixels, deterministically."""
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ConfigError("data.synthetic_size", size, "an integer >= 1")
+        raise ConfigError("data.options.size", size, "an integer >= 1")
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < MIN_IMAGE_SIZE:
-        raise ConfigError("data.synthetic_image_size", image_size, f"an integer >= {MIN_IMAGE_SIZE}")
+        raise ConfigError("data.options.image_size", image_size, f"an integer >= {MIN_IMAGE_SIZE}")
     if noise_std < 0:
         raise ConfigError("noise_std", noise_std, "a standard deviation >= 0")
     rng = np.random.Generator(np.random.PCG64(seed))

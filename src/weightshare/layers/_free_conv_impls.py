@@ -37,6 +37,7 @@ The weight's canonical internal layout is ``(oh, ow, kh, kw, in, out)``: then
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -44,8 +45,20 @@ from torch import Tensor
 
 from weightshare.layers._free_conv_geometry import FreeConvGeometry
 
-# (kh, kw, sh, sw, dh, dw, oh, ow, batch_inner): what the Functions need of the geometry.
-Spec = tuple[int, int, int, int, int, int, int, int, bool]
+
+class Spec(NamedTuple):
+    """What the autograd Functions need of the geometry (a tuple, so it can sit on ``ctx``)."""
+
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    dh: int
+    dw: int
+    oh: int
+    ow: int
+    batch_inner: bool  # patches gathered batch-innermost (see _prepare_input)
+
 
 # Inputs with fewer channels are gathered batch-innermost (see _prepare_input).
 _TRANSPOSE_MIN_CHANNELS = 8
@@ -57,7 +70,14 @@ def weight_to_pko(weight: Tensor, g: FreeConvGeometry) -> Tensor:
 
 
 def _spec(g: FreeConvGeometry, batch_inner: bool) -> Spec:
-    return (g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.out_h, g.out_w, batch_inner)
+    return Spec(g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.out_h, g.out_w, batch_inner)
+
+
+def _window(spec: Spec, i: int, j: int) -> tuple[slice, slice]:
+    """Rows and columns of a padded (Hp, Wp, ...) input that kernel offset (i, j) sees at every position."""
+    rows = slice(i * spec.dh, i * spec.dh + spec.sh * (spec.oh - 1) + 1, spec.sh)
+    cols = slice(j * spec.dw, j * spec.dw + spec.sw * (spec.ow - 1) + 1, spec.sw)
+    return rows, cols
 
 
 def _prepare_input(x: Tensor, g: FreeConvGeometry) -> tuple[Tensor, bool]:
@@ -93,7 +113,7 @@ def _patch_view(x: Tensor, spec: Spec) -> Tensor:
     Built from view ops only (``Tensor.unfold`` makes sliding windows without copying), so
     ``torch.compile`` traces it; the dilation is a step slice of each window.
     """
-    kh, kw, sh, sw, dh, dw, oh, ow, _ = spec
+    kh, kw, sh, sw, dh, dw, oh, ow, _ = spec  # a NamedTuple unpacks in field order
     v = x.permute(2, 3, 0, 1).unfold(0, dh * (kh - 1) + 1, sh).unfold(1, dw * (kw - 1) + 1, sw)
     return v[:oh, :ow, :, :, ::dh, ::dw].permute(0, 1, 2, 4, 5, 3)
 
@@ -104,7 +124,7 @@ def _gather(x: Tensor, spec: Spec) -> Tensor:
     Stored contiguously either as ``(P, B, K)`` or, when ``spec`` asks for batch-innermost, as
     ``(P, K, B)`` and returned transposed (a view): ``bmm`` takes either without a copy.
     """
-    kh, kw, _, _, _, _, oh, ow, batch_inner = spec
+    kh, kw, oh, ow, batch_inner = spec.kh, spec.kw, spec.oh, spec.ow, spec.batch_inner
     B, K = x.shape[0], kh * kw * x.shape[1]
     v = _patch_view(x, spec)
     if batch_inner:
@@ -114,9 +134,7 @@ def _gather(x: Tensor, spec: Spec) -> Tensor:
 
 def _offset_slice(x: Tensor, spec: Spec, i: int, j: int) -> Tensor:
     """(oh, ow, B, C) strided view of the inputs seen by kernel offset (i, j) at every position."""
-    _, _, sh, sw, dh, dw, oh, ow, _ = spec
-    xh = x.permute(2, 3, 0, 1)
-    return xh[i * dh : i * dh + sh * (oh - 1) + 1 : sh, j * dw : j * dw + sw * (ow - 1) + 1 : sw]
+    return x.permute(2, 3, 0, 1)[_window(spec, i, j)]
 
 
 def _scatter_input_grad(dpatches: Tensor, x_shape: torch.Size, spec: Spec) -> Tensor:
@@ -125,15 +143,12 @@ def _scatter_input_grad(dpatches: Tensor, x_shape: torch.Size, spec: Spec) -> Te
     ``kh*kw`` strided in-place adds into position-major memory (each a dense elementwise add),
     instead of ``F.fold``'s scatter; returns a (B, C, Hp, Wp) view.
     """
-    kh, kw, sh, sw, dh, dw, oh, ow, _ = spec
     B, C, Hp, Wp = x_shape
-    d6 = dpatches.view(oh, ow, B, kh, kw, C)
+    d6 = dpatches.view(spec.oh, spec.ow, B, spec.kh, spec.kw, C)
     buf = dpatches.new_zeros(Hp, Wp, B, C)
-    for i in range(kh):
-        for j in range(kw):
-            buf[i * dh : i * dh + sh * (oh - 1) + 1 : sh, j * dw : j * dw + sw * (ow - 1) + 1 : sw].add_(
-                d6[:, :, :, i, j, :]
-            )
+    for i in range(spec.kh):
+        for j in range(spec.kw):
+            buf[_window(spec, i, j)].add_(d6[:, :, :, i, j, :])
     return buf.permute(2, 3, 0, 1)
 
 
@@ -179,7 +194,7 @@ class _OffsetAccumulate(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, w: Tensor, b: Tensor | None, spec: Spec) -> Tensor:  # type: ignore[override]
-        kh, kw, _, _, _, _, oh, ow, _ = spec
+        kh, kw, oh, ow = spec.kh, spec.kw, spec.oh, spec.ow
         B, C = x.shape[0], x.shape[1]
         P, O = oh * ow, w.shape[2]
         w5 = w.view(P, kh, kw, C, O)
@@ -195,7 +210,7 @@ class _OffsetAccumulate(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g: Tensor):  # type: ignore[override]
         x, w = ctx.saved_tensors
-        kh, kw, sh, sw, dh, dw_, oh, ow, _ = ctx.spec
+        kh, kw, oh, ow = ctx.spec.kh, ctx.spec.kw, ctx.spec.oh, ctx.spec.ow
         B, C, Hp, Wp = x.shape
         P, O = oh * ow, w.shape[2]
         g = g.contiguous()
@@ -212,7 +227,7 @@ class _OffsetAccumulate(torch.autograd.Function):
                     dw[:, i, j].copy_(torch.bmm(xs.transpose(1, 2), g))
                 if ctx.needs_input_grad[0]:
                     part = torch.bmm(g, w5[:, i, j].transpose(1, 2)).view(oh, ow, B, C)
-                    buf[i * dh : i * dh + sh * (oh - 1) + 1 : sh, j * dw_ : j * dw_ + sw * (ow - 1) + 1 : sw].add_(part)
+                    buf[_window(ctx.spec, i, j)].add_(part)
         if ctx.needs_input_grad[0]:
             dx = buf.permute(2, 3, 0, 1)
         if dw is not None:

@@ -8,6 +8,7 @@ One place for what ``FreeConv2d`` and ``TiledConv2d`` (and their consumers) must
 - :class:`ReferenceKernelMixin`: loading a saved ``reference_kernel`` into a freshly built
   layer whose buffer is still ``None``.
 - :func:`check_convertible`: which ``nn.Conv2d`` a free layer can be built from.
+- :func:`adopt_geometry`: the ``nn.Conv2d``-style attributes every free layer exposes.
 - :func:`is_radius` / :func:`check_radius` / :func:`check_radii`: the one definition of a
   neighbourhood radius (an integer >= 1), used by the penalty, the metrics and the callback.
 """
@@ -22,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from weightshare.errors import ConfigError
+from weightshare.layers._free_conv_geometry import FreeConvGeometry, Padding, bad_argument
 
 __all__ = [
     "ReferenceKernelMixin",
@@ -69,12 +71,26 @@ class ReferenceKernelMixin(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
+def adopt_geometry(layer: nn.Module, g: FreeConvGeometry, padding: Padding) -> FreeConvGeometry:
+    """Set the attributes ``nn.Conv2d`` users expect on a free layer with geometry ``g``.
+
+    ``geometry``, ``in_channels``, ``out_channels``, ``kernel_size``, ``stride``, ``dilation``,
+    ``padding`` (as given when a string, else ``(ph, pw)``) and ``input_size``.
+    """
+    layer.geometry = g
+    layer.in_channels, layer.out_channels = g.in_channels, g.out_channels
+    layer.kernel_size, layer.stride, layer.dilation = (g.kh, g.kw), (g.sh, g.sw), (g.dh, g.dw)
+    layer.padding = padding if isinstance(padding, str) else (g.pad[0], g.pad[2])
+    layer.input_size = (g.in_h, g.in_w)
+    return g
+
+
 def check_convertible(conv: nn.Conv2d, target: str) -> None:
     """Raise unless ``conv`` is a zero-padded, ``groups=1`` convolution (``target``: what fails)."""
     if conv.groups != 1:
-        raise ConfigError("conv.groups", conv.groups, f"1 (grouped convolutions cannot be {target})")
+        raise bad_argument("conv.groups", conv.groups, f"1 (grouped convolutions cannot be {target})")
     if conv.padding_mode != "zeros":
-        raise ConfigError("conv.padding_mode", conv.padding_mode, "'zeros'")
+        raise bad_argument("conv.padding_mode", conv.padding_mode, "'zeros'")
 
 
 def is_radius(value: object) -> bool:

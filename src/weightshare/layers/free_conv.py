@@ -26,7 +26,7 @@ from weightshare.layers._free_conv_geometry import (
     make_geometry,
 )
 from weightshare.layers._free_conv_impls import IMPLS
-from weightshare.layers.common import ReferenceKernelMixin, check_convertible
+from weightshare.layers.common import ReferenceKernelMixin, adopt_geometry, check_convertible
 
 __all__ = [
     "CONNECTIVITY_MODES",
@@ -168,12 +168,9 @@ class FreeConv2d(ReferenceKernelMixin):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self.geometry = make_geometry(in_channels, out_channels, kernel_size, stride, padding, dilation, input_size)
-        g = self.geometry
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride, self.dilation = (g.kh, g.kw), (g.sh, g.sw), (g.dh, g.dw)
-        self.padding: Padding = padding if isinstance(padding, str) else (g.pad[0], g.pad[2])
-        self.input_size = (g.in_h, g.in_w)
+        g = adopt_geometry(
+            self, make_geometry(in_channels, out_channels, kernel_size, stride, padding, dilation, input_size), padding
+        )
         if init not in INIT_NAMES:
             raise ConfigError("model.fcn_init", init, f"one of {list(INIT_NAMES)}")
         if connectivity_mode not in CONNECTIVITY_MODES:
@@ -183,7 +180,7 @@ class FreeConv2d(ReferenceKernelMixin):
             or not isinstance(connectivity, (int, float))
             or not (0.0 <= float(connectivity) < 1.0)
         ):
-            raise ConfigError("model.connectivity", connectivity, "a fraction in [0, 1)")
+            raise ConfigError("model.connectivity", connectivity, "a number in [0, 1)")
         self.init, self.connectivity_mode = init, connectivity_mode
         self.connectivity = float(connectivity)
         self.impl = impl

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from weightshare.errors import ConfigError
 from weightshare.layers._free_conv_geometry import IntPair, Padding, make_geometry
-from weightshare.layers.common import ReferenceKernelMixin, check_convertible, filter_kernel
+from weightshare.layers.common import ReferenceKernelMixin, adopt_geometry, check_convertible, filter_kernel
 from weightshare.layers.free_conv import IMPL_NAMES, INIT_NAMES, free_conv2d, glorot_limit
 
 __all__ = ["TiledConv2d"]
@@ -77,11 +77,9 @@ class TiledConv2d(ReferenceKernelMixin):
         if impl not in IMPL_NAMES:
             raise ConfigError("model.impl", impl, f"one of {list(IMPL_NAMES)}")
         # the free layer's geometry rules (validation, 'same'/'valid' padding, output size)
-        self.geometry = g = make_geometry(in_channels, out_channels, kernel_size, stride, padding, dilation, input_size)
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride, self.dilation = (g.kh, g.kw), (g.sh, g.sw), (g.dh, g.dw)
-        self.padding: Padding = padding if isinstance(padding, str) else (g.pad[0], g.pad[2])
-        self.input_size = (g.in_h, g.in_w)
+        g = adopt_geometry(
+            self, make_geometry(in_channels, out_channels, kernel_size, stride, padding, dilation, input_size), padding
+        )
         self.output_size = (g.out_h, g.out_w)
         self.tile, self.init, self.impl = tile, init, impl
         out_h, out_w = self.output_size

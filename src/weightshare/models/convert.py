@@ -10,8 +10,9 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from weightshare.checkpoints import load_checkpoint, module_state
+from weightshare.data.dataset import DataInfo
 from weightshare.errors import CheckpointError, ConfigError
-from weightshare.models.paper_nets import DataInfo, PaperNet
+from weightshare.models.paper_nets import PaperNet
 
 
 def unshare(cnn: PaperNet, data: DataInfo, impl: str = "auto") -> PaperNet:

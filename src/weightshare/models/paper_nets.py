@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from weightshare.data.dataset import DataInfo
 from weightshare.errors import ConfigError
 
 
@@ -30,17 +31,6 @@ GEOMETRY: dict[str, tuple[ConvSpec, ...]] = {
     "mnist": (ConvSpec(3, 32, 2), ConvSpec(3, 64, 2), ConvSpec(3, 128, 1)),
     "cifar10": (ConvSpec(5, 64, 2), ConvSpec(5, 128, 2), ConvSpec(3, 256, 1)),
 }
-
-
-@dataclass(frozen=True)
-class DataInfo:
-    """What a model needs to know about its input."""
-
-    name: str
-    in_channels: int
-    height: int
-    width: int
-    num_classes: int
 
 
 def geometry_for(data: DataInfo) -> tuple[ConvSpec, ...]:
@@ -79,33 +69,19 @@ def _make_conv_layer(
         glorot_uniform_(conv.weight, fan_in, spec.channels * spec.kernel**2)
         nn.init.zeros_(conv.bias)
         return conv
-    if share_tile is not None:
-        from weightshare.layers.tiled_conv import TiledConv2d
-
-        return TiledConv2d(
-            in_channels,
-            spec.channels,
-            spec.kernel,
-            stride=spec.stride,
-            padding=0,
-            input_size=size,
-            tile=share_tile,
-            init=fcn_init,
-            impl=impl,
-        )
     from weightshare.layers.free_conv import FreeConv2d
+    from weightshare.layers.tiled_conv import TiledConv2d
 
+    geometry = {"stride": spec.stride, "padding": 0, "input_size": size, "init": fcn_init, "impl": impl}
+    if share_tile is not None:
+        return TiledConv2d(in_channels, spec.channels, spec.kernel, tile=share_tile, **geometry)
     return FreeConv2d(
         in_channels,
         spec.channels,
         spec.kernel,
-        stride=spec.stride,
-        padding=0,
-        input_size=size,
-        init=fcn_init,
         connectivity=connectivity,
         connectivity_mode=connectivity_mode,
-        impl=impl,
+        **geometry,
     )
 
 

@@ -38,13 +38,16 @@ class StackedAdam:
         K = self.params[0].shape[0]
         if lr.shape != (K,):
             raise ValueError(f"lr must have shape ({K},), got {tuple(lr.shape)}")
-        self.lr = lr.to(torch.float64)
+        if lr.dtype != torch.float64:  # a float32 rate is already rounded (1e-3 -> 1.0000000475e-3)
+            raise TypeError(f"lr must be a float64 tensor (the config's rates exactly), got {lr.dtype}")
+        dev = self.params[0].device  # the rates and step counts live beside the parameters (CUDA too)
+        self.lr = lr.to(dev)
         self.betas = (float(betas[0]), float(betas[1]))
         self.eps = float(eps)
         self.weight_decay = float(weight_decay)
         self.exp_avg = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
-        self.step_count = torch.zeros(K, dtype=torch.float64)
+        self.step_count = torch.zeros(K, dtype=torch.float64, device=dev)
 
     def zero_grad(self) -> None:
         for p in self.params:
@@ -73,11 +76,10 @@ class StackedAdam:
 
     def select(self, params: list[Tensor], keep: list[int]) -> None:
         """Follow :meth:`StackedPaperNet.select`: new parameter leaves, members ``keep`` of the state."""
-        idx = torch.tensor(keep, dtype=torch.long)
-        dev = params[0].device
+        idx = torch.tensor(keep, dtype=torch.long, device=params[0].device)
         self.params = list(params)
-        self.exp_avg = [m.index_select(0, idx.to(dev)) for m in self.exp_avg]
-        self.exp_avg_sq = [v.index_select(0, idx.to(dev)) for v in self.exp_avg_sq]
+        self.exp_avg = [m.index_select(0, idx) for m in self.exp_avg]
+        self.exp_avg_sq = [v.index_select(0, idx) for v in self.exp_avg_sq]
         self.lr = self.lr.index_select(0, idx)
         self.step_count = self.step_count.index_select(0, idx)
 

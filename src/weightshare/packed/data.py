@@ -19,7 +19,7 @@ from weightshare.augment import EvalVariants
 from weightshare.augment.keyed import keyed_train_augment
 from weightshare.augment.keyed_rng import SampleKeys, train_key
 from weightshare.data import ArrayDataset
-from weightshare.data.datamodule import EpochBatchSampler, TensorDataModule, mix_seed
+from weightshare.data.datamodule import PRECISION_BATCH_DTYPES, EpochBatchSampler, TensorDataModule, mix_seed
 
 __all__ = ["PackData"]
 
@@ -29,9 +29,11 @@ _LEVELS = ("translate", "rotate", "noise", "edge_noise")
 class PackData:
     """Images on the device, the members' splits, and the stacked train/eval batches."""
 
-    def __init__(self, cfgs: list[DictConfig], dataset: ArrayDataset, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(self, cfgs: list[DictConfig], dataset: ArrayDataset, device: torch.device) -> None:
         self.cfgs = cfgs
-        self.device, self.dtype = device, dtype
+        self.device = device
+        # the single run's batch dtype (augmentation in float32, then cast), see TensorDataModule
+        self.dtype = PRECISION_BATCH_DTYPES[str(cfgs[0].trainer.precision)]
         self.images = dataset.images.to(device)
         self.labels = dataset.labels.to(device)
         self.splits: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -58,7 +60,7 @@ class PackData:
         return len(self.splits[k][0]), len(self.splits[k][1])
 
     def _to_dtype(self, x: torch.Tensor) -> torch.Tensor:
-        return x.to(self.dtype) if self.dtype == torch.float64 else x
+        return x.to(self.dtype)
 
     # ------------------------------------------------------------------ train
     def train_batches(self, members: list[int], epoch: int) -> list[torch.Tensor]:

@@ -94,10 +94,7 @@ SHARED_KEYS: tuple[str, ...] = (
     "data.limit_train",
     "data.limit_val",
     "data.shuffle",
-    "data.synthetic_size",
-    "data.synthetic_image_size",
-    "data.synthetic_seed",
-    "data.digits_image_size",
+    "data.options",
     # architecture
     "model.name",
     "model.depth",

@@ -1,9 +1,12 @@
 """One member of a pack: its run directory, control state and everything it writes.
 
 A member writes what its single job writes, through the single job's own code: the
-``Job`` of :mod:`weightshare.train` (``results.json`` lifecycle, identity, resume counter,
-``skip_completed``), :class:`~weightshare.results.EpochTable` (``metrics.csv``), the
-project's loggers (:func:`weightshare.loggers.build_loggers`), filter metrics
+:class:`~weightshare.job.Job` (``results.json``, identity, resume counter,
+``skip_completed``, :meth:`~weightshare.job.Job.record_failure` for the statuses of a
+failed member; not the :func:`~weightshare.job.job_lifecycle` context manager itself, because
+members end at different times and one member's exception must not unwind the others),
+:class:`~weightshare.results.EpochTable` (``metrics.csv``), the
+project's loggers (:func:`weightshare.builders.build_loggers`), filter metrics
 (:func:`~weightshare.metrics.filter_distance.layer_filter_metrics`) and filter images
 (:class:`~weightshare.callbacks.filter_images.FilterImageCallback`).
 
@@ -76,11 +79,12 @@ class Member:
     """A pack member: config, run directory (``Job``), per-epoch table, loggers, control state."""
 
     def __init__(self, cfg: DictConfig, position: int) -> None:
-        from weightshare.train import Job
+        from weightshare.job import Job
 
         self.cfg = cfg
         self.position = position
         self.job = Job(cfg)
+        self.job.open()
         self.out = self.job.out
         self.table = EpochTable(self.out / "metrics.csv")
         self.early = EarlyStop(cfg.callbacks.early_stopping)
@@ -104,11 +108,14 @@ class Member:
     # ------------------------------------------------------------------ start
     def prepare(self) -> float | bool | None:
         """``skip_completed``: the stored objective of a completed run, else False (train it)."""
-        from weightshare.train import _completed_value
+        from weightshare.train import _objective
 
         cfg = self.cfg
-        if cfg.skip_completed and cfg.ckpt_path is None and not cfg.resume:
-            return _completed_value(self.job)
+        if cfg.skip_completed and cfg.ckpt_path is None and not cfg.resume and self.job.completed_before:
+            log.info("job already completed (%s): skipping; set skip_completed=false to rerun", self.job.results_path)
+            self.job.summary = self.job.prev  # the record stays as it was
+            self.status = "skipped"
+            return _objective(cfg, self.job.prev)
         return False
 
     def load_resume(self) -> None:
@@ -137,8 +144,9 @@ class Member:
 
     def start(self, param_count: int, data_info: dict[str, Any]) -> None:
         """Write ``config.yaml`` and ``results.json`` (running), open loggers and metrics.csv."""
+        from weightshare.builders import build_loggers
         from weightshare.config import resolved_container
-        from weightshare.loggers import build_loggers, make_run_name
+        from weightshare.loggers import make_run_name
 
         cfg = self.cfg
         atomic_write_text(self.out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
@@ -151,6 +159,8 @@ class Member:
         self.loggers = build_loggers(logger_cfg, self.out, make_run_name(cfg), self.job.summary["config"], _group(cfg))
         self.table.load()
         self.table.truncate(self.start_epoch)
+        if self.table.rows:  # resumed: the last validation so far (a member already stopped is tested on it)
+            self.last_val = {k: v for k, v in self.table.rows[-1].items() if k.startswith("val/")}
         fi = cfg.callbacks.filter_images
         if fi.enabled and cfg.model.name == "fcn":
             from weightshare.callbacks.filter_images import FilterImageCallback
@@ -160,9 +170,14 @@ class Member:
                 epochs=list(fi.epochs), last=fi.last, filter_index=fi.filter_index, layers=layers, out_dir=self.out
             )
         if cfg.trial.storage:
-            from weightshare.callbacks.optuna_pruning import OptunaPruningCallback
+            # one reporter per member (the single job's module-level reporter holds one trial)
+            from hydra_plugins.weightshare_optuna_sweeper._protocol import TrialLink, TrialReporter
 
-            self.trial = OptunaPruningCallback(cfg.trial)
+            link = TrialLink.from_config(cfg.trial)
+            if link is not None and link.monitor is not None:
+                self.trial = TrialReporter(link)
+            elif link is not None:
+                log.warning("trial %d: no metric to monitor, pruning is off", link.trial_number)
         self.status = "running"
 
     # ------------------------------------------------------------------ epochs
@@ -178,11 +193,8 @@ class Member:
     def end_epoch(self, epoch: int, step: int, row: dict[str, float]) -> None:
         """Control (pruning, early stopping) and the epoch's row, like the single run's callbacks."""
         self.last_val = {k: v for k, v in row.items() if k.startswith("val/")}
-        if self.trial is not None and self.trial.active and not self.pruned:
-            from weightshare.callbacks.optuna_pruning import report_and_maybe_prune
-
-            if report_and_maybe_prune(self.trial.link, epoch, row.get(self.trial.monitor)):
-                self.pruned = self.should_stop = True
+        if self.trial is not None and not self.pruned and self.trial.report(epoch, row.get(self.trial.link.monitor)):
+            self.pruned = self.should_stop = True
         self.table.append({"epoch": epoch, "step": step, **row})
         self.log_metrics({**row, "epoch": float(epoch)}, step)
         if self.early.monitor in row and self.early.update(row[self.early.monitor]):

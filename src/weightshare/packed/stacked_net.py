@@ -45,7 +45,9 @@ __all__ = ["StackedPaperNet"]
 class _Layer:
     name: str
     kind: str  # "conv", "free", "tiled"
-    module: nn.Module  # member 0's layer (geometry, stride, tile indices)
+    module: nn.Module  # member 0's layer (geometry, stride)
+    rows: Tensor | None = None  # tiled layers: position -> tile row / column, on the pack's device
+    cols: Tensor | None = None
 
 
 class StackedPaperNet:
@@ -65,7 +67,10 @@ class StackedPaperNet:
         for name in first.conv_names:
             mod = getattr(first, name)
             kind = "free" if isinstance(mod, FreeConv2d) else "tiled" if isinstance(mod, TiledConv2d) else "conv"
-            self.layers.append(_Layer(name, kind, mod))
+            layer = _Layer(name, kind, mod)
+            if isinstance(mod, TiledConv2d):
+                layer.rows, layer.cols = mod.row_tile.to(device), mod.col_tile.to(device)
+            self.layers.append(layer)
         with torch.no_grad():
             self.params: dict[str, Tensor] = {
                 n: torch.stack([dict(net.named_parameters())[n].detach() for net in members])
@@ -109,9 +114,8 @@ class StackedPaperNet:
         w = self.params[f"{layer.name}.weight"]
         b = self.params.get(f"{layer.name}.bias")
         if layer.kind == "tiled":
-            mod = layer.module
-            assert isinstance(mod, TiledConv2d)
-            rows, cols = mod.row_tile.to(w.device), mod.col_tile.to(w.device)
+            rows, cols = layer.rows, layer.cols
+            assert rows is not None and cols is not None
             w = w.index_select(1, rows).index_select(2, cols).permute(0, 1, 2, 5, 6, 4, 3)
             b = None if b is None else b.index_select(1, rows).index_select(2, cols)
             return w, b
@@ -185,9 +189,3 @@ class StackedPaperNet:
         for n, p in net.named_parameters():
             p.copy_(self.params[n][k].to(device=p.device, dtype=p.dtype))
         return net
-
-    @torch.no_grad()
-    def load_member(self, k: int, state: dict[str, Tensor]) -> None:
-        """Set member ``k`` from a ``PaperNet`` state dict (e.g. a resumed checkpoint)."""
-        for n, p in self.params.items():
-            p[k].copy_(state[n].to(device=p.device, dtype=p.dtype))

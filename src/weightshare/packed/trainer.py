@@ -72,7 +72,7 @@ def _device(cfg: DictConfig) -> torch.device:
 
 def _lr_factors(cfg: DictConfig, epochs: int) -> list[float]:
     """The scheduler's factor of each epoch (the single run's schedule on a base rate of 1)."""
-    from weightshare.module import build_scheduler
+    from weightshare.builders import build_scheduler
 
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=1.0)
@@ -93,7 +93,8 @@ def train_pack(cfgs: Sequence[DictConfig]) -> list[float | None]:
     configs cannot form one pack (a launcher bug, not a member error).
     """
     from weightshare.config import validate_config
-    from weightshare.train import _check_device, _record_failure
+    from weightshare.job import Job
+    from weightshare.train import _check_device
 
     cfgs = list(cfgs)
     if not cfgs:
@@ -121,7 +122,7 @@ def train_pack(cfgs: Sequence[DictConfig]) -> list[float | None]:
             members.append(m)
         except Exception as exc:
             log.error("pack member %d failed at start: %s: %s", i, type(exc).__name__, exc)
-            _record_failure(cfg, exc)
+            Job(cfg).record_failure(exc)
     if members:
         _run(members)
     for m in members:
@@ -132,12 +133,16 @@ def train_pack(cfgs: Sequence[DictConfig]) -> list[float | None]:
 def _run(members: list[Member]) -> None:
     from weightshare.data.datamodule import TensorDataModule
     from weightshare.loggers import finish_wandb
-    from weightshare.train import _record_failure
 
     cfg0 = members[0].cfg
     if cfg0.threads:
         torch.set_num_threads(cfg0.threads)
     torch.set_float32_matmul_precision(cfg0.float32_matmul_precision)
+    if cfg0.trainer.deterministic:  # as Lightning's Trainer(deterministic=...) does
+        import os
+
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=str(cfg0.trainer.deterministic) == "warn")
     if any("wandb" in m.cfg.logger.names for m in members):
         import wandb
 
@@ -149,7 +154,7 @@ def _run(members: list[Member]) -> None:
             from weightshare.packed.data import PackData
 
             device = _device(cfg0)
-            sizes = PackData([m.cfg for m in members], dataset, torch.device("cpu"), torch.float32)
+            sizes = PackData([m.cfg for m in members], dataset, torch.device("cpu"))
             for k, m in enumerate(members):
                 groups.setdefault((*sizes.sizes(k), m.start_epoch), []).append(m)
             del sizes
@@ -162,12 +167,9 @@ def _run(members: list[Member]) -> None:
             log.error("terminated (SIGTERM): resume with resume=true")
             raise SystemExit(143) from None
         except BaseException as exc:
-            status = "interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "failed"
             for m in members:
                 if m.status in ("pending", "running"):
-                    m.finish(status, f"{type(exc).__name__}: {exc}")
-                    if status == "failed":
-                        _record_failure(m.cfg, exc)
+                    _fail(m, exc)
             raise
         finally:
             finish_wandb()
@@ -179,8 +181,9 @@ class _PackRun:
     def __init__(self, members: list[Member], dataset: Any, device: torch.device, flag: dict[str, bool]) -> None:
         import pytorch_lightning as pl
 
+        from weightshare.builders import build_model
         from weightshare.checkpoints import module_state
-        from weightshare.models import build_model, count_parameters
+        from weightshare.models import count_parameters
         from weightshare.packed.adam import StackedAdam
         from weightshare.packed.data import PackData
         from weightshare.packed.stacked_net import StackedPaperNet
@@ -193,7 +196,7 @@ class _PackRun:
         self.dtype = torch.float64 if precision.startswith("64") else torch.float32
         self.autocast = precision == "bf16-mixed"
         self.device = device
-        self.data = PackData([m.cfg for m in members], dataset, device, self.dtype)
+        self.data = PackData([m.cfg for m in members], dataset, device)
         from weightshare.data.datamodule import TensorDataModule
 
         info = TensorDataModule(cfg.data, cfg.aug, cfg.eval, dataset=dataset).info
@@ -346,7 +349,9 @@ class _PackRun:
         if self.use_penalty or any(self.members[k].penalty > 0 for k in self.active):
             for p, k in enumerate(self.active):
                 if self.members[k].penalty > 0:
-                    rows[p]["train/share_penalty"] = f32(pen_sum[p] / float(images))
+                    # logged as a tensor, so Lightning keeps its dtype (float64 in 64-true)
+                    value = float(pen_sum[p] / float(images))
+                    rows[p]["train/share_penalty"] = value if self.dtype == torch.float64 else f32(value)
         self._validate(rows)
         self._end_epoch(epoch, rows, t0)
 
@@ -370,6 +375,8 @@ class _PackRun:
         correct = {v: torch.zeros(K, dtype=torch.int64, device=dev) for v in names}
         total = 0.0
         for index in self.data.eval_batches(self.active):
+            if self.flag["term"]:
+                raise _TerminatedError
             variants, y = self.data.eval_batch(index)
             B = index.shape[1]
             yk = y.view(K, B)
@@ -393,25 +400,39 @@ class _PackRun:
             row["val/acc_best"] = f32(m.val_acc_best)
 
     def _end_epoch(self, epoch: int, rows: list[dict[str, float]], t0: float) -> None:
+        """Each member's epoch end (metrics, images, row, control, checkpoints), then drop the finished.
+
+        An exception in one member's part (a full disk, a broken logger) fails that member only.
+        """
         every = int(self.fm.every_n_epochs)
         stop: list[int] = []
         for p, k in enumerate(self.active):
             m = self.members[k]
-            net = self.net.write_member(p)
-            row = rows[p]
-            if (epoch + 1) % every == 0:
-                row.update({n: f32(v) for n, v in self._filter_metrics(net).items()})
-            if m.images is not None and epoch in m.images.epochs:
-                m.draw_filters(net, str(epoch), self.step)
-            row["time/epoch_s"] = f32(time.perf_counter() - t0)
-            m.end_epoch(epoch, self.step, row)
-            if m.should_stop and epoch + 1 >= self.min_epochs:
+            try:
+                net = self.net.write_member(p)
+                row = rows[p]
+                if (epoch + 1) % every == 0:
+                    row.update({n: f32(v) for n, v in self._filter_metrics(net).items()})
+                if m.images is not None and epoch in m.images.epochs:
+                    m.draw_filters(net, str(epoch), self.step)
+                row["time/epoch_s"] = f32(time.perf_counter() - t0)
+                m.end_epoch(epoch, self.step, row)
+                m.save_checkpoints(net, self.opt.member_state(p, self.factors[epoch]), epoch, self.step, row)
+                if m.should_stop and epoch + 1 >= self.min_epochs:
+                    self._finish(k, "pruned" if m.pruned else "completed", p)
+                    stop.append(p)
+            except Exception as exc:
+                log.error("%s: member failed: %s: %s", m.out, type(exc).__name__, exc)
+                _fail(m, exc)
                 stop.append(p)
-            m.save_checkpoints(net, self.opt.member_state(p, self.factors[epoch]), epoch, self.step, row)
-        for p in stop:
-            k = self.active[p]
-            self._finish(k, "pruned" if self.members[k].pruned else "completed", p)
         self._drop(stop)
+
+
+def _fail(m: Member, exc: BaseException) -> None:
+    """Record ``exc`` as the member's end (``failed``, or ``interrupted`` for SystemExit/Ctrl+C)."""
+    m.close_loggers(1)
+    m.job.record_failure(exc)
+    m.status = str(m.job.summary.get("status", "failed"))
 
 
 def _loss_dtype(logits: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,8 @@
 
 Any directory is accepted: it is walked recursively, and every directory holding a
 ``results.json`` or a ``.hydra/`` folder is one job (a job holds no other job, so the walk
-does not descend into it). Hydra's ``multirun.yaml`` in a sweep directory lists the sweep's
+does not descend into it; :func:`weightshare.results.find_jobs`, the walk the end-of-sweep table
+uses too). Hydra's ``multirun.yaml`` in a sweep directory lists the sweep's
 overrides; for the basic sweeper it is expanded into the job list Hydra launched, so a
 numbered job whose directory was never created is reported as ``missing`` too.
 
@@ -21,8 +22,9 @@ Frames (:class:`Sweep`)
   ``status`` (``completed | diverged | failed | pruned | running | missing | corrupt``),
   ``error`` (message or None), ``note`` (problems that did not stop the job from counting,
   e.g. an unreadable ``metrics.csv``), ``overrides`` (Hydra overrides, space-separated);
-- identity: ``data, model, depth, split, fold, aug_type, aug_level, connectivity, share_tile,
-  share_penalty, seed, init_from, lr, optimizer, arch`` (for jobs without a readable
+- identity (:data:`IDENTITY_FIELDS`, those of :func:`~weightshare.results.run_identity`): ``data,
+  model, depth, arch, split, fold, aug_type, aug_level, connectivity, share_tile, share_penalty, lr,
+  optimizer, seed, init_from`` (for jobs without a readable
   ``results.json`` taken from the job's resolved Hydra config when present); ``aug_type`` is
   ``none`` whenever the level is 0;
 - ``setting``: a short label of the identity fields that are not the paper's protocol
@@ -47,7 +49,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,29 +56,16 @@ from typing import Any
 
 import pandas as pd
 import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from weightshare.errors import ConfigError
-from weightshare.results import read_overrides
+from weightshare.results import find_jobs, read_overrides, run_identity
 
-IDENTITY_FIELDS = (
-    "data",
-    "model",
-    "depth",
-    "split",
-    "fold",
-    "aug_type",
-    "aug_level",
-    "connectivity",
-    "share_tile",
-    "share_penalty",
-    "seed",
-    "init_from",
-    "lr",
-    "optimizer",
-    "arch",
-)
+# the identity fields of results.json (run_identity is their one list); ``aug``, the four
+# levels, is summarised by aug_type and aug_level
+IDENTITY_FIELDS = tuple(key for key in run_identity({}) if key != "aug")
 GROUP_FIELDS = ("data", "model", "aug_type", "aug_level")
-AUG_TYPES = ("translate", "rotate", "noise", "edge_noise")
 KNOWN_STATUSES = ("completed", "diverged", "failed", "pruned", "running", "interrupted")
 RESULT_SECTIONS = ("final", "best", "init", "test")
 META_COLUMNS = (
@@ -153,36 +141,6 @@ class Sweep:
 # ----------------------------------------------------------------------------- discovery
 
 
-def _natural_key(path: Path) -> tuple:
-    """Sort job dirs 0, 1, 2, ..., 10 rather than 0, 1, 10, 2."""
-    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in path.parts)
-
-
-def find_job_dirs(root: Path) -> list[Path]:
-    """Every directory under ``root`` (itself included) that holds ``results.json`` or ``.hydra/``."""
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        if "results.json" in filenames or ".hydra" in dirnames:
-            found.append(Path(dirpath))
-            dirnames[:] = []  # a job holds no other job: checkpoints, logs, images are not walked
-            continue
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-    return sorted(found, key=_natural_key)
-
-
-def find_sweep_files(root: Path) -> list[Path]:
-    """Every ``multirun.yaml`` under ``root`` outside job directories."""
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        if "results.json" in filenames or ".hydra" in dirnames:
-            dirnames[:] = []
-            continue
-        if "multirun.yaml" in filenames:
-            found.append(Path(dirpath) / "multirun.yaml")
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-    return found
-
-
 def expected_jobs(multirun_yaml: Path) -> tuple[list[tuple[Path, list[str]]], str | None]:
     """``(jobs, note)``: the (job dir, overrides) pairs Hydra's basic sweeper launched, and why not.
 
@@ -235,54 +193,22 @@ def _number(value: Any) -> float:
     return math.nan
 
 
-def aug_type_of(levels: dict[str, Any]) -> tuple[str, float]:
-    """``(aug_type, aug_level)`` from the four training levels, by the identity rule.
-
-    ``none`` with level 0 when all are 0, the single non-zero type, or ``mixed`` with NaN.
-    """
-    nonzero = {k: float(levels.get(k) or 0.0) for k in AUG_TYPES if float(levels.get(k) or 0.0) != 0.0}
-    if not nonzero:
-        return "none", 0.0
-    if len(nonzero) == 1:
-        ((name, level),) = nonzero.items()
-        return name, level
-    return "mixed", math.nan
-
-
 def _identity_from_config(job_dir: Path) -> dict[str, Any]:
-    """Best-effort identity of a job without a usable ``results.json``, from its Hydra config.
+    """Best-effort identity of a job without a usable ``results.json``, from its saved config.
 
-    Only a few plain keys are read (no interpolation is resolved), so a job that died before
-    writing results still shows in the failure list as "mnist fcn translate 0.1 fold 3".
+    Read by :func:`~weightshare.results.run_identity` (a key the file lacks gives None;
+    interpolations between config keys resolve), so a job that died before writing results
+    still shows in the failure list as "mnist fcn translate 0.1 fold 3".
     """
     for path in (job_dir / "config.yaml", job_dir / ".hydra" / "config.yaml"):
         try:
             cfg = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError):
-            continue
-        if not isinstance(cfg, dict):
-            continue
-        data = cfg.get("data") or {}
-        model = cfg.get("model") or {}
-        aug = cfg.get("aug") or {}
-        aug_type, aug_level = aug_type_of(aug if isinstance(aug, dict) else {})
-        return {
-            "data": data.get("name"),
-            "model": model.get("name"),
-            "depth": model.get("depth"),
-            "split": data.get("split"),
-            "fold": data.get("fold"),
-            "aug_type": aug_type,
-            "aug_level": aug_level,
-            "connectivity": model.get("connectivity"),
-            "share_tile": model.get("share_tile"),
-            "share_penalty": model.get("share_penalty"),
-            "seed": cfg.get("seed"),
-            "init_from": model.get("init_from"),
-            "lr": (cfg.get("optimizer") or {}).get("lr"),
-            "optimizer": (cfg.get("optimizer") or {}).get("name"),
-            "arch": model.get("arch"),
-        }
+            if not isinstance(cfg, dict):
+                continue
+            identity = run_identity(OmegaConf.create(cfg))
+        except (OSError, yaml.YAMLError, OmegaConfBaseException, TypeError, ValueError):
+            continue  # unreadable, or a value of the wrong type: try the other file
+        return {key: identity[key] for key in IDENTITY_FIELDS}
     return {}
 
 
@@ -456,13 +382,14 @@ def load_jobs(dirs: Iterable[Path | str]) -> tuple[list[dict[str, Any]], list[st
         root = Path(given)
         if not root.is_dir():
             raise ConfigError("DIR", str(root), "an existing run or sweep directory")
-        for job_dir in find_job_dirs(root):
+        job_dirs, multiruns = find_jobs(root)
+        for job_dir in job_dirs:
             row = read_results(job_dir)
             if row["job_dir"] in seen:
                 continue
             seen.add(row["job_dir"])
             rows.append({**row, "root": str(root)})
-        for multirun in find_sweep_files(root):
+        for multirun in multiruns:
             listed, note = expected_jobs(multirun)
             if note is not None:
                 notes.append(note)

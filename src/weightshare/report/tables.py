@@ -32,9 +32,11 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Sequence
 
 import pandas as pd
 
+from weightshare.augment.validate import EVAL_VARIANTS
 from weightshare.report.reference import level_key
 
 CONVENTIONS: dict[str, str] = {
@@ -44,15 +46,8 @@ CONVENTIONS: dict[str, str] = {
     "all_epochs": "the original code's convention: median over every per-epoch row of metrics.csv of every "
     "fold pooled (the paper's numbers were made this way)",
 }
-TABLE_METRICS = (
-    "train/acc",
-    "val/acc",
-    "val/translate/acc",
-    "val/rotate/acc",
-    "val/noise/acc",
-    "val/edge_noise/acc",
-    "val/quadrant_swap/acc",
-)
+# train accuracy, then the validation accuracy of every evaluation variant (clean first)
+TABLE_METRICS = ("train/acc", *("val/acc" if v == "clean" else f"val/{v}/acc" for v in EVAL_VARIANTS))
 PAPER_METRICS = ("train/acc", "val/acc", "val/translate/acc")
 METRIC_LABELS = {
     "train/acc": "train",
@@ -65,22 +60,9 @@ METRIC_LABELS = {
 }
 ROW_COLUMNS = ("job_dir", "data", "setting", "aug_type", "aug_level", "model", "fold")
 CELL = ["data", "setting", "aug_type", "aug_level", "model"]
-LONG_COLUMNS = [
-    "convention",
-    "data",
-    "setting",
-    "aug_type",
-    "level",
-    "model",
-    "metric",
-    "n_jobs",
-    "n_values",
-    "median",
-    "min",
-    "max",
-    "paper",
-    "diff",
-]
+# what :func:`cell_stats` gives per cell
+STAT_COLUMNS = ["n_jobs", "n_values", "median", "min", "max"]
+LONG_COLUMNS = ["convention", "data", "setting", "aug_type", "level", "model", "metric", *STAT_COLUMNS, "paper", "diff"]
 _CONVENTION_PREFIX = {"early_stopped": "best/", "last_epoch": "final/"}
 
 
@@ -135,6 +117,34 @@ def cell_stats(long: pd.DataFrame, keys: list[str], *, sort: bool) -> pd.DataFra
     return stats.reset_index()
 
 
+def cells_by_convention(
+    rows_of: Callable[[str], pd.DataFrame],
+    id_vars: Sequence[str],
+    keys: Sequence[str],
+    conventions: Sequence[str],
+    *,
+    sort: bool,
+) -> pd.DataFrame | None:
+    """:func:`cell_stats` of every metric per ``keys`` in each convention, stacked with a ``convention`` column.
+
+    ``rows_of(convention)`` gives the values to take medians of (:func:`convention_rows`, or the
+    VCP members' share of it), ``id_vars`` its non-metric columns. ``None`` when no convention
+    has a value. The one melt-and-aggregate of both the paper's tables (:func:`summarize`) and
+    the VCP view (:func:`~weightshare.report.vcp.summarize_vcp`).
+    """
+    frames = []
+    for convention in conventions:
+        rows = rows_of(convention)
+        if rows.empty:
+            continue
+        long = rows.melt(id_vars=list(id_vars), value_vars=list(TABLE_METRICS), var_name="metric")
+        long = long.dropna(subset=["value"])
+        if long.empty:
+            continue
+        frames.append(cell_stats(long, [*keys, "metric"], sort=sort).assign(convention=convention))
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
 def summarize(
     jobs: pd.DataFrame,
     epochs: pd.DataFrame,
@@ -142,20 +152,16 @@ def summarize(
     conventions: tuple[str, ...] = tuple(CONVENTIONS),
 ) -> pd.DataFrame:
     """The long table (columns :data:`LONG_COLUMNS`) of every cell in every convention."""
-    frames = []
-    for convention in conventions:
-        rows = convention_rows(jobs, epochs, convention)
-        if rows.empty:
-            continue
-        rows = with_shared_level_zero(rows)
-        long = rows.melt(id_vars=list(ROW_COLUMNS), value_vars=list(TABLE_METRICS), var_name="metric")
-        long = long.dropna(subset=["value"])
-        if long.empty:
-            continue
-        frames.append(cell_stats(long, [*CELL, "metric"], sort=False).assign(convention=convention))
-    if not frames:
+    table = cells_by_convention(
+        lambda convention: with_shared_level_zero(convention_rows(jobs, epochs, convention)),
+        ROW_COLUMNS,
+        CELL,
+        conventions,
+        sort=False,
+    )
+    if table is None:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in LONG_COLUMNS})
-    table = pd.concat(frames, ignore_index=True).rename(columns={"aug_level": "level"})
+    table = table.rename(columns={"aug_level": "level"})
     table["level_key"] = level_key(table["level"])
     if reference is not None and not reference.empty:
         table = table.merge(reference, on=["data", "aug_type", "level_key", "model", "metric"], how="left")
@@ -179,30 +185,45 @@ def table_keys(long: pd.DataFrame) -> list[tuple[str, str, str]]:
     return sorted(keys, key=lambda k: (k[0], type_rank.get(k[1], 5), k[1], k[2]))
 
 
-def wide_table(long: pd.DataFrame, data: str, aug_type: str, setting: str, convention: str) -> pd.DataFrame:
-    """One table in the paper's layout (documented in the module docstring)."""
-    cells = long[
-        (long["data"] == data)
-        & (long["aug_type"] == aug_type)
-        & (long["setting"] == setting)
-        & (long["convention"] == convention)
-    ]
-    cells = cells.assign(_key=cells["level"].map(format_level))
-    levels = sorted(cells["level"].unique(), key=lambda v: (math.isnan(v), v))
-    wide = pd.DataFrame({"level": levels})
-    keys = wide["level"].map(format_level)  # string keys, so the NaN level of ``mixed`` joins too
-    for model in model_order(cells["model"]):
+def wide_cells(cells: pd.DataFrame, index: str, models: Sequence[str]) -> pd.DataFrame:
+    """One table's cells in the paper's layout: a row per value of ``index``, column groups per model.
+
+    ``cells``: the long-frame rows of one table and convention (:func:`summarize`, or the VCP
+    long frame with ``index="connectivity"``). Per model of ``models`` that has cells:
+    ``<model>/n``, ``<model>/<metric>`` (medians; the paper's metrics always, others where
+    present) and, where ``cells`` carries paper values, ``<model>/<metric>/paper`` and
+    ``/diff`` for :data:`PAPER_METRICS`. Rows join on :func:`format_level` strings, so the NaN
+    level of ``mixed`` joins too (and sorts last).
+    """
+    values = sorted(cells[index].astype(float).unique(), key=lambda v: (math.isnan(v), v))
+    wide = pd.DataFrame({index: values})
+    keys = wide[index].map(format_level)
+    cells = cells.assign(_key=cells[index].astype(float).map(format_level))
+    for model in models:
         by_model = cells[cells["model"] == model]
+        if by_model.empty:
+            continue
         wide[f"{model}/n"] = keys.map(by_model.groupby("_key")["n_jobs"].max()).astype("Int64")
         for metric in TABLE_METRICS:
             rows = by_model[by_model["metric"] == metric].set_index("_key")
             if rows.empty and metric not in PAPER_METRICS:
                 continue
             wide[f"{model}/{metric}"] = keys.map(rows["median"]).astype(float)
-            if metric in PAPER_METRICS:
+            if metric in PAPER_METRICS and "paper" in rows.columns:
                 wide[f"{model}/{metric}/paper"] = keys.map(rows["paper"]).astype(float)
                 wide[f"{model}/{metric}/diff"] = keys.map(rows["diff"]).astype(float)
     return wide
+
+
+def wide_table(long: pd.DataFrame, data: str, aug_type: str, setting: str, convention: str) -> pd.DataFrame:
+    """One of the paper's tables (documented in the module docstring); empty when it has no cell."""
+    cells = long[
+        (long["data"] == data)
+        & (long["aug_type"] == aug_type)
+        & (long["setting"] == setting)
+        & (long["convention"] == convention)
+    ]
+    return wide_cells(cells, "level", model_order(cells["model"]))
 
 
 def duplicate_folds(jobs: pd.DataFrame) -> pd.DataFrame:

@@ -27,33 +27,20 @@ import pandas as pd
 
 from weightshare.report.tables import (
     CONVENTIONS,
-    PAPER_METRICS,
-    TABLE_METRICS,
-    cell_stats,
+    STAT_COLUMNS,
+    cells_by_convention,
     convention_rows,
     format_level,
     slug,
+    wide_cells,
     with_shared_level_zero,
 )
 
 VCP_MODEL = "fcn"
 REFERENCE_MODEL = "cnn"
 VCP_KEY = ["data", "base_setting", "aug_type", "aug_level"]
-VCP_LONG_COLUMNS = [
-    "convention",
-    "data",
-    "setting",
-    "aug_type",
-    "level",
-    "model",
-    "connectivity",
-    "metric",
-    "n_jobs",
-    "n_values",
-    "median",
-    "min",
-    "max",
-]
+_VCP_CELL = ["convention", "data", "setting", "aug_type", "level", "model", "connectivity", "metric"]
+VCP_LONG_COLUMNS = [*_VCP_CELL, *STAT_COLUMNS]
 _CONNECTIVITY_PREFIX = "connectivity="
 
 
@@ -75,6 +62,20 @@ class VcpGroup(NamedTuple):
         """``vcp_<data>_<aug_type>_<level>[_<setting>]`` (file-name safe)."""
         parts = ("vcp", self.data, self.aug_type, format_level(self.level), self.setting)
         return "_".join(slug(p) for p in parts if p)
+
+    def select(self, frame: pd.DataFrame, *, setting: str = "base_setting", level: str = "aug_level") -> pd.DataFrame:
+        """The rows of ``frame`` in this group; the one place a group's rows are picked.
+
+        ``setting`` and ``level`` name the columns: member and row frames (:func:`vcp_members`,
+        :func:`vcp_rows`) have ``base_setting`` and ``aug_level``, the long frame ``setting`` and
+        ``level``. Levels match within 1e-9 (they went through float parsing and the CSVs).
+        """
+        return frame[
+            (frame["data"] == self.data)
+            & (frame[setting] == self.setting)
+            & (frame["aug_type"] == self.aug_type)
+            & ((frame[level].astype(float) - self.level).abs() < 1e-9)
+        ]
 
 
 def base_setting(setting: str) -> str:
@@ -141,52 +142,20 @@ def summarize_vcp(
     jobs: pd.DataFrame, epochs: pd.DataFrame, conventions: tuple[str, ...] = tuple(CONVENTIONS)
 ) -> pd.DataFrame:
     """The long VCP frame (columns :data:`VCP_LONG_COLUMNS`) of every group and convention."""
-    frames = []
-    for convention in conventions:
-        rows = vcp_rows(jobs, epochs, convention)
-        if rows.empty:
-            continue
-        id_vars = ["job_dir", "data", "base_setting", "aug_type", "aug_level", "model", "connectivity"]
-        long = rows.melt(id_vars=id_vars, value_vars=list(TABLE_METRICS), var_name="metric").dropna(subset=["value"])
-        if long.empty:
-            continue
-        frames.append(cell_stats(long, [*id_vars[1:], "metric"], sort=True).assign(convention=convention))
-    if not frames:
+    id_vars = ["job_dir", "data", "base_setting", "aug_type", "aug_level", "model", "connectivity"]
+    table = cells_by_convention(
+        lambda convention: vcp_rows(jobs, epochs, convention), id_vars, id_vars[1:], conventions, sort=True
+    )
+    if table is None:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in VCP_LONG_COLUMNS})
-    table = pd.concat(frames, ignore_index=True)
     table = table.rename(columns={"base_setting": "setting", "aug_level": "level"})
     return table[VCP_LONG_COLUMNS].reset_index(drop=True)
 
 
-def _select(long: pd.DataFrame, group: VcpGroup, convention: str) -> pd.DataFrame:
-    level = long["level"].astype(float)
-    return long[
-        (long["convention"] == convention)
-        & (long["data"] == group.data)
-        & (long["setting"] == group.setting)
-        & (long["aug_type"] == group.aug_type)
-        & ((level - group.level).abs() < 1e-9)
-    ]
-
-
 def vcp_wide(long: pd.DataFrame, group: VcpGroup, convention: str) -> pd.DataFrame:
     """One VCP table: a row per connectivity, FCN columns, the CNN reference on the 0 row."""
-    cells = _select(long, group, convention)
-    connectivity = sorted(cells["connectivity"].astype(float).unique())
-    wide = pd.DataFrame({"connectivity": connectivity})
-    keys = wide["connectivity"].map(format_level)
-    cells = cells.assign(_key=cells["connectivity"].astype(float).map(format_level))
-    for model in (VCP_MODEL, REFERENCE_MODEL):
-        by_model = cells[cells["model"] == model]
-        if by_model.empty:
-            continue
-        wide[f"{model}/n"] = keys.map(by_model.groupby("_key")["n_jobs"].max()).astype("Int64")
-        for metric in TABLE_METRICS:
-            rows = by_model[by_model["metric"] == metric].set_index("_key")
-            if rows.empty and metric not in PAPER_METRICS:
-                continue
-            wide[f"{model}/{metric}"] = keys.map(rows["median"]).astype(float)
-    return wide
+    cells = group.select(long[long["convention"] == convention], setting="setting", level="level")
+    return wide_cells(cells, "connectivity", [VCP_MODEL, REFERENCE_MODEL])
 
 
 def cnn_reference_note(wide: pd.DataFrame) -> str:

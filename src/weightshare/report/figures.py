@@ -1,4 +1,4 @@
-"""Figures from run directories alone (no W&B, no TensorBoard): the paper's Figures 3-6.
+"""The sweep's figures from run directories alone (no W&B, no TensorBoard): the paper's Figures 3-6.
 
 - :func:`accuracy_figure` (Figures 3-4): x = augmentation level, y = train, validation
   and translated-validation accuracy, CNN vs FCN, median over folds with a min-max band; one
@@ -15,38 +15,39 @@
   accuracy, median over folds with min-max error bars.
 - :func:`vcp_figure` (Figures C.1-C.2): FCN accuracy vs fraction of removed connections, median
   over folds with a min-max band, the CNN and FCN at connectivity 0 as reference lines.
-- :func:`run_figures`: one run's training curves (accuracies of every evaluation variant and
-  losses vs epoch, plus its filter distances when it has any: to neighbours, to the original
-  shared filter, to the mean filter).
 
-Entry points: :func:`plot_sweep` ``(jobs_frame, epochs_frame, out_dir) -> list[Path]`` and
-:func:`plot_run` ``(run_dir, out_dir) -> list[Path]``; the ``*_figure`` builders return the
-figure unsaved (tests read their lines). Inputs are the frames of
-:mod:`weightshare.report.collect` (``jobs`` and ``epochs``, columns documented there).
-Figures are built on :class:`matplotlib.figure.Figure` directly rather than through
-``pyplot``: that renders with the Agg backend whatever backend the caller selected, keeps no
-global figure registry (nothing to close, nothing leaks in a long report) and is safe to call
-from a worker thread.
+Entry point: :func:`plot_sweep` ``(jobs_frame, epochs_frame, out_dir) -> list[Path]``; the
+``*_figure`` builders return the figure unsaved (tests read their lines). Inputs are the frames
+of :mod:`.collect` (``jobs`` and ``epochs``, columns documented there). One run's curves are
+:mod:`.figures_runs`; the drawing parts both share are :mod:`.figure_style`.
 """
 
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 import numpy as np
 import pandas as pd
-from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from weightshare.errors import ConfigError
-from weightshare.report.collect import read_metrics, read_results, setting_label
+from weightshare.report.figure_style import (
+    epoch_axis,
+    fd_columns,
+    kind_label,
+    kind_rank,
+    median_band,
+    model_color,
+    panel_grid,
+    png_name,
+    save_png,
+    side_legend,
+    style_axes,
+    target_rank,
+)
 from weightshare.report.reference import level_key
 from weightshare.report.tables import (
     CONVENTIONS,
@@ -56,159 +57,23 @@ from weightshare.report.tables import (
     slug,
     with_shared_level_zero,
 )
-from weightshare.report.vcp import (
-    REFERENCE_MODEL,
-    VCP_MODEL,
-    covered_tables,
-    vcp_groups,
-    vcp_members,
-    vcp_rows,
-)
+from weightshare.report.vcp import REFERENCE_MODEL, VCP_MODEL, covered_tables, vcp_groups, vcp_members, vcp_rows
 
-DPI = 120
-# fd/<layer>/<target>/<kind>: target r<radius> (neighbours on the ring), to_ref (the original
-# shared filter), to_mean (the layer's mean filter); kind euclid, cosine, euclid_raw, or any new one
-FD_PATTERN = re.compile(r"^fd/(?P<layer>[^/]+)/(?P<target>r(?P<radius>\d+)|to_ref|to_mean)/(?P<kind>\w+)$")
-KIND_ORDER = ("euclid", "cosine", "euclid_raw")
-KIND_LABELS = {"euclid": "Euclidean", "cosine": "cosine", "euclid_raw": "raw Euclidean (/ ||W_ref||)"}
-GROUP_ORDER = ("neighbours", "to_ref", "to_mean")
-GROUP_TITLES = {
-    "neighbours": "between neighbouring filters",
-    "to_ref": "to the original shared filter",
-    "to_mean": "to the layer's mean filter",
-}
-TARGET_TITLES = {"to_ref": "to original shared filter", "to_mean": "to mean filter"}
-RADIUS_STYLES = ("-", "--", "-.", ":")
-MODEL_COLORS = {"cnn": "tab:blue", "fcn": "tab:orange"}
-_EXTRA_COLORS = ("tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive")
+__all__ = [
+    "accuracy_figure",
+    "fd_columns",
+    "filter_distance_figure",
+    "plot_sweep",
+    "quadrant_swap_figure",
+    "sweep_figures",
+    "vcp_figure",
+]
+
 ACCURACY_LINES = (
     ("val/acc", "-", "validation"),
     ("val/translate/acc", "--", "translated validation"),
     ("train/acc", ":", "train"),
 )
-VARIANT_NAMES = ("translate", "rotate", "noise", "edge_noise", "quadrant_swap")
-
-
-def _model_color(model: str, models: Sequence[str]) -> str:
-    if model in MODEL_COLORS:
-        return MODEL_COLORS[model]
-    others = [m for m in models if m not in MODEL_COLORS]
-    return _EXTRA_COLORS[others.index(model) % len(_EXTRA_COLORS)]
-
-
-def _natural(text: str) -> tuple:
-    """conv2 before conv10."""
-    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text))
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
-    return path
-
-
-def _style(ax: Axes, title: str, xlabel: str, ylabel: str) -> None:
-    ax.set_title(title, fontsize=12)
-    ax.set_xlabel(xlabel, fontsize=11)
-    ax.set_ylabel(ylabel, fontsize=11)
-    ax.tick_params(labelsize=10)
-    ax.grid(alpha=0.3)
-
-
-def _epoch_axis(ax: Axes) -> None:
-    """Whole-number epoch ticks; a run of one or two epochs still spans a readable range."""
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    lo, hi = ax.get_xlim()
-    if hi - lo < 2:
-        mid = (lo + hi) / 2
-        ax.set_xlim(mid - 1, mid + 1)
-
-
-def _median_band(ax: Axes, rows: pd.DataFrame, by: str, metric: str, linestyle: str, color: Any, label: str) -> None:
-    """Median of ``metric`` per value of ``by`` as a line, min-max over folds as a band."""
-    stats = rows.groupby(by)[metric].agg(["median", "min", "max"]).dropna()
-    if stats.empty:
-        return
-    ax.plot(stats.index, stats["median"], linestyle=linestyle, marker="o", color=color, linewidth=1.8, label=label)
-    ax.fill_between(stats.index, stats["min"], stats["max"], color=color, alpha=0.15, linewidth=0)
-
-
-def _side_legend(ax: Axes) -> None:
-    """Legend right of the axes: curves of a run overlap wherever ``loc="best"`` would put it."""
-    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
-
-
-def _name(*parts: str) -> str:
-    return "_".join(slug(p) for p in parts if p) + ".png"
-
-
-@dataclass(frozen=True)
-class FdSpec:
-    """One filter-distance column: ``fd/<layer>/<target>/<kind>`` (see :data:`FD_PATTERN`)."""
-
-    layer: str
-    target: str  # "r1", "r4", ..., "to_ref", "to_mean"
-    kind: str  # "euclid", "cosine", "euclid_raw", ...
-    column: str
-
-    @property
-    def radius(self) -> int | None:
-        return int(self.target[1:]) if self.group == "neighbours" else None
-
-    @property
-    def group(self) -> str:
-        """``neighbours`` (any radius), ``to_ref`` or ``to_mean``."""
-        return self.target if self.target in ("to_ref", "to_mean") else "neighbours"
-
-    @property
-    def target_title(self) -> str:
-        """Short panel title part: ``radius 1``, ``to original shared filter``, ``to mean filter``."""
-        return f"radius {self.radius}" if self.group == "neighbours" else TARGET_TITLES[self.group]
-
-    def sort_key(self) -> tuple:
-        return (target_rank(self.target), kind_rank(self.kind))
-
-
-def target_rank(target: str) -> tuple[int, int]:
-    """Rings by radius first, then the original shared filter, then the mean filter."""
-    if target.startswith("r"):
-        return (0, int(target[1:]))
-    return (1 + GROUP_ORDER.index(target), 0)
-
-
-def kind_rank(kind: str) -> tuple[int, str]:
-    return (KIND_ORDER.index(kind), "") if kind in KIND_ORDER else (len(KIND_ORDER), kind)
-
-
-def kind_label(kind: str) -> str:
-    return KIND_LABELS.get(kind, kind)
-
-
-def fd_columns(columns: Sequence[str]) -> dict[str, list[FdSpec]]:
-    """``{layer: [FdSpec, ...]}`` of the filter-distance columns present, layers in natural order."""
-    layers: dict[str, list[FdSpec]] = {}
-    for column in columns:
-        match = FD_PATTERN.match(column)
-        if match:
-            spec = FdSpec(match["layer"], match["target"], match["kind"], column)
-            layers.setdefault(spec.layer, []).append(spec)
-    return {layer: sorted(layers[layer], key=FdSpec.sort_key) for layer in sorted(layers, key=_natural)}
-
-
-def _grid(fig: Figure, rows: list[str], columns: list[str], used: set[tuple[str, str]]) -> dict[tuple[str, str], Axes]:
-    """A ``rows x columns`` grid of panels keyed by (row, column); cells not in ``used`` removed."""
-    axes = fig.subplots(len(rows), len(columns), squeeze=False)
-    panels: dict[tuple[str, str], Axes] = {}
-    for i, row in enumerate(rows):
-        for j, column in enumerate(columns):
-            if (row, column) in used:
-                panels[(row, column)] = axes[i][j]
-            else:
-                axes[i][j].remove()
-    return panels
-
-
-# ----------------------------------------------------------------------------- sweep figures
 
 
 def accuracy_figure(rows: pd.DataFrame, title: str, xlabel: str) -> Figure:
@@ -221,13 +86,13 @@ def accuracy_figure(rows: pd.DataFrame, title: str, xlabel: str) -> Figure:
     ax = fig.add_subplot()
     models = model_order(rows["model"])
     for model in models:
-        color = _model_color(model, models)
+        color = model_color(model, models)
         per_model = rows[rows["model"] == model]
         for metric, linestyle, label in ACCURACY_LINES:
-            _median_band(ax, per_model, "aug_level", metric, linestyle, color, f"{model.upper()} {label}")
+            median_band(ax, per_model, "aug_level", metric, linestyle, color, f"{model.upper()} {label}")
     levels = sorted(rows["aug_level"].dropna().unique())
     ax.set_xticks(levels, [format_level(v) for v in levels])
-    _style(ax, title, xlabel, "accuracy (median over folds, band: min-max)")
+    style_axes(ax, title, xlabel, "accuracy (median over folds, band: min-max)")
     ax.legend(fontsize=9, loc="best")
     return fig
 
@@ -258,7 +123,7 @@ def filter_distance_figure(
     targets = sorted({s.target for s in specs}, key=target_rank)
     kinds = sorted({s.kind for s in specs}, key=kind_rank)
     fig = Figure(figsize=(4.8 * len(targets) + 1.2, 3.8 * len(kinds)), layout="constrained")
-    panels = _grid(fig, kinds, targets, {(s.kind, s.target) for s in specs})
+    panels = panel_grid(fig, kinds, targets, {(s.kind, s.target) for s in specs})
     levels = sorted(epochs[line_by].dropna().unique())
     colors = matplotlib.colormaps["viridis"](np.linspace(0.0, 0.9, max(len(levels), 1)))
     for spec in specs:
@@ -274,13 +139,13 @@ def filter_distance_figure(
                     x, y = [0, *x], [start, *y]
             if x:
                 ax.plot(x, y, color=color, linewidth=1.6, label=format_level(level))
-        _style(
+        style_axes(
             ax,
             f"{layer}, {spec.target_title}: {spec.kind}",
             "epoch (0 = initialisation)",
             f"mean {kind_label(spec.kind)} distance",
         )
-        _epoch_axis(ax)
+        epoch_axis(ax)
     entries: dict[str, object] = {}
     for ax in panels.values():  # every level, even one missing from the first panel
         for handle, label in zip(*ax.get_legend_handles_labels()):
@@ -310,7 +175,7 @@ def quadrant_swap_figure(rows: pd.DataFrame, title: str) -> Figure:
         ax.bar_label(bars, fmt="%.3f", fontsize=9, padding=2)
     ax.set_xticks(x, [m.upper() for m in models])
     ax.set_ylim(0, 1.1)
-    _style(ax, title, "model", "accuracy (median over folds, bars: min-max)")
+    style_axes(ax, title, "model", "accuracy (median over folds, bars: min-max)")
     ax.legend(fontsize=9, loc="upper right")
     return fig
 
@@ -327,9 +192,9 @@ def vcp_figure(rows: pd.DataFrame, title: str) -> Figure:
     fig = Figure(figsize=(10, 5.5), layout="constrained")
     ax = fig.add_subplot()
     fcn = rows[rows["model"] == VCP_MODEL]
-    color = _model_color(VCP_MODEL, [VCP_MODEL])
+    color = model_color(VCP_MODEL, [VCP_MODEL])
     for metric, linestyle, label in ACCURACY_LINES:
-        _median_band(ax, fcn, "connectivity", metric, linestyle, color, f"{VCP_MODEL.upper()} {label}")
+        median_band(ax, fcn, "connectivity", metric, linestyle, color, f"{VCP_MODEL.upper()} {label}")
     for model, alpha in ((REFERENCE_MODEL, 0.9), (VCP_MODEL, 0.5)):
         at_zero = rows[(rows["model"] == model) & (rows["connectivity"] == 0)]
         for metric, linestyle, label in ACCURACY_LINES:
@@ -337,7 +202,7 @@ def vcp_figure(rows: pd.DataFrame, title: str) -> Figure:
             if not math.isnan(value):
                 ax.axhline(
                     value,
-                    color=_model_color(model, [model]),
+                    color=model_color(model, [model]),
                     linestyle=linestyle,
                     linewidth=1.1,
                     alpha=alpha,
@@ -345,10 +210,10 @@ def vcp_figure(rows: pd.DataFrame, title: str) -> Figure:
                 )
     values = sorted(fcn["connectivity"].dropna().unique())
     ax.set_xticks(values, [format_level(v) for v in values])
-    _style(
+    style_axes(
         ax, title, "fraction of connections removed (model.connectivity)", "accuracy (median over folds, band: min-max)"
     )
-    _side_legend(ax)
+    side_legend(ax)
     return fig
 
 
@@ -377,7 +242,7 @@ def sweep_figures(
                 continue  # one connectivity value of a VCP sweep: drawn in its VCP figure
             title = f"{data}: accuracy vs {aug_type} level ({label})" + (f"\n{setting}" if setting else "")
             yield (
-                _name("accuracy", data, aug_type, setting),
+                png_name("accuracy", data, aug_type, setting),
                 accuracy_figure(table, title, f"{aug_type} augmentation level"),
             )
         chosen = rows[
@@ -387,17 +252,12 @@ def sweep_figures(
         for (data, setting), table in chosen.groupby(["data", "setting"], sort=True):
             if table["val/quadrant_swap/acc"].notna().any():
                 title = f"{data}: quadrant swap, {runs} ({label})" + (f"\n{setting}" if setting else "")
-                yield _name("quadrant_swap", data, setting), quadrant_swap_figure(table, title)
+                yield png_name("quadrant_swap", data, setting), quadrant_swap_figure(table, title)
     groups = vcp_groups(jobs_frame)
     if groups:
         all_vcp = vcp_rows(jobs_frame, epochs_frame, convention)
         for group in groups:
-            table = all_vcp[
-                (all_vcp["data"] == group.data)
-                & (all_vcp["base_setting"] == group.setting)
-                & (all_vcp["aug_type"] == group.aug_type)
-                & ((all_vcp["aug_level"] - group.level).abs() < 1e-9)
-            ]
+            table = group.select(all_vcp)
             if table.empty:
                 continue
             title = (
@@ -439,18 +299,13 @@ def _filter_distance_figures(jobs: pd.DataFrame, epochs: pd.DataFrame, fd_layers
                 f"\n{setting}" if setting else ""
             )
             yield (
-                _name("filter_distance", data, aug_type, model, layer, setting),
+                png_name("filter_distance", data, aug_type, model, layer, setting),
                 filter_distance_figure(table, job_init, layer, title),
             )
     members = vcp_members(jobs)
     members = members[members["model"] == VCP_MODEL]
     for group in vcp_groups(jobs):
-        in_group = members[
-            (members["data"] == group.data)
-            & (members["base_setting"] == group.setting)
-            & (members["aug_type"] == group.aug_type)
-            & ((members["aug_level"] - group.level).abs() < 1e-9)
-        ]
+        in_group = group.select(members)
         table = done[done["job_dir"].isin(in_group["job_dir"])].merge(
             in_group[["job_dir", "connectivity"]], on="job_dir"
         )
@@ -496,127 +351,8 @@ def plot_sweep(
     """
     out = Path(out_dir)
     return [
-        _save(fig, out / name)
+        save_png(fig, out / name)
         for name, fig in sweep_figures(
             jobs_frame, epochs_frame, convention=convention, fd_layers=fd_layers, quadrant=quadrant
         )
     ]
-
-
-# ----------------------------------------------------------------------------- one run
-
-
-def _run_title(result: dict) -> str:
-    if result.get("data") is None:
-        return Path(result["job_dir"]).name
-    level = result.get("aug_level")
-    parts = [str(result.get("data")), str(result.get("model")), str(result.get("aug_type"))]
-    if isinstance(level, (int, float)) and not math.isnan(float(level)):
-        parts.append(format_level(float(level)))
-    if result.get("fold") is not None:
-        parts.append(f"fold {result['fold']}")
-    setting = setting_label(result)  # e.g. init_from=cnn for a run unshared from a CNN
-    return " ".join(parts) + (f", {setting}" if setting else "") + f" ({result['status']})"
-
-
-def run_figures(run_dir: Path | str) -> dict[str, Figure]:
-    """``{"training_curves": fig[, "filter_distance": fig]}`` of one run (see :func:`plot_run`)."""
-    run_dir = Path(run_dir)
-    metrics, problem = read_metrics(run_dir)
-    if metrics is None or metrics.empty:
-        raise ConfigError(
-            "RUN_DIR", str(run_dir), f"a run directory with a readable metrics.csv ({problem or 'empty'})"
-        )
-    result = read_results(run_dir)
-    title = _run_title(result)
-    x = metrics["epoch"] + 1
-    # markers keep short runs visible (a single epoch is one point, not a line)
-    marker = "o" if len(metrics) <= 30 else None
-    best = result.get("best_epoch")
-    figures: dict[str, Figure] = {}
-
-    fig = Figure(figsize=(13, 5), layout="constrained")
-    ax_acc, ax_loss = fig.subplots(1, 2)
-    for column, label in (("train/acc", "train"), ("val/acc", "validation")):
-        if column in metrics.columns:
-            ax_acc.plot(x, metrics[column], linewidth=1.8, marker=marker, label=label)
-    for variant in VARIANT_NAMES:
-        column = f"val/{variant}/acc"
-        if column in metrics.columns and metrics[column].notna().any():
-            ax_acc.plot(
-                x, metrics[column], "--", linewidth=1.3, marker=marker, markersize=4, label=f"validation, {variant}"
-            )
-    for column, label in (("train/loss", "train"), ("val/loss", "validation")):
-        if column in metrics.columns:
-            ax_loss.plot(x, metrics[column], linewidth=1.8, marker=marker, label=label)
-    panels = (("accuracy", "accuracy"), ("loss", "cross-entropy loss"))
-    for ax, (name, ylabel) in zip((ax_acc, ax_loss), panels):
-        if isinstance(best, (int, float)) and not math.isnan(best):
-            ax.axvline(best + 1, color="gray", linestyle=":", label="early-stopping epoch")
-        _style(ax, name, "epoch", ylabel)
-        _epoch_axis(ax)
-        _side_legend(ax)
-    fig.suptitle(title, fontsize=13)
-    figures["training_curves"] = fig
-
-    figure = _run_filter_distance_figure(metrics, result, title)
-    if figure is not None:
-        figures["filter_distance"] = figure
-    return figures
-
-
-def _run_filter_distance_figure(metrics: pd.DataFrame, result: dict, title: str) -> Figure | None:
-    """One run's filter distances: a panel per (target group, kind), a line per layer (and radius).
-
-    Rows of panels: neighbouring filters (a line per layer and radius, line style by radius),
-    the original shared filter (``to_ref``: a run unshared from a CNN) and the layer's mean
-    filter (``to_mean``); columns: kinds (``euclid``, ``cosine``, ``euclid_raw``, ...). Epoch 0
-    is the value at initialisation from ``results.json`` ``init`` where it has one. ``None``
-    when the run logged no filter distance (a CNN).
-    """
-    layers = fd_columns(list(metrics.columns))
-    specs = [s for items in layers.values() for s in items if metrics[s.column].notna().any()]
-    if not specs:
-        return None
-    groups = [g for g in GROUP_ORDER if any(s.group == g for s in specs)]
-    kinds = sorted({s.kind for s in specs}, key=kind_rank)
-    fig = Figure(figsize=(6.0 * len(kinds) + 1.5, 4.4 * len(groups)), layout="constrained")
-    panels = _grid(fig, groups, kinds, {(s.group, s.kind) for s in specs})
-    layer_names = list(layers)
-    radii = sorted({s.radius for s in specs if s.radius is not None})
-    x = list(metrics["epoch"] + 1)
-    for spec in specs:
-        xs, ys = x, list(metrics[spec.column])
-        start = result.get(f"init/{spec.column}")
-        if isinstance(start, float) and not math.isnan(start):
-            xs, ys = [0, *xs], [start, *ys]
-        style, label = "-", spec.layer
-        if spec.radius is not None:
-            style = RADIUS_STYLES[radii.index(spec.radius) % len(RADIUS_STYLES)]
-            label = f"{spec.layer} r{spec.radius}"
-        panels[(spec.group, spec.kind)].plot(
-            xs, ys, linewidth=1.6, linestyle=style, color=f"C{layer_names.index(spec.layer) % 10}", label=label
-        )
-    for (group, kind), ax in panels.items():
-        _style(
-            ax,
-            f"mean {kind} distance {GROUP_TITLES[group]}",
-            "epoch (0 = initialisation)",
-            f"{kind_label(kind)} distance",
-        )
-        _epoch_axis(ax)
-        _side_legend(ax)
-    fig.suptitle(title, fontsize=13)
-    return fig
-
-
-def plot_run(run_dir: Path | str, out_dir: Path | str) -> list[Path]:
-    """One run's curves from its ``metrics.csv`` (and ``results.json`` when readable).
-
-    Writes ``training_curves.png`` (accuracies of every evaluation variant and losses vs
-    epoch 1..N, the early-stopping epoch marked) and, when the run logged filter distances,
-    ``filter_distance.png`` (every layer: neighbours at every radius, the original shared
-    filter of a run unshared from a CNN, the mean filter; epoch 0 = initialisation).
-    """
-    out = Path(out_dir)
-    return [_save(fig, out / f"{name}.png") for name, fig in run_figures(run_dir).items()]
