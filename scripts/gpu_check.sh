@@ -64,7 +64,7 @@ skip() {
 
 CUDA=$("$PYTHON" -c 'import torch; print(int(torch.cuda.is_available()))' 2>/dev/null || echo 0)
 
-step env 30 "$PYTHON" -c '
+step env 15 "$PYTHON" -c '
 import json, sys, torch
 cuda = torch.cuda.is_available()
 info = {"torch": torch.__version__, "cuda": cuda, "python": sys.version.split()[0]}
@@ -81,7 +81,7 @@ if [[ -f $DATA_ROOT/MNIST/raw/train-images-idx3-ubyte.gz ]]; then
     DATA=("data=mnist" "data.root=$DATA_ROOT")
 else
     echo "no real MNIST under $DATA_ROOT/MNIST/raw: the sweep uses data=synthetic"
-    DATA=("data=synthetic" "data.synthetic_size=512")
+    DATA=("data=synthetic" "data.options.size=512")
 fi
 SWEEP=(train.py -m experiment=paper_translate budget=small "${DATA[@]}" hydra/launcher=packed
     "hydra.sweep.dir=$OUT/paper_translate_small")
@@ -90,29 +90,24 @@ if [[ $CUDA == 1 ]]; then
     echo "CUDA device found: running the GPU checks"
     command -v nvidia-smi >/dev/null && nvidia-smi >"$OUT/nvidia_smi.log" 2>&1 || true
     step cuda_tests 60 "$PYTHON" -m pytest -m "" -k cuda -q -p no:cacheprovider --junitxml="$OUT/cuda_tests.xml" tests
-    step bench_layers 60 "$PYTHON" scripts/bench_layers.py --device cuda --dtypes fp32 bf16 --rounds 5 \
+    step bench_layers 50 "$PYTHON" scripts/bench_layers.py --device cuda --dtypes fp32 bf16 --rounds 5 \
         --json "$OUT/bench_layers.json"
-    if [[ -f scripts/bench_pack.py ]]; then
-        step bench_pack 120 "$PYTHON" scripts/bench_pack.py --device cuda --dtypes fp32 bf16 --json "$OUT/bench_pack.json"
-    else
-        skip bench_pack "scripts/bench_pack.py is not in this checkout"
-    fi
-    step sweep 190 "$PYTHON" "${SWEEP[@]}" trainer=gpu
+    # MNIST and CIFAR-10, CNN and FCN, fp32 and bf16, K = 1..32: 8 configurations of at most 12 s each
+    step bench_pack 150 "$PYTHON" scripts/bench_pack.py --device cuda --dtypes fp32 bf16 --budget-s 12 \
+        --json "$OUT/bench_pack.json"
+    step sweep 170 "$PYTHON" "${SWEEP[@]}" trainer=gpu
 else
     echo "no CUDA device: running the smallest case of each step on CPU (the GPU numbers need a CUDA machine)"
     skip cuda_tests "no CUDA device"
     step bench_layers 120 "$PYTHON" scripts/bench_layers.py --device cpu --nets mnist --dtypes fp32 --depth 2 \
         --rounds 1 --steps 1 --warmup 1 --threads 1 --no-memory --json "$OUT/bench_layers.json"
-    if [[ -f scripts/bench_pack.py ]]; then
-        step bench_pack 120 "$PYTHON" scripts/bench_pack.py --device cpu --smoke --json "$OUT/bench_pack.json"
-    else
-        skip bench_pack "scripts/bench_pack.py is not in this checkout"
-    fi
+    step bench_pack 120 "$PYTHON" scripts/bench_pack.py --device cpu --threads 1 --nets mnist --models cnn \
+        --dtypes fp32 --ks 1 2 --rounds 1 --steps 1 --warmup 0 --json "$OUT/bench_pack.json"
     step sweep 240 "$PYTHON" "${SWEEP[@]}" trainer=cpu threads=1 "aug.translate=0,0.3" trainer.max_epochs=1 \
         data.limit_train=256 data.limit_val=128
 fi
 if [[ -d $OUT/paper_translate_small ]]; then
-    step report 60 "$PYTHON" -m weightshare.report "$OUT/paper_translate_small" --out "$OUT/report"
+    step report 25 "$PYTHON" -m weightshare.report "$OUT/paper_translate_small" --out "$OUT/report"
 else
     skip report "the sweep left no directory"
 fi

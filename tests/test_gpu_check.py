@@ -38,9 +38,10 @@ def test_gpu_check_without_cuda_runs_the_cpu_case_and_records_every_step(tmp_pat
     assert summary["cuda"] is False and summary["ok"] is False
     assert steps["bench_layers"]["exit_status"] == 3 and "broken" in (out / "bench_layers.log").read_text()
     assert steps["cuda_tests"]["skipped"] is True
-    for name in ("env", "sweep", "report"):
+    for name in ("env", "bench_pack", "sweep", "report"):
         assert steps[name]["exit_status"] == 0, (name, (out / f"{name}.log").read_text()[-2000:])
     assert json.loads((out / "env.json").read_text())["cuda"] is False
+    assert [r["k"] for r in json.loads((out / "bench_pack.json").read_text())["results"]] == [1, 2]
     results = [json.loads(p.read_text()) for p in sorted((out / "paper_translate_small").glob("*/results.json"))]
     assert len(results) == 4  # cnn, fcn x translate 0, 0.3
     assert all(r["status"] == "completed" for r in results)
