@@ -221,3 +221,23 @@ def test_an_error_in_one_member_fails_only_that_member(tmp_path, monkeypatch):
     assert values[1] is None and values[0] is not None and values[2] is not None
     for i in (0, 2):
         assert read_json(tmp_path / f"m{i}" / "results.json")["epochs_completed"] == 3
+
+
+def test_a_member_failing_at_start_does_not_stop_the_others(tmp_path, monkeypatch):
+    from weightshare.packed.member import Member
+
+    cfgs = [make_cfg(tmp_path / f"m{i}", ["model=cnn", "trainer.max_epochs=1", f"seed={i}"]) for i in range(3)]
+    cfgs[2].logger.names = ["nosuchlogger"]  # refused by the config check, before the pack is built
+    original = Member.start
+
+    def start(self, param_count, data_info):
+        if self.out.name == "m1":
+            raise RuntimeError("logger backend unavailable")  # fails while the pack is built
+        return original(self, param_count, data_info)
+
+    monkeypatch.setattr(Member, "start", start)
+    values = train_pack(cfgs)
+    assert values[0] is not None and values[1] is None and values[2] is None
+    assert read_json(tmp_path / "m0" / "results.json")["status"] == "completed"
+    assert "logger backend unavailable" in read_json(tmp_path / "m1" / "results.json")["error"]
+    assert "logger.names" in read_json(tmp_path / "m2" / "results.json")["error"]

@@ -18,12 +18,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from weightshare.results import AUG_TYPES  # the four protocol types, in the order run names list them
+
 __all__ = ["ALLOWED_LOGGERS", "finish_wandb", "format_aug", "make_run_name"]
 
 ALLOWED_LOGGERS = ("csv", "tensorboard", "wandb")
-
-# The four protocol augmentation types, in the order they appear in run names.
-from weightshare.results import AUG_TYPES as _AUG_TYPES  # noqa: E402 (one list: results.AUG_TYPES)
 
 # The paper's default network depth (Table A.2: three convolutional layers); other depths are named.
 _DEFAULT_DEPTH = 3
@@ -48,7 +47,7 @@ def format_aug(aug_cfg: Any) -> str:
     ``+`` (``translate0.1``, ``translate0.1+noise0.2``); the ShaResNet recipe's crop padding
     and horizontal flip are appended as ``crop4`` and ``hflip`` when set.
     """
-    parts = [f"{name}{_fmt(get_field(aug_cfg, name, 0.0))}" for name in _AUG_TYPES if get_field(aug_cfg, name, 0.0)]
+    parts = [f"{name}{_fmt(get_field(aug_cfg, name, 0.0))}" for name in AUG_TYPES if get_field(aug_cfg, name, 0.0)]
     if get_field(aug_cfg, "crop_padding", 0):
         parts.append(f"crop{int(get_field(aug_cfg, 'crop_padding'))}")
     if get_field(aug_cfg, "hflip", False):

@@ -10,7 +10,8 @@ Public API (used by the ``hydra/launcher=packed`` plugin):
 Modules: :mod:`.key` (grouping), :mod:`.stacked_free_conv` (the free convolution of K
 members as one batched matmul), :mod:`.stacked_net` (the paper networks of K members),
 :mod:`.adam` (per-member Adam), :mod:`.data` (the members' batches), :mod:`.member`
-(per-member outputs and control), :mod:`.trainer` (the loop).
+(per-member outputs and control), :mod:`.trainer` (the loop), :mod:`.runtime` (SIGTERM flag,
+device, schedule factors).
 """
 
 from __future__ import annotations

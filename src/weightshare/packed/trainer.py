@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
-import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -31,59 +29,18 @@ from omegaconf import DictConfig
 
 from weightshare.packed.key import pack_key, unpackable_reason
 from weightshare.packed.member import Member, f32
+from weightshare.packed.runtime import (
+    NothingToTrainError,
+    TerminatedError,
+    device_of,
+    loss_dtype,
+    lr_factors,
+    sigterm_flag,
+)
 
 log = logging.getLogger("weightshare.packed")
 
 __all__ = ["train_pack"]
-
-
-class _TerminatedError(Exception):
-    """SIGTERM arrived: stop at the next step boundary."""
-
-
-@contextlib.contextmanager
-def _sigterm_flag() -> Iterator[dict[str, bool]]:
-    """Turn SIGTERM into a flag checked between steps (main thread only; elsewhere a no-op)."""
-    flag = {"term": False}
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        flag["term"] = True
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
-def _device(cfg: DictConfig) -> torch.device:
-    acc = str(cfg.trainer.accelerator)
-    if acc in ("gpu", "cuda"):
-        return torch.device("cuda")
-    if acc == "mps":
-        return torch.device("mps")
-    if acc == "auto" and torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
-def _lr_factors(cfg: DictConfig, epochs: int) -> list[float]:
-    """The scheduler's factor of each epoch (the single run's schedule on a base rate of 1)."""
-    from weightshare.builders import build_scheduler
-
-    p = torch.nn.Parameter(torch.zeros(1))
-    opt = torch.optim.SGD([p], lr=1.0)
-    sched = build_scheduler(opt, cfg.scheduler, cfg.trainer.max_epochs)
-    out = []
-    for _ in range(epochs):
-        out.append(float(opt.param_groups[0]["lr"]))
-        if sched is not None:
-            opt.step()
-            sched.step()
-    return out
 
 
 def train_pack(cfgs: Sequence[DictConfig]) -> list[float | None]:
@@ -148,19 +105,23 @@ def _run(members: list[Member]) -> None:
 
         wandb.setup(wandb.Settings(reinit="create_new"))  # one W&B run per member, open together
     dataset = TensorDataModule(cfg0.data, cfg0.aug, cfg0.eval, seed=cfg0.seed).load()
-    with _sigterm_flag() as flag:
+    with sigterm_flag() as flag:
         try:
             groups: dict[tuple, list[Member]] = {}
             from weightshare.packed.data import PackData
 
-            device = _device(cfg0)
+            device = device_of(cfg0)
             sizes = PackData([m.cfg for m in members], dataset, torch.device("cpu"))
             for k, m in enumerate(members):
                 groups.setdefault((*sizes.sizes(k), m.start_epoch), []).append(m)
             del sizes
             for group in groups.values():
-                _PackRun(group, dataset, device, flag).run()
-        except _TerminatedError:
+                try:
+                    run = _PackRun(group, dataset, device, flag)
+                except NothingToTrainError:
+                    continue
+                run.run()
+        except TerminatedError:
             for m in members:
                 if m.status in ("pending", "running"):
                     m.finish("interrupted", "SIGTERMException: terminated (SIGTERM)")
@@ -183,12 +144,12 @@ class _PackRun:
 
         from weightshare.builders import build_model
         from weightshare.checkpoints import module_state
+        from weightshare.data.datamodule import TensorDataModule
         from weightshare.models import count_parameters
         from weightshare.packed.adam import StackedAdam
         from weightshare.packed.data import PackData
         from weightshare.packed.stacked_net import StackedPaperNet
 
-        self.members = members
         self.flag = flag
         cfg = members[0].cfg
         self.cfg = cfg
@@ -196,18 +157,25 @@ class _PackRun:
         self.dtype = torch.float64 if precision.startswith("64") else torch.float32
         self.autocast = precision == "bf16-mixed"
         self.device = device
-        self.data = PackData([m.cfg for m in members], dataset, device)
-        from weightshare.data.datamodule import TensorDataModule
-
         info = TensorDataModule(cfg.data, cfg.aug, cfg.eval, dataset=dataset).info
-        nets = []
+        nets, started = [], []
         for m in members:
-            pl.seed_everything(m.cfg.seed, workers=True, verbose=False)  # as _fit_and_test seeds
-            net = build_model(m.cfg.model, info).to(self.dtype)
-            if m.resume_ckpt is not None:
-                net.load_state_dict(module_state(m.resume_ckpt, "net.", m.out / "checkpoints" / "last.ckpt"))
+            try:
+                pl.seed_everything(m.cfg.seed, workers=True, verbose=False)  # as build_run seeds
+                net = build_model(m.cfg.model, info).to(self.dtype)
+                if m.resume_ckpt is not None:
+                    net.load_state_dict(module_state(m.resume_ckpt, "net.", m.out / "checkpoints" / "last.ckpt"))
+                m.start(count_parameters(net), info.__dict__)
+            except Exception as exc:  # this member only (a broken logger, a foreign checkpoint)
+                log.error("%s: member failed at start: %s: %s", m.out, type(exc).__name__, exc)
+                _fail(m, exc)
+                continue
             nets.append(net)
-            m.start(count_parameters(net), info.__dict__)
+            started.append(m)
+        if not started:
+            raise NothingToTrainError
+        members = self.members = started
+        self.data = PackData([m.cfg for m in members], dataset, device)
         self.net = StackedPaperNet(nets, device, self.dtype)
         oc = cfg.optimizer
         lrs = torch.tensor([m.lr for m in members], dtype=torch.float64)
@@ -219,7 +187,7 @@ class _PackRun:
         self.active = list(range(len(members)))  # positions in self.members of the pack's members
         self.max_epochs = int(cfg.trainer.max_epochs)
         self.min_epochs = int(cfg.trainer.min_epochs or 0)
-        self.factors = _lr_factors(cfg, self.max_epochs)
+        self.factors = lr_factors(cfg, self.max_epochs)
         self.fm = cfg.callbacks.filter_metrics
         self.free = cfg.model.name == "fcn"
         self.penalty = torch.tensor([m.penalty for m in members], dtype=self.dtype, device=device)
@@ -297,13 +265,13 @@ class _PackRun:
         images = 0
         for i in range(len(batches)):
             if self.flag["term"]:
-                raise _TerminatedError
+                raise TerminatedError
             index = batches[i]
             x, y = self.data.train_batch(index, keys, self.active)
             B = index.shape[1]
             with self._autocast():
                 logits = self.net.forward(x)
-                ce = F.cross_entropy(_loss_dtype(logits).reshape(-1, logits.shape[-1]), y, reduction="none")
+                ce = F.cross_entropy(loss_dtype(logits).reshape(-1, logits.shape[-1]), y, reduction="none")
             losses = ce.view(len(self.active), B).mean(1)
             if self.nan_guard:
                 bad = (~torch.isfinite(losses.detach())).nonzero().flatten().tolist()
@@ -320,7 +288,7 @@ class _PackRun:
                     x, y = self.data.train_batch(index, keys, self.active)
                     with self._autocast():
                         logits = self.net.forward(x)
-                        ce = F.cross_entropy(_loss_dtype(logits).reshape(-1, logits.shape[-1]), y, reduction="none")
+                        ce = F.cross_entropy(loss_dtype(logits).reshape(-1, logits.shape[-1]), y, reduction="none")
                     losses = ce.view(len(self.active), B).mean(1)
             total = losses.sum()
             if self.use_penalty:
@@ -376,14 +344,14 @@ class _PackRun:
         total = 0.0
         for index in self.data.eval_batches(self.active):
             if self.flag["term"]:
-                raise _TerminatedError
+                raise TerminatedError
             variants, y = self.data.eval_batch(index)
             B = index.shape[1]
             yk = y.view(K, B)
             for v, x in variants.items():
                 with self._autocast():
                     logits = self.net.forward(x)
-                    ce = F.cross_entropy(_loss_dtype(logits).reshape(-1, logits.shape[-1]), y, reduction="none")
+                    ce = F.cross_entropy(loss_dtype(logits).reshape(-1, logits.shape[-1]), y, reduction="none")
                 loss_sum[v] += ce.view(K, B).mean(1).float() * float(B)
                 correct[v] += (logits.argmax(-1) == yk).sum(1)
             total += B
@@ -433,8 +401,3 @@ def _fail(m: Member, exc: BaseException) -> None:
     m.close_loggers(1)
     m.job.record_failure(exc)
     m.status = str(m.job.summary.get("status", "failed"))
-
-
-def _loss_dtype(logits: torch.Tensor) -> torch.Tensor:
-    """As ``WeightShareModule``: the loss of float64 logits in float64, of others in float32."""
-    return logits if logits.dtype == torch.float64 else logits.float()
