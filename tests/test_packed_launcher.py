@@ -75,6 +75,16 @@ def test_group_packs_equal_keys_in_job_order_with_singles_in_place() -> None:
         group(keys, 0)
 
 
+def test_plugin_modules_hydra_scans_import_nothing_heavy() -> None:
+    code = (
+        "import sys, hydra_plugins.weightshare_packed_launcher.config, "
+        "hydra_plugins.weightshare_packed_launcher.packed_launcher; "
+        "print(sorted(m for m in ('torch', 'submitit', 'weightshare', 'optuna') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 # ------------------------------------------------------------------ bad input
 @pytest.mark.parametrize(
     ("override", "expected"),
