@@ -78,3 +78,22 @@ def assert_same_runs(single: Path, packed: Path, tol: float = 1e-9) -> None:
             if key.startswith("net."):
                 assert cb["state_dict"][key].dtype == value.dtype, key
                 torch.testing.assert_close(cb["state_dict"][key], value, atol=tol, rtol=0, msg=key)
+
+
+def assert_pack_equals_single_runs(tmp_path: Path, common: list[str], members: list[list[str]]) -> None:
+    """Train each member as a single run and all of them as one pack: the same numbers, to 1e-9.
+
+    Compares the objective values and, per member, every metrics.csv column and results.json
+    section (:func:`assert_same_runs`); the filter images have the same names in both.
+    """
+    import pytest
+
+    from weightshare.packed import train_pack
+
+    values = [run_single(make_cfg(tmp_path / f"single{i}", [*common, *m])) for i, m in enumerate(members)]
+    packed = train_pack([make_cfg(tmp_path / f"pack{i}", [*common, *m]) for i, m in enumerate(members)])
+    assert packed == pytest.approx(values, rel=1e-9, abs=1e-9)
+    for i in range(len(members)):
+        assert_same_runs(tmp_path / f"single{i}", tmp_path / f"pack{i}")
+        images = [sorted(p.name for p in (tmp_path / f"{r}{i}").glob("filters/*.png")) for r in ("single", "pack")]
+        assert images[0] == images[1]

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from packed_helpers import assert_same_runs, make_cfg, run_single
-from weightshare.packed import train_pack
+from packed_helpers import assert_pack_equals_single_runs
 
 MEMBERS = [
     ["data.fold=0", "seed=0", "aug.translate=0.2"],
@@ -42,8 +41,4 @@ CASES = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_pack_equals_single_runs(tmp_path, case):
     common, members = CASES[case]
-    values = [run_single(make_cfg(tmp_path / f"single{i}", [*common, *m])) for i, m in enumerate(members)]
-    packed = train_pack([make_cfg(tmp_path / f"pack{i}", [*common, *m]) for i, m in enumerate(members)])
-    assert packed == pytest.approx(values, rel=1e-9, abs=1e-9)
-    for i in range(len(members)):
-        assert_same_runs(tmp_path / f"single{i}", tmp_path / f"pack{i}")
+    assert_pack_equals_single_runs(tmp_path, common, members)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from packed_helpers import assert_same_runs, make_cfg, run_single
+from packed_helpers import assert_pack_equals_single_runs, assert_same_runs, make_cfg
 from weightshare.packed import train_pack
 from weightshare.results import read_json, read_metrics_csv
 
@@ -69,15 +69,7 @@ CASES = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_spectrum_pack_equals_single_runs(tmp_path, case):
     common, members = CASES[case]
-    values = [run_single(make_cfg(tmp_path / f"single{i}", [*common, *m])) for i, m in enumerate(members)]
-    packed = train_pack([make_cfg(tmp_path / f"pack{i}", [*common, *m]) for i, m in enumerate(members)])
-    assert packed == pytest.approx(values, rel=1e-9, abs=1e-9)
-    for i in range(len(members)):
-        assert_same_runs(tmp_path / f"single{i}", tmp_path / f"pack{i}")
-        images = [sorted(p.name for p in (tmp_path / f"{r}{i}").glob("filters/*.png")) for r in ("single", "pack")]
-        assert images[0] == images[1]
-        if "callbacks.filter_images.enabled=true" in common:
-            assert len(images[0]) == 9  # init, epoch 0, last of conv1..conv3
+    assert_pack_equals_single_runs(tmp_path, common, members)
 
 
 def test_dynamic_sharing_pack_resumes_on_the_single_run_steps(tmp_path, monkeypatch):
