@@ -24,7 +24,6 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +41,7 @@ from weightshare.augment import (
     translate,
 )
 from weightshare.augment.keyed_rng import SampleKeys, train_key
+from weightshare.config.schema import AugConfig, EvalConfig
 
 # Table A.2: (kernel, channels, stride) per layer, depth 3
 GEOMETRY = {
@@ -130,29 +130,9 @@ def bench_dataset(data: str, repeats: int, device: torch.device, make_free: Call
     x = images[:B].float().div_(255)
     idx = torch.randperm(N, device=device, generator=g)[:B]
 
-    aug_all = TrainAugmenter(
-        SimpleNamespace(
-            translate=LEVEL,
-            rotate=LEVEL,
-            noise=LEVEL,
-            edge_noise=LEVEL,
-            edge_width=5,
-            faithful_edge_noise=False,
-            crop_padding=0,
-            hflip=False,
-        )
-    )
-    evals = EvalVariants(
-        SimpleNamespace(
-            variants=["clean", "translate", "rotate", "noise", "edge_noise", "quadrant_swap"],
-            translate=0.25,
-            rotate_degrees=45.0,
-            noise=0.15,
-            edge_noise=0.15,
-            edge_width=5,
-            seed=1,
-        )
-    )
+    # the config schema's nodes, with every augmentation on (the protocol's eval defaults)
+    aug_all = TrainAugmenter(AugConfig(translate=LEVEL, rotate=LEVEL, noise=LEVEL, edge_noise=LEVEL))
+    evals = EvalVariants(EvalConfig(seed=1))
 
     keys = SampleKeys(train_key(0, 0, 0), idx)  # what the data module passes (per-sample keyed draws)
 
