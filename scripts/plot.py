@@ -23,7 +23,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dir", type=Path, metavar="DIR", help="a run directory or a sweep directory")
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: DIR/plots)")
-    parser.add_argument("--fd-layers", choices=("first", "all"), default="first")
+    parser.add_argument(
+        "--fd-layers", choices=("all", "first"), default="all", help="every free layer (default) or the first only"
+    )
     parser.add_argument("--convention", choices=tuple(CONVENTIONS), default="early_stopped")
     args = parser.parse_args(argv)
     out = args.out if args.out is not None else args.dir / "plots"

@@ -34,6 +34,11 @@ Frames (:class:`Sweep`)
   ``lr``/``optimizer``/``arch`` where these take several values within one data set, so runs
   of different experiments are never pooled;
 - ``param_count, wall_time_s, epochs_completed, stopped_epoch, best_epoch``;
+- the training budget from ``results.json`` ``config`` (:data:`~weightshare.report.budget.BUDGET_COLUMNS`:
+  ``budget/known``, ``budget/limit_train`` ... ``budget/n_folds``, compared with the protocol by
+  :mod:`.budget`);
+- ``study_storage, study_name, trial_number, trial_monitor``: the Optuna trial the job ran as (its config's
+  ``trial`` node, set by the Optuna sweeper), None outside a search (:mod:`.search`);
 - ``final/<metric>`` (results.json ``final``: last epoch), ``best/<metric>`` (``best``: the
   early-stopping epoch, the one with the best ``val/acc``), ``init/<metric>``, ``test/<metric>``;
   where ``final``/``best`` lack a metric that ``metrics.csv`` has, it is filled from the last
@@ -60,6 +65,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from weightshare.errors import ConfigError
+from weightshare.report.budget import BUDGET_COLUMNS, job_budget
 from weightshare.results import SPECTRUM_FIELDS, find_jobs, read_overrides, run_identity
 
 # the identity fields of results.json (run_identity is their one list); ``aug``, the four
@@ -68,6 +74,8 @@ IDENTITY_FIELDS = tuple(key for key in run_identity({}) if key != "aug") + SPECT
 GROUP_FIELDS = ("data", "model", "aug_type", "aug_level")
 KNOWN_STATUSES = ("completed", "diverged", "failed", "pruned", "running", "interrupted")
 RESULT_SECTIONS = ("final", "best", "init", "test")
+# the Optuna trial a job ran as (config node ``trial``, set by the Optuna sweeper), None outside a search
+TRIAL_COLUMNS = ("study_storage", "study_name", "trial_number", "trial_monitor")
 META_COLUMNS = (
     "job_dir",
     "root",
@@ -82,6 +90,8 @@ META_COLUMNS = (
     "epochs_completed",
     "stopped_epoch",
     "best_epoch",
+    *BUDGET_COLUMNS,
+    *TRIAL_COLUMNS,
 )
 EPOCH_KEY_COLUMNS = ("job_dir", "status", "data", "model", "aug_type", "aug_level", "fold", "setting")
 NUMERIC_META = (
@@ -99,6 +109,8 @@ NUMERIC_META = (
     "epochs_completed",
     "stopped_epoch",
     "best_epoch",
+    "trial_number",
+    *BUDGET_COLUMNS,
 )
 
 # identity values of the paper's protocol; anything else goes into the ``setting`` label
@@ -260,6 +272,16 @@ def read_results(job_dir: Path) -> dict[str, Any]:
         row[key] = payload.get(key)
     if row.get("seed") is None:
         row["seed"] = payload.get("seed")
+    config = payload.get("config")
+    row.update(job_budget(config))
+    trial = config.get("trial") if isinstance(config, dict) else None
+    if isinstance(trial, dict) and trial.get("study_name") is not None and trial.get("storage") is not None:
+        row.update(
+            study_storage=str(trial["storage"]),
+            study_name=str(trial["study_name"]),
+            trial_number=trial.get("trial_number"),
+            trial_monitor=trial.get("monitor"),
+        )
     for section in RESULT_SECTIONS:
         values = payload.get(section)
         if not isinstance(values, dict):
@@ -344,7 +366,20 @@ def _normalise_jobs(rows: list[dict[str, Any]]) -> pd.DataFrame:
             jobs[column] = None
     for column in NUMERIC_META:
         jobs[column] = pd.to_numeric(jobs[column], errors="coerce").astype(float)
-    for column in ("data", "model", "split", "aug_type", "init_from", "error", "note", "overrides", "status"):
+    for column in (
+        "data",
+        "model",
+        "split",
+        "aug_type",
+        "init_from",
+        "error",
+        "note",
+        "overrides",
+        "status",
+        "study_storage",
+        "study_name",
+        "trial_monitor",
+    ):
         jobs[column] = jobs[column].astype(object).where(jobs[column].notna(), None)
     # the zero level is one run shared by every augmentation type: call it "none" whatever it says
     zero = jobs["aug_level"] == 0
