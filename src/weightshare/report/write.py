@@ -300,7 +300,8 @@ def render_markdown(
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
 
-    duplicates = duplicate_folds(jobs)
+    # trials of a search share everything but their hyperparameters: no warning for them
+    duplicates = duplicate_folds(jobs if report.per_trial else jobs[~trial_jobs(jobs)])
     if not duplicates.empty:
         lines += [
             "## Warnings",
