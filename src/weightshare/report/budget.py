@@ -237,7 +237,7 @@ def budget_differences(
                 BudgetDifference(
                     str(data),
                     str(split),
-                    f"folds {_fmt_all(folds)} only ({len(folds)} of {expected.n_folds})",
+                    f"folds {_fmt_all(folds)} only, {len(folds)} of {expected.n_folds}",
                     "data.fold",
                     f"all {expected.n_folds}, median over them",
                     f"folds {len(folds)}/{expected.n_folds}",

@@ -24,6 +24,7 @@ and is safe to call from a worker thread.
 from __future__ import annotations
 
 import re
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,8 +170,12 @@ def count_folds(rows: pd.DataFrame) -> int:
 
 
 def with_subtitle(title: str, subtitle: str) -> str:
-    """``title`` with the reduced-budget line under it (unchanged when there is none)."""
-    return f"{title}\n{subtitle}" if subtitle else title
+    """``title`` with the reduced-budget line under it (unchanged when there is none).
+
+    Wrapped at 70 characters: the narrowest figure (the 7-inch quadrant-swap chart) cuts a
+    longer line off at both edges.
+    """
+    return f"{title}\n" + textwrap.fill(subtitle, 70) if subtitle else title
 
 
 def zero_based_with_change_note(ax: Axes, curves: Sequence[tuple[float, Sequence[float]]]) -> None:
@@ -180,7 +185,8 @@ def zero_based_with_change_note(ax: Axes, curves: Sequence[tuple[float, Sequence
     the first value stands in). Relative (%) when the starting value is not ~0, absolute
     otherwise (distances to the original shared filter start at 0).
     """
-    ax.set_ylim(bottom=0, top=max(ax.get_ylim()[1], 1e-12) * 1.08)
+    # headroom above the curves for the note, so it never covers a line
+    ax.set_ylim(bottom=0, top=max(ax.get_ylim()[1], 1e-12) * 1.22)
     relative: list[float] = []
     absolute: list[float] = []
     for start, values in curves:
@@ -204,9 +210,10 @@ def zero_based_with_change_note(ax: Axes, curves: Sequence[tuple[float, Sequence
     if parts:
         ax.text(
             0.02,
-            0.04,
+            0.97,
             "axis from 0; largest change from init: " + ", ".join(parts),
             transform=ax.transAxes,
+            verticalalignment="top",
             fontsize=8,
             color="0.25",
             bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1.5},
