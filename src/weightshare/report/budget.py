@@ -33,6 +33,7 @@ import pandas as pd
 
 from weightshare.report.reference import default_reference_dir
 from weightshare.report.tables import CELL, with_shared_level_zero
+from weightshare.results import _lookup  # the one dotted-key lookup of a config read back from disk
 
 PROTOCOL_FILE = "protocol_budget.csv"
 
@@ -52,25 +53,18 @@ KNOWN_COLUMN = "budget/known"
 BUDGET_COLUMNS = (KNOWN_COLUMN, *BUDGET_KEYS)
 
 
-def _lookup(cfg: Mapping[str, Any], dotted: str) -> Any:
-    node: Any = cfg
-    for key in dotted.split("."):
-        if not isinstance(node, Mapping):
-            return None
-        node = node.get(key)
-    return node
-
-
-def _number(value: Any) -> float:
-    """A float; None (no limit) and anything that is not a number is NaN."""
+def number_or_nan(value: Any) -> float:
+    """A float for numbers (and numeric strings), NaN for anything else (None: no limit, dicts, text)."""
     if isinstance(value, bool):
         return float(value)
     if isinstance(value, (int, float)):
         return float(value)
-    try:
-        return float(str(value))
-    except (TypeError, ValueError):
-        return math.nan
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return math.nan
+    return math.nan
 
 
 def job_budget(cfg: Any) -> dict[str, float]:
@@ -85,7 +79,7 @@ def job_budget(cfg: Any) -> dict[str, float]:
         or not isinstance(cfg.get("data"), Mapping)
     ):
         return {KNOWN_COLUMN: 0.0, **{column: math.nan for column in BUDGET_KEYS}}
-    return {KNOWN_COLUMN: 1.0, **{column: _number(_lookup(cfg, key)) for column, key in BUDGET_KEYS.items()}}
+    return {KNOWN_COLUMN: 1.0, **{column: number_or_nan(_lookup(cfg, key)) for column, key in BUDGET_KEYS.items()}}
 
 
 @dataclass(frozen=True)

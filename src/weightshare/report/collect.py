@@ -34,11 +34,9 @@ Frames (:class:`Sweep`)
   ``lr``/``optimizer``/``arch`` where these take several values within one data set, so runs
   of different experiments are never pooled;
 - ``param_count, wall_time_s, epochs_completed, stopped_epoch, best_epoch``;
-- the training budget from ``results.json`` ``config`` (:data:`~weightshare.report.budget.BUDGET_COLUMNS`:
-  ``budget/known``, ``budget/limit_train`` ... ``budget/n_folds``, compared with the protocol by
-  :mod:`.budget`);
-- ``study_storage, study_name, trial_number, trial_monitor``: the Optuna trial the job ran as (its config's
-  ``trial`` node, set by the Optuna sweeper), None outside a search (:mod:`.search`);
+- from ``results.json`` ``config``: the training budget (``budget/*``, :mod:`.budget`) and the
+  Optuna trial the job ran as (``study_storage, study_name, trial_number, trial_monitor``,
+  :mod:`.search`; None outside a search);
 - ``final/<metric>`` (results.json ``final``: last epoch), ``best/<metric>`` (``best``: the
   early-stopping epoch, the one with the best ``val/acc``), ``init/<metric>``, ``test/<metric>``;
   where ``final``/``best`` lack a metric that ``metrics.csv`` has, it is filled from the last
@@ -65,7 +63,8 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from weightshare.errors import ConfigError
-from weightshare.report.budget import BUDGET_COLUMNS, job_budget
+from weightshare.report.budget import BUDGET_COLUMNS, job_budget, number_or_nan
+from weightshare.report.search import TRIAL_COLUMNS, trial_of
 from weightshare.results import SPECTRUM_FIELDS, find_jobs, read_overrides, run_identity
 
 # the identity fields of results.json (run_identity is their one list); ``aug``, the four
@@ -74,8 +73,6 @@ IDENTITY_FIELDS = tuple(key for key in run_identity({}) if key != "aug") + SPECT
 GROUP_FIELDS = ("data", "model", "aug_type", "aug_level")
 KNOWN_STATUSES = ("completed", "diverged", "failed", "pruned", "running", "interrupted")
 RESULT_SECTIONS = ("final", "best", "init", "test")
-# the Optuna trial a job ran as (config node ``trial``, set by the Optuna sweeper), None outside a search
-TRIAL_COLUMNS = ("study_storage", "study_name", "trial_number", "trial_monitor")
 META_COLUMNS = (
     "job_dir",
     "root",
@@ -109,7 +106,6 @@ NUMERIC_META = (
     "epochs_completed",
     "stopped_epoch",
     "best_epoch",
-    "trial_number",
     *BUDGET_COLUMNS,
 )
 
@@ -196,20 +192,6 @@ def expected_jobs(multirun_yaml: Path) -> tuple[list[tuple[Path, list[str]]], st
 # ----------------------------------------------------------------------------- one job
 
 
-def _number(value: Any) -> float:
-    """A float for numbers (and numeric strings), NaN for anything else (None, dicts, text)."""
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return math.nan
-    return math.nan
-
-
 def _identity_from_config(job_dir: Path) -> dict[str, Any]:
     """Best-effort identity of a job without a usable ``results.json``, from its saved config.
 
@@ -272,25 +254,16 @@ def read_results(job_dir: Path) -> dict[str, Any]:
         row[key] = payload.get(key)
     if row.get("seed") is None:
         row["seed"] = payload.get("seed")
-    config = payload.get("config")
-    row.update(job_budget(config))
-    trial = config.get("trial") if isinstance(config, dict) else None
-    if isinstance(trial, dict) and trial.get("study_name") is not None and trial.get("storage") is not None:
-        row.update(
-            study_storage=str(trial["storage"]),
-            study_name=str(trial["study_name"]),
-            trial_number=trial.get("trial_number"),
-            trial_monitor=trial.get("monitor"),
-        )
+    row.update(job_budget(payload.get("config")) | trial_of(payload.get("config")))
     for section in RESULT_SECTIONS:
         values = payload.get(section)
         if not isinstance(values, dict):
             continue
         for name, value in values.items():
             if section == "best" and name == "epoch":
-                row["best_epoch"] = _number(value)
+                row["best_epoch"] = number_or_nan(value)
             else:
-                row[f"{section}/{name}"] = _number(value)
+                row[f"{section}/{name}"] = number_or_nan(value)
     return row
 
 
@@ -366,20 +339,7 @@ def _normalise_jobs(rows: list[dict[str, Any]]) -> pd.DataFrame:
             jobs[column] = None
     for column in NUMERIC_META:
         jobs[column] = pd.to_numeric(jobs[column], errors="coerce").astype(float)
-    for column in (
-        "data",
-        "model",
-        "split",
-        "aug_type",
-        "init_from",
-        "error",
-        "note",
-        "overrides",
-        "status",
-        "study_storage",
-        "study_name",
-        "trial_monitor",
-    ):
+    for column in ("data", "model", "split", "aug_type", "init_from", "error", "note", "overrides", "status"):
         jobs[column] = jobs[column].astype(object).where(jobs[column].notna(), None)
     # the zero level is one run shared by every augmentation type: call it "none" whatever it says
     zero = jobs["aug_level"] == 0

@@ -16,7 +16,7 @@ sorted by objective (best first), and, where every swept parameter is a choice a
 learning rate and depth are among them (``hparams_search=paper_grid``), the grid as an
 lr x depth x model table (the paper's Appendix A), with the paper's best points
 (``reference_data/paper_search_best.csv``) beside it. Into ``plots/``: Optuna's matplotlib
-figures (:mod:`optuna.visualization.matplotlib`: optimisation history, slice, parameter
+figures (:mod:`.search_figures`, :mod:`optuna.visualization.matplotlib`: optimisation history, slice, parameter
 importances, contour of lr against depth), not hand-made ones: they are the figures an Optuna
 user knows, and they follow Optuna's own handling of pruned and failed trials. A figure Optuna
 cannot draw for this study (importances of fewer than two finished trials) is a note, not an
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,9 +35,12 @@ from typing import Any
 import pandas as pd
 
 from weightshare.report.reference import default_reference_dir
+from weightshare.report.search_figures import param_named, search_figures
 from weightshare.report.tables import model_order
 
 SEARCH_BEST_FILE = "paper_search_best.csv"
+#: the Optuna trial a job ran as (columns of the jobs frame, :func:`trial_of`)
+TRIAL_COLUMNS = ("study_storage", "study_name", "trial_number", "trial_monitor")
 STATE_ORDER = {"COMPLETE": 0, "PRUNED": 1, "RUNNING": 2, "WAITING": 3, "FAIL": 4}
 # the columns of :func:`trials_frame` that are not swept parameters
 TRIAL_INFO = ("trial", "state", "objective", "pruned_epoch", "epochs", "job_dir")
@@ -99,6 +102,23 @@ def find_searches(jobs: pd.DataFrame) -> list[Search]:
         search.trials = trials_frame(search)
         searches.append(search)
     return searches
+
+
+def trial_of(config: Any) -> dict[str, Any]:
+    """The :data:`TRIAL_COLUMNS` of a job from its resolved config's ``trial`` node ({} outside a search).
+
+    The Optuna sweeper gives every job its trial there (``storage``, ``study_name``,
+    ``trial_number``, ``monitor``); a job of any other sweep has the node's nulls.
+    """
+    trial = config.get("trial") if isinstance(config, Mapping) else None
+    if not isinstance(trial, Mapping) or trial.get("study_name") is None or trial.get("storage") is None:
+        return {}
+    return {
+        "study_storage": str(trial["storage"]),
+        "study_name": str(trial["study_name"]),
+        "trial_number": trial.get("trial_number"),
+        "trial_monitor": trial.get("monitor"),
+    }
 
 
 def trial_jobs(jobs: pd.DataFrame) -> pd.Series:
@@ -164,11 +184,6 @@ def trials_frame(search: Search) -> pd.DataFrame:
     return frame.drop(columns=["_state", "_value"]).reset_index(drop=True)
 
 
-def _param(names: Sequence[str], suffix: str) -> str | None:
-    """The swept parameter named ``suffix`` or ending in ``.<suffix>`` (``optimizer.lr``)."""
-    return next((n for n in names if n == suffix or n.endswith("." + suffix)), None)
-
-
 def _fmt_value(value: Any, digits: str = ".4f") -> str:
     """A table cell: whole numbers as integers, objectives with 4 decimals, parameters with 3 digits."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -197,7 +212,7 @@ def grid_table(search: Search) -> pd.DataFrame | None:
     categorical = optuna.distributions.CategoricalDistribution
     if not distributions or not all(isinstance(d, categorical) for d in distributions.values()):
         return None
-    lr, depth = _param(list(distributions), "lr"), _param(list(distributions), "depth")
+    lr, depth = param_named(list(distributions), "lr"), param_named(list(distributions), "depth")
     if lr is None or depth is None:
         return None
     model = "model" if "model" in distributions else None
@@ -247,76 +262,6 @@ def _markdown(
     for row in frame.to_dict("records"):
         lines.append("| " + " | ".join(_fmt_value(row.get(c), formats.get(c, ".4f")) for c in columns) + " |")
     return lines
-
-
-def search_figures(search: Search, target_name: str, subtitle: str = "") -> Iterator[tuple[str, Any, str | None]]:
-    """``(file name, figure or None, note)`` of Optuna's four figures for one study.
-
-    Optuna draws on pyplot figures; each is yielded for saving and closed by the caller. A
-    figure Optuna refuses (too few finished trials, no lr or depth swept) comes back as
-    ``None`` with the reason.
-    """
-    import matplotlib.pyplot as plt
-    import optuna
-    from optuna.visualization import matplotlib as ovm
-
-    study = search.study
-    names = sorted({n for t in study.get_trials(deepcopy=False) for n in t.distributions})
-    lr, depth = _param(names, "lr"), _param(names, "depth")
-    contour_params = [lr, depth] if lr and depth else None
-    named = {"target_name": target_name}
-    contour = (lambda: ovm.plot_contour(study, params=contour_params, **named)) if contour_params else None
-    plots = (
-        ("optimization_history", "optimisation history", lambda: ovm.plot_optimization_history(study, **named)),
-        ("slice", "slice", lambda: ovm.plot_slice(study, **named)),
-        ("param_importances", "parameter importances", lambda: ovm.plot_param_importances(study, **named)),
-        ("contour_lr_depth", "contour of lr against depth", contour),
-    )
-    for stem, label, draw in plots:
-        name = f"search_{search.slug}_{stem}.png"
-        if draw is None:
-            yield name, None, f"{label}: not drawn (the search sweeps no learning rate and depth)"
-            continue
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                warnings.simplefilter("ignore", UserWarning)
-                axes = draw()
-        except Exception as exc:  # Optuna's own refusal (e.g. importances need 2+ finished trials)
-            plt.close("all")
-            yield name, None, f"{label}: not drawn ({type(exc).__name__}: {exc})"
-            continue
-        first = axes.flat[0] if hasattr(axes, "flat") else axes
-        fig = first.figure
-        if not any(ax.has_data() for ax in fig.axes):
-            plt.close(fig)
-            yield name, None, f"{label}: not drawn (no finished trial to draw)"
-            continue
-        fig.suptitle(f"{search.study_name}" + (f"\n{subtitle}" if subtitle else ""), fontsize=10)
-        for ax in fig.axes:
-            _readable_log_axes(ax)
-        panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
-        if len(panels) > 1:  # the slice plot: one panel per parameter, Optuna's default is too narrow
-            fig.set_size_inches(4.2 * len(panels) + 1.5, 4.8)
-        yield name, fig, None
-
-
-def _readable_log_axes(ax: Any) -> None:
-    """Log axes of a narrow range (a few close learning rates): three plain ticks, no minor labels.
-
-    Matplotlib labels the minor ticks of a log axis spanning less than a decade, and Optuna's
-    slice plot then prints ``1.51x10^-3`` ... on top of each other, or no label at all.
-    """
-    from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
-
-    for axis, limits in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
-        if axis.get_scale() != "log":
-            continue
-        axis.set_minor_formatter(NullFormatter())
-        lo, hi = sorted(limits)
-        if lo > 0 and math.log10(hi / lo) < 1:
-            axis.set_major_locator(MaxNLocator(nbins=3))
-            axis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:.3g}"))
 
 
 def write_search(
@@ -408,7 +353,7 @@ def write_search(
             lines += ["", *best_lines, ""]
         if plots and search.study is not None:
             lines += ["### Optuna's figures", ""]
-            for name, fig, note in search_figures(search, objective, subtitle):
+            for name, fig, note in search_figures(search.study, search.slug, objective, subtitle):
                 if fig is None:
                     lines += [f"- {note}"]
                     continue
@@ -439,7 +384,6 @@ __all__ = [
     "find_searches",
     "grid_table",
     "load_study",
-    "search_figures",
     "trial_jobs",
     "trials_frame",
     "write_search",
