@@ -362,3 +362,14 @@ def test_plot_script(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     written = sorted(p.name for p in (tmp_path / "figs").iterdir())
     assert written == ["accuracy_mnist_none.png", "quadrant_swap_mnist.png"]
     assert "accuracy_mnist_none.png" in capsys.readouterr().out
+
+
+def test_run_figures_carry_a_reduced_budget(tmp_path: Path) -> None:
+    small = fs.build_translate_sweep(
+        tmp_path / "small", models=("cnn",), levels=(0.0,), folds=(0,), budget={"trainer.max_epochs": 2}, n_epochs=2
+    )
+    title = run_figures(small / "0")["training_curves"].get_suptitle()
+    # one run is one fold: only the per-run difference is listed
+    assert title == "mnist cnn none 0.00 fold 0 (completed)\nreduced budget, not comparable to the paper: max_epochs=2"
+    full = fs.build_translate_sweep(tmp_path / "full", models=("cnn",), levels=(0.0,), folds=(0,))
+    assert run_figures(full / "0")["training_curves"].get_suptitle() == "mnist cnn none 0.00 fold 0 (completed)"

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 
 from weightshare.augment.validate import EVAL_VARIANTS
 from weightshare.errors import ConfigError
+from weightshare.report.budget import KNOWN_COLUMN, budget_differences, budget_subtitles, subtitle_for
 from weightshare.report.collect import read_metrics, read_results, setting_label
 from weightshare.report.figure_style import (
     EPOCH_LABEL,
@@ -32,6 +33,7 @@ from weightshare.report.figure_style import (
     save_png,
     side_legend,
     style_axes,
+    with_subtitle,
     zero_based_with_change_note,
 )
 from weightshare.report.tables import format_level
@@ -52,6 +54,14 @@ def _run_title(result: dict) -> str:
     return " ".join(parts) + (f", {setting}" if setting else "") + f" ({result['status']})"
 
 
+def _budget_line(result: dict) -> str:
+    """The run's differences to the protocol's budget (:mod:`.budget`), folds aside: one run is one fold."""
+    if result.get(KNOWN_COLUMN) != 1.0:
+        return ""
+    differences = [d for d in budget_differences(pd.DataFrame([result])) if d.key != "data.fold"]
+    return subtitle_for(budget_subtitles(differences), str(result.get("data")))
+
+
 def run_figures(run_dir: Path | str) -> dict[str, Figure]:
     """``{"training_curves": fig[, "filter_distance": fig]}`` of one run (see :func:`plot_run`)."""
     run_dir = Path(run_dir)
@@ -61,7 +71,7 @@ def run_figures(run_dir: Path | str) -> dict[str, Figure]:
             "RUN_DIR", str(run_dir), f"a run directory with a readable metrics.csv ({problem or 'empty'})"
         )
     result = read_results(run_dir)
-    title = _run_title(result)
+    title = with_subtitle(_run_title(result), _budget_line(result))
     x = metrics["epoch"]  # 0-based, as in metrics.csv
     # markers keep short runs visible (a single epoch is one point, not a line)
     marker = "o" if len(metrics) <= 30 else None
