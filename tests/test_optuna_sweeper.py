@@ -28,9 +28,12 @@ from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from hydra_plugins.weightshare_optuna_sweeper._impl import TooManyFailedTrialsError, derived_study_name
+from hydra_plugins.weightshare_optuna_sweeper._impl import TooManyFailedTrialsError
 from hydra_plugins.weightshare_optuna_sweeper._outcome import NONE_MESSAGE, job_error, objective_values
-from hydra_plugins.weightshare_optuna_sweeper._protocol import (
+from hydra_plugins.weightshare_optuna_sweeper._search_space import format_value, parse_search_space
+from hydra_plugins.weightshare_optuna_sweeper._study import derived_study_name
+from weightshare.errors import ConfigError
+from weightshare.trial_protocol import (
     ATTR_ERROR,
     ATTR_INTERRUPTED,
     ATTR_PRUNED,
@@ -38,8 +41,6 @@ from hydra_plugins.weightshare_optuna_sweeper._protocol import (
     ATTR_RETRY_OF,
     open_storage,
 )
-from hydra_plugins.weightshare_optuna_sweeper._search_space import format_value, parse_search_space
-from weightshare.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 APP_DIR = REPO / "tests" / "apps" / "toy_objective"
@@ -492,8 +493,8 @@ def test_lightning_callback_prunes_through_the_storage(tmp_path: Path) -> None:
     import pytorch_lightning as pl
     import torch
 
-    from hydra_plugins.weightshare_optuna_sweeper._protocol import STUDY_ATTR_PRUNER
     from weightshare.callbacks.optuna_pruning import OptunaPruningCallback
+    from weightshare.trial_protocol import STUDY_ATTR_PRUNER
 
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     study = optuna.create_study(study_name="cb", storage=open_storage(url), direction="maximize")
