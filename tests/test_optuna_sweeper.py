@@ -31,7 +31,12 @@ from optuna.trial import TrialState
 from hydra_plugins.weightshare_optuna_sweeper._impl import TooManyFailedTrialsError
 from hydra_plugins.weightshare_optuna_sweeper._outcome import NONE_MESSAGE, job_error, objective_values
 from hydra_plugins.weightshare_optuna_sweeper._search_space import format_value, parse_search_space
-from hydra_plugins.weightshare_optuna_sweeper._study import derived_study_name
+from hydra_plugins.weightshare_optuna_sweeper._study import (
+    derived_study_name,
+    resume_command,
+    study_name,
+    sweep_dir_is_stable,
+)
 from weightshare.errors import ConfigError
 from weightshare.trial_protocol import (
     ATTR_ERROR,
@@ -200,6 +205,34 @@ def test_study_name_is_stable_and_tracks_the_command() -> None:
     assert derived_study_name("train", a, ["maximize"]) == derived_study_name("train", b, ["maximize"])
     assert derived_study_name("train", a, ["maximize"]) != derived_study_name("train", c, ["maximize"])
     assert derived_study_name("train", a, ["maximize"]) != derived_study_name("train", a, ["minimize"])
+
+
+def test_resume_true_keeps_the_study_name_and_a_given_name_is_a_directory_name() -> None:
+    params = {"optimizer.lr": "tag(log, interval(1e-5, 1e-1))", "model.depth": "choice(2, 3)"}
+    name = study_name("train", None, "maximize", params, ["hparams_search=tpe", "data=synthetic"])
+    assert name == study_name(
+        "train", None, "maximize", params, ["hparams_search=tpe", "data=synthetic", "resume=true"]
+    )
+    assert name != study_name("train", None, "maximize", params, ["hparams_search=tpe", "data=mnist"])
+    assert study_name("train", "my-study_2", "maximize", params, []) == "my-study_2"
+    for bad in ("a/b", "..", ""):
+        with pytest.raises(ConfigError, match=r"hydra\.sweeper\.study_name"):
+            study_name("train", bad, "maximize", params, [])
+
+
+def test_search_directory_is_the_studys_and_the_resume_command_names_a_timestamped_one(monkeypatch: Any) -> None:
+    cfg = compose_train(["hparams_search=tpe", "data=synthetic"])
+    params = OmegaConf.to_container(cfg.hydra.sweeper.params)
+    expected = study_name(cfg.hydra.job.name, None, "maximize", params, ["hparams_search=tpe", "data=synthetic"])
+    assert Path(cfg.hydra.sweep.dir).parts[-3:] == ("hparams_tpe", "search", expected)
+    named = compose_train(["hparams_search=tpe", "hydra.sweeper.study_name=second"])
+    assert Path(named.hydra.sweep.dir).parts[-2:] == ("search", "second")
+    assert sweep_dir_is_stable(cfg)
+    monkeypatch.setattr(sys, "argv", ["train.py", "hparams_search=tpe", "model=fcn"])
+    assert resume_command(cfg, Path("/x")) == "python train.py hparams_search=tpe model=fcn"
+    plain = compose_train(["model=fcn"])  # the default sweep dir: time-stamped
+    assert not sweep_dir_is_stable(plain)
+    assert resume_command(plain, Path("/o/2026")).endswith("model=fcn hydra.sweep.dir=/o/2026")
 
 
 def compose_train(overrides: list[str]) -> Any:

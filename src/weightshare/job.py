@@ -156,6 +156,14 @@ def _safe_identity(cfg: DictConfig) -> dict[str, Any]:
         return {}
 
 
+def _resume_hint(cfg: DictConfig, out: Path) -> str:
+    """How to resume a job stopped by SIGTERM: a trial of a search is the sweeper's to re-run."""
+    trial = cfg.get("trial")
+    if trial is not None and trial.get("storage"):
+        return f"trial {trial.get('trial_number')} is re-run when the search's command runs again (see below)"
+    return f"resume with ckpt_path=last in {out}"
+
+
 @contextmanager
 def job_lifecycle(cfg: DictConfig, *, record_unopened: bool = True) -> Iterator[Job]:
     """Own one job's ``results.json``: whatever ends the block, the file says how.
@@ -177,7 +185,7 @@ def job_lifecycle(cfg: DictConfig, *, record_unopened: bool = True) -> Iterator[
     except BaseException as exc:
         job.record_failure(exc, unopened=record_unopened)
         if _is_lightning_sigterm(exc):
-            log.error("terminated (SIGTERM): resume with ckpt_path=last in %s", job.out)
+            log.error("terminated (SIGTERM): %s", _resume_hint(cfg, job.out))
             raise SystemExit(SIGTERM_EXIT) from None
         raise
     finally:
