@@ -6,6 +6,9 @@ RUNNING are marked FAIL ``interrupted``, not counted, and their parameters re-ru
 new trial (``retry_of``), so no grid point is lost and none runs twice (see ``_resume``).
 Trials RUNNING under a live sweeper elsewhere count towards ``n_trials``: several sweeps on
 several hosts share one study and stop together (each may overshoot by at most ``n_jobs - 1``).
+The same command finds the same study without ``hydra.sweep.dir`` because the
+``hparams_search`` configs key the directory by the study's name (``_study``), and the records of
+killed jobs are set right (``_records``), so a rerun that finishes the study exits 0.
 """
 
 from __future__ import annotations
@@ -220,10 +223,12 @@ class OptunaSweeperImpl:
         )  # fmt: skip
 
         self._announce(study, grid, n_trials)
+        recover_interrupted(study, storage, self.owner, space.distributions)
+        # once here and once at the end: each reads every job directory's overrides
+        record_interrupted(study, self.sweep_dir, self.trial_node)
         waiting_for: set[int] = set()
         while True:
             recover_interrupted(study, storage, self.owner, space.distributions)
-            record_interrupted(study, self.sweep_dir, self.trial_node)
             trials = study.get_trials(deepcopy=False)
             counted = [t for t in trials if is_counted(t, grid)]
             self._check_failures(counted, n_trials)
