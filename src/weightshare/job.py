@@ -160,7 +160,8 @@ def _resume_hint(cfg: DictConfig, out: Path) -> str:
     """How to resume a job stopped by SIGTERM: a trial of a search is the sweeper's to re-run."""
     trial = cfg.get("trial")
     if trial is not None and trial.get("storage"):
-        return f"trial {trial.get('trial_number')} is re-run when the search's command runs again (see below)"
+        number = trial.get("trial_number")
+        return f"trial {number} is re-run when the search's command runs again (the sweeper prints it)"
     return f"resume with ckpt_path=last in {out}"
 
 
