@@ -31,6 +31,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import get_class, get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from weightshare.errors import ConfigError, WeightshareError
@@ -131,7 +132,15 @@ class OptunaSweeperImpl:
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=task_function
         )
-        self.sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
+        try:
+            self.sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
+        except InterpolationResolutionError as exc:  # ${optuna_study:...} refused a study name
+            cause: BaseException | None = exc
+            while cause is not None and not isinstance(cause, WeightshareError):
+                cause = cause.__cause__ or cause.__context__
+            if cause is not None:
+                raise cause from None
+            raise
 
     def _storage(self) -> tuple[str, optuna.storages.RDBStorage]:
         assert self.sweep_dir is not None
