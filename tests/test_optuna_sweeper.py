@@ -215,7 +215,7 @@ def test_resume_true_keeps_the_study_name_and_a_given_name_is_a_directory_name()
     )
     assert name != study_name("train", None, "maximize", params, ["hparams_search=tpe", "data=mnist"])
     assert study_name("train", "my-study_2", "maximize", params, []) == "my-study_2"
-    for bad in ("a/b", "..", ""):
+    for bad in ("a/b", "..", "", "a=b"):
         with pytest.raises(ConfigError, match=r"hydra\.sweeper\.study_name"):
             study_name("train", bad, "maximize", params, [])
 

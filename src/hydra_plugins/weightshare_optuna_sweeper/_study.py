@@ -34,7 +34,7 @@ DIRECTIONS = ("minimize", "maximize")
 #: override keys that do not change what a trial computes: not part of the study's name
 NOT_IN_STUDY_NAME = frozenset({"resume"})
 #: a study name is also a directory name
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=-]*")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def normalize_directions(direction: Any) -> list[str]:
@@ -84,7 +84,7 @@ def study_name(
         name = str(name)
         if not _SAFE_NAME.fullmatch(name):
             raise ConfigError(
-                "hydra.sweeper.study_name", name, "letters, digits and . _ = - (it names the study's directory)"
+                "hydra.sweeper.study_name", name, "letters, digits and . _ - (it names the study's directory)"
             )
         return name
     from ._search_space import parse_search_space
