@@ -210,9 +210,9 @@ def test_study_name_is_stable_and_tracks_the_command() -> None:
 def test_resume_true_keeps_the_study_name_and_a_given_name_is_a_directory_name() -> None:
     params = {"optimizer.lr": "tag(log, interval(1e-5, 1e-1))", "model.depth": "choice(2, 3)"}
     name = study_name("train", None, "maximize", params, ["hparams_search=tpe", "data=synthetic"])
-    assert name == study_name(
-        "train", None, "maximize", params, ["hparams_search=tpe", "data=synthetic", "resume=true"]
-    )
+    for extra in ("resume=true", "logger=wandb", "logger.wandb.offline=true", "tags=[a]"):
+        assert name == study_name("train", None, "maximize", params, ["hparams_search=tpe", "data=synthetic", extra])
+    assert name != study_name("train", None, "maximize", params, ["hparams_search=tpe", "data=synthetic", "seed=1"])
     assert name != study_name("train", None, "maximize", params, ["hparams_search=tpe", "data=mnist"])
     assert study_name("train", "my-study_2", "maximize", params, []) == "my-study_2"
     for bad in ("a/b", "..", "", "a=b"):

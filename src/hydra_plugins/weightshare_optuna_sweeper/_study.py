@@ -5,8 +5,8 @@ Why a name derived from the command: rerunning the same search must find the sam
 different search must never be mixed into it. The name is ``<job>-<hash>`` of the search
 space, the fixed overrides and the directions; ``hydra.sweeper.study_name`` replaces it (that
 is how a user asks for a new study). Overrides that do not change what a trial computes
-(:data:`NOT_IN_STUDY_NAME`, e.g. ``resume=true``) are left out, so adding them never starts a
-second study.
+(:data:`NOT_IN_STUDY_NAME`: ``resume``, ``logger``, ``tags``) are left out, so adding them never
+starts a second study.
 
 Why a resolver: the study's directory (``hydra.sweep.dir`` of ``hparams_search=*``) must be
 known when Hydra composes the config, before the sweeper exists: the callbacks (the sweep
@@ -31,8 +31,9 @@ from omegaconf import DictConfig, OmegaConf
 from weightshare.errors import ConfigError
 
 DIRECTIONS = ("minimize", "maximize")
-#: override keys that do not change what a trial computes: not part of the study's name
-NOT_IN_STUDY_NAME = frozenset({"resume"})
+#: override keys (and their sub-keys) that do not change what a trial computes: not part of
+#: the study's name, so adding W&B or ``resume=true`` to a rerun resumes the same study
+NOT_IN_STUDY_NAME = ("resume", "logger", "tags")
 #: a study name is also a directory name
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -51,9 +52,13 @@ def _key(line: str) -> str:
     return line.partition("=")[0].lstrip("+~")
 
 
+def _ignored(key: str) -> bool:
+    return any(key == k or key.startswith(f"{k}.") for k in NOT_IN_STUDY_NAME)
+
+
 def derived_study_name(job_name: str, space: Any, directions: Sequence[str]) -> str:
     """``<job>-<hash>``: the same command gives the same name, so a rerun resumes the study."""
-    fixed = sorted(line for key, line in space.fixed.items() if key.lstrip("+~") not in NOT_IN_STUDY_NAME)
+    fixed = sorted(line for key, line in space.fixed.items() if not _ignored(key.lstrip("+~")))
     from optuna.distributions import distribution_to_json
 
     payload = json.dumps(
