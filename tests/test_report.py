@@ -694,3 +694,13 @@ def test_220_job_sweep(tmp_path: Path) -> None:
     wide = pd.read_csv(tmp_path / "report" / "tables" / "cifar10_translate_early_stopped.csv")
     # fold offsets 0, .01, .05, .02, .03 -> median .02; 0.70 + 0.05 * 0.99 + 0.02 + 0.05
     assert wide["fcn/val/acc"].iloc[-1] == pytest.approx(0.8195)
+
+
+def test_standard_split_tables_are_not_compared_with_the_k_fold_paper(tmp_path: Path) -> None:
+    budget = {"data.split": "standard", "trainer.max_epochs": 100, "callbacks.early_stopping.patience": 25}
+    sweep = fs.build_translate_sweep(tmp_path / "std", models=("cnn",), levels=(0.0, 0.1), folds=(0,), budget=budget)
+    report = write_report([sweep], tmp_path / "out", plots=False)
+    # the search's budget (100 epochs, patience 25) is right for the standard split; the split is not
+    assert [(d.key, d.short) for d in report.budget] == [("data.split", "split=standard")]
+    assert not report.long["comparable"].any()
+    assert "the standard split in the tables" in (report.out_dir / "report.md").read_text()

@@ -211,6 +211,19 @@ def budget_differences(
             continue  # not one of the paper's data sets (or splits): nothing to compare with
         out += _job_differences(rows, str(data), str(split), expected)
         if split != "kfold":
+            # the standard split is the protocol of a search (Appendix A), not of the tables
+            tabulated = rows["study_name"].isna() if "study_name" in rows.columns else rows["split"].notna()
+            if tabulated.any() and (str(data), "kfold") in protocol:
+                out.append(
+                    BudgetDifference(
+                        str(data),
+                        str(split),
+                        f"the {split} split in the tables",
+                        "data.split",
+                        "kfold (the paper's tables are 5-fold cross-validation)",
+                        f"split={split}",
+                    )
+                )
             continue
         n_folds = _values(rows["budget/n_folds"])
         if n_folds and n_folds != [float(expected.n_folds)]:
@@ -254,8 +267,9 @@ def mark_comparable(
     """``long`` with a ``comparable`` column: False for cells measured under another budget.
 
     A cell is not comparable when its data set and split have a per-job difference (limits,
-    epochs, patience, early stopping, ``n_folds``), or it is a k-fold cell with fewer folds
-    than the protocol's (a one-fold value is not a median over five). Cells of data sets
+    epochs, patience, early stopping, ``n_folds``), it was not measured on the k-fold split,
+    or it is a k-fold cell with fewer folds than the protocol's (a one-fold value is not a
+    median over five). Cells of data sets
     without a protocol are comparable (there is no paper number to compare them with).
     """
     protocol = load_protocol() if protocol is None else protocol
@@ -270,7 +284,8 @@ def mark_comparable(
     for key, group in cells.groupby(CELL, dropna=False, sort=False):
         splits = set(group["split"].dropna())
         data = str(key[0])
-        ok = not any((data, s) in differing for s in splits)
+        # the paper's tables are k-fold: a cell of another split is compared with nothing
+        ok = splits <= {"kfold"} and not any((data, s) in differing for s in splits)
         for split in splits & {"kfold"}:
             expected = protocol.get((data, split))
             if expected is not None and group.loc[group["split"] == split, "fold"].nunique() < expected.n_folds:
