@@ -373,3 +373,12 @@ def test_run_figures_carry_a_reduced_budget(tmp_path: Path) -> None:
     assert title == "mnist cnn none 0.00 fold 0 (completed)\nreduced budget, not comparable to the paper: max_epochs=2"
     full = fs.build_translate_sweep(tmp_path / "full", models=("cnn",), levels=(0.0,), folds=(0,))
     assert run_figures(full / "0")["training_curves"].get_suptitle() == "mnist cnn none 0.00 fold 0 (completed)"
+
+
+def test_init_keeps_its_tick_on_a_long_run(tmp_path: Path) -> None:
+    long_run = load_sweep([fs.build_translate_sweep(tmp_path / "long", models=("fcn",), levels=(0.0,), n_epochs=12)])
+    fig = dict(sweep_figures(long_run.jobs, long_run.epochs))["filter_distance_mnist_none_fcn_conv1.png"]
+    ax = fig.axes[0]
+    ticks = list(ax.get_xticks())
+    assert ticks[0] == INIT_X and ticks[1] == 0 and ticks[-1] <= 11  # the locator alone would tick 0, 2, 4, ...
+    assert ax.xaxis.get_major_formatter()(ticks[0], 0) == "init"

@@ -100,13 +100,24 @@ def _epoch_tick(value: float, _pos: int) -> str:
 
 
 def epoch_axis(ax: Axes) -> None:
-    """Whole-number epoch ticks, ``init`` at :data:`INIT_X`; a short run still spans a readable range."""
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    """Whole-number epoch ticks, ``init`` at :data:`INIT_X`; a short run still spans a readable range.
+
+    Call after drawing. When a line starts at :data:`INIT_X`, that tick is always there: a
+    locator left alone ticks 0, 2, 4, ... on a longer run and the ``init`` point loses its label.
+    """
     ax.xaxis.set_major_formatter(FuncFormatter(_epoch_tick))
     lo, hi = ax.get_xlim()
     if hi - lo < 2:
         mid = (lo + hi) / 2
-        ax.set_xlim(mid - 1, mid + 1)
+        lo, hi = mid - 1, mid + 1
+        ax.set_xlim(lo, hi)
+    has_init = any(len(x) and min(x) <= INIT_X for x in (line.get_xdata() for line in ax.get_lines()))
+    if not has_init:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        return
+    epochs = [t for t in MaxNLocator(integer=True).tick_values(0, hi) if 0 <= t <= hi]
+    ax.set_xticks([INIT_X, *epochs])
+    ax.set_xlim(lo, hi)
 
 
 def median_band(
