@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from weightshare.errors import WeightshareError
+from weightshare.report.budget import budget_differences, budget_subtitles
 from weightshare.report.collect import load_sweep
 from weightshare.report.figures import plot_sweep
 from weightshare.report.figures_runs import plot_run
@@ -23,7 +24,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dir", type=Path, metavar="DIR", help="a run directory or a sweep directory")
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: DIR/plots)")
-    parser.add_argument("--fd-layers", choices=("first", "all"), default="first")
+    parser.add_argument(
+        "--fd-layers", choices=("all", "first"), default="all", help="every free layer (default) or the first only"
+    )
     parser.add_argument("--convention", choices=tuple(CONVENTIONS), default="early_stopped")
     args = parser.parse_args(argv)
     out = args.out if args.out is not None else args.dir / "plots"
@@ -32,7 +35,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             paths = plot_run(args.dir, out)
         else:
             sweep = load_sweep([args.dir])
-            paths = plot_sweep(sweep.jobs, sweep.epochs, out, convention=args.convention, fd_layers=args.fd_layers)
+            subtitles = budget_subtitles(budget_differences(sweep.jobs))  # a reduced budget, as in the report
+            paths = plot_sweep(
+                sweep.jobs,
+                sweep.epochs,
+                out,
+                convention=args.convention,
+                fd_layers=args.fd_layers,
+                subtitles=subtitles,
+            )
     except WeightshareError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

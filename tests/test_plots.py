@@ -7,6 +7,7 @@ compared with medians recomputed from those formulas with :func:`statistics.medi
 from __future__ import annotations
 
 import importlib.util
+import math
 import statistics
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 
 from weightshare.errors import ConfigError
 from weightshare.report.collect import load_sweep
+from weightshare.report.figure_style import INIT_X
 from weightshare.report.figures import fd_columns, plot_sweep, sweep_figures
 from weightshare.report.figures_runs import plot_run, run_figures
 
@@ -70,13 +72,20 @@ def test_plot_sweep_writes_valid_pngs(sweep, tmp_path: Path) -> None:
         assert_valid_png(path)
 
 
-def test_first_layer_by_default(figures) -> None:
+def test_every_free_layer_by_default(sweep, figures) -> None:
     assert sorted(figures) == [
         "accuracy_mnist_rotate.png",
         "accuracy_mnist_translate.png",
         "filter_distance_mnist_rotate_fcn_conv1.png",
+        "filter_distance_mnist_rotate_fcn_conv2.png",
         "filter_distance_mnist_translate_fcn_conv1.png",
+        "filter_distance_mnist_translate_fcn_conv2.png",
         "quadrant_swap_mnist.png",
+    ]
+    first = dict(sweep_figures(sweep.jobs, sweep.epochs, fd_layers="first"))  # the paper's Figure 5 only
+    assert sorted(n for n in first if n.startswith("filter_distance")) == [
+        "filter_distance_mnist_rotate_fcn_conv1.png",
+        "filter_distance_mnist_translate_fcn_conv1.png",
     ]
 
 
@@ -97,6 +106,30 @@ def test_accuracy_figure_draws_fold_medians(figures) -> None:
             assert list(drawn.get_ydata()) == pytest.approx(expected)
     legend = {t.get_text() for t in ax.get_legend().get_texts()}
     assert legend >= {"CNN validation", "FCN translated validation"}
+    # three folds: a min-max band per line, and the label says so
+    assert len(ax.collections) == 6 and ax.get_ylabel() == "accuracy (median over folds, band: min-max)"
+
+
+def test_accuracy_figure_one_colour_per_model_a_style_and_marker_per_metric(figures) -> None:
+    ax = figures["accuracy_mnist_translate.png"].axes[0]
+    for model in ("CNN", "FCN"):
+        lines = [line(ax, f"{model} {label}") for label in ("validation", "translated validation", "train")]
+        assert len({ln.get_color() for ln in lines}) == 1  # one colour per model
+        assert len({ln.get_linestyle() for ln in lines}) == 3 and len({ln.get_marker() for ln in lines}) == 3
+    assert line(ax, "CNN validation").get_color() != line(ax, "FCN validation").get_color()
+    legend = ax.get_legend()
+    assert legend.handlelength >= 3  # long enough to show a dash pattern
+    assert {h.get_marker() for h in legend.legend_handles} == {"o", "s", "^"}
+
+
+def test_one_fold_has_no_band_and_the_label_says_so(tmp_path: Path) -> None:
+    one = load_sweep([fs.build_translate_sweep(tmp_path / "one", folds=(0,))])
+    figures = dict(sweep_figures(one.jobs, one.epochs))
+    ax = figures["accuracy_mnist_translate.png"].axes[0]
+    assert len(ax.collections) == 0 and ax.get_ylabel() == "accuracy (one fold)"
+    bars = figures["quadrant_swap_mnist.png"].axes[0]
+    assert bars.get_ylabel() == "accuracy (one fold)"
+    assert not [c for c in bars.containers if getattr(c, "errorbar", None) is not None and c.errorbar.lines[2]]
 
 
 def test_fd_columns_parse_every_target_and_kind() -> None:
@@ -143,11 +176,19 @@ def test_filter_distance_figure_starts_at_init(figures) -> None:
     ):
         for level in (0.0, 0.1):
             drawn = line(titles[title], f"{level:.2f}")
-            assert list(drawn.get_xdata()) == [0, 1, 2, 3, 4]
+            assert list(drawn.get_xdata()) == [INIT_X, 0, 1, 2, 3]  # init, then metrics.csv's 0-based epochs
             expected = [
                 statistics.median(fs.epoch_row("fcn", level, f, e)[column] for f in (0, 1, 2)) for e in range(4)
             ]
             assert list(drawn.get_ydata()) == pytest.approx([start, *expected])
+    ax = titles["conv1, radius 1: euclid"]
+    assert ax.xaxis.get_major_formatter()(INIT_X, 0) == "init" and ax.xaxis.get_major_formatter()(0, 0) == "0"
+    assert ax.get_xlabel() == "epoch (0 = first trained epoch)"
+    # from zero, with the largest change from init written in the panel: level 0 drifts by
+    # 0.02 * (1 - exp(-4/20)) from 0.109, +3.3 %
+    assert ax.get_ylim()[0] == 0
+    change = 100 * 0.02 * (1 - math.exp(-4 / 20)) / 0.109
+    assert [t.get_text() for t in ax.texts] == [f"axis from 0; largest change from init: {change:+.2g} %"]
     # the level-0 FCN runs also appear in the rotate figure
     rotate = figures["filter_distance_mnist_rotate_fcn_conv1.png"]
     assert {ln.get_label() for ln in rotate.axes[0].get_lines()} == {"0.00", "0.20"}
@@ -173,12 +214,15 @@ def test_divergence_sweep_draws_distance_to_the_shared_filter(divergence: Path) 
     ):
         for level in (0.0, 0.5):
             drawn = line(titles[title], f"{level:.2f}")
-            assert list(drawn.get_xdata()) == [0, 1, 2, 3, 4]
+            assert list(drawn.get_xdata()) == [INIT_X, 0, 1, 2, 3]
             expected = [fs.fd_values(level, e, diverge=True)[column] for e in range(-1, 4)]
             assert list(drawn.get_ydata()) == pytest.approx(expected)
     # unshared from the CNN: 0 at initialisation; to_ref euclid at 0.5 after epoch 4: 0.015 * 4 * 1.5
     drawn = line(titles["conv1, to original shared filter: euclid"], "0.50")
     assert drawn.get_ydata()[0] == 0 and drawn.get_ydata()[-1] == pytest.approx(0.09)
+    # a distance that starts at 0 has no relative change: the note gives the absolute one
+    note = titles["conv1, to original shared filter: euclid"].texts[0].get_text()
+    assert note == "axis from 0; largest change from init: +0.09 (from 0)"
 
 
 def test_plot_run_of_a_divergence_run(divergence: Path, tmp_path: Path) -> None:
@@ -203,7 +247,7 @@ def test_plot_run_of_a_divergence_run(divergence: Path, tmp_path: Path) -> None:
         ("mean cosine distance to the layer's mean filter", "conv1", "fd/conv1/to_mean/cosine"),
     ):
         drawn = line(panels[title], label)
-        assert list(drawn.get_xdata()) == [0, 1, 2, 3, 4]
+        assert list(drawn.get_xdata()) == [INIT_X, 0, 1, 2, 3]
         expected = [fs.fd_values(0.5, e, diverge=True)[column] for e in range(-1, 4)]
         assert list(drawn.get_ydata()) == pytest.approx(expected)
     raw = line(panels["mean euclid_raw distance to the original shared filter"], "conv2")
@@ -242,7 +286,9 @@ def test_vcp_figure(tmp_path: Path) -> None:
     fd_names = sorted(name for name in figures if name.startswith("filter_distance"))
     assert fd_names == [
         "filter_distance_mnist_translate_fcn_conv1.png",  # connectivity 0: the paper's table
+        "filter_distance_mnist_translate_fcn_conv2.png",
         "filter_distance_vcp_mnist_translate_0.30_conv1.png",
+        "filter_distance_vcp_mnist_translate_0.30_conv2.png",
     ]
     fig = figures["filter_distance_vcp_mnist_translate_0.30_conv1.png"]
     panel = {a.get_title(): a for a in fig.axes}["conv1, radius 1: euclid"]
@@ -278,14 +324,16 @@ def test_plot_run(sweep, tmp_path: Path) -> None:
     figures = run_figures(fcn_job)
     acc_ax = figures["training_curves"].axes[0]
     drawn = line(acc_ax, "validation")
-    assert list(drawn.get_xdata()) == [1, 2, 3, 4]
+    assert list(drawn.get_xdata()) == [0, 1, 2, 3]  # metrics.csv's epochs, as they are
     expected = [fs.epoch_row("fcn", 0.1, 0, e)["val/acc"] for e in range(4)]
     assert list(drawn.get_ydata()) == pytest.approx(expected)
     best = line(acc_ax, "early-stopping epoch")
-    assert list(best.get_xdata()) == [3, 3]  # best epoch 2 (0-based) drawn at epoch 3
+    assert list(best.get_xdata()) == [2, 2]  # best epoch 2, where metrics.csv has it
+    assert acc_ax.get_xlabel() == "epoch (0 = first trained epoch)"
     fd = line(figures["filter_distance"].axes[0], "conv2 r1")
-    assert fd.get_xdata()[0] == 0
-    assert fd.get_ydata()[0] == pytest.approx(0.119)  # conv2's init value at epoch 0
+    assert fd.get_xdata()[0] == INIT_X
+    assert fd.get_ydata()[0] == pytest.approx(0.119)  # conv2's value at initialisation, the point "init"
+    assert figures["filter_distance"].axes[0].get_ylim()[0] == 0
 
     cnn_job = Path(sweep.jobs.loc[sweep.jobs["model"] == "cnn", "job_dir"].iloc[0])
     assert [p.name for p in plot_run(cnn_job, tmp_path / "cnn")] == ["training_curves.png"]
@@ -314,3 +362,23 @@ def test_plot_script(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     written = sorted(p.name for p in (tmp_path / "figs").iterdir())
     assert written == ["accuracy_mnist_none.png", "quadrant_swap_mnist.png"]
     assert "accuracy_mnist_none.png" in capsys.readouterr().out
+
+
+def test_run_figures_carry_a_reduced_budget(tmp_path: Path) -> None:
+    small = fs.build_translate_sweep(
+        tmp_path / "small", models=("cnn",), levels=(0.0,), folds=(0,), budget={"trainer.max_epochs": 2}, n_epochs=2
+    )
+    title = run_figures(small / "0")["training_curves"].get_suptitle()
+    # one run is one fold: only the per-run difference is listed
+    assert title == "mnist cnn none 0.00 fold 0 (completed)\nreduced budget, not comparable to the paper: max_epochs=2"
+    full = fs.build_translate_sweep(tmp_path / "full", models=("cnn",), levels=(0.0,), folds=(0,))
+    assert run_figures(full / "0")["training_curves"].get_suptitle() == "mnist cnn none 0.00 fold 0 (completed)"
+
+
+def test_init_keeps_its_tick_on_a_long_run(tmp_path: Path) -> None:
+    long_run = load_sweep([fs.build_translate_sweep(tmp_path / "long", models=("fcn",), levels=(0.0,), n_epochs=12)])
+    fig = dict(sweep_figures(long_run.jobs, long_run.epochs))["filter_distance_mnist_none_fcn_conv1.png"]
+    ax = fig.axes[0]
+    ticks = list(ax.get_xticks())
+    assert ticks[0] == INIT_X and ticks[1] == 0 and ticks[-1] <= 11  # the locator alone would tick 0, 2, 4, ...
+    assert ax.xaxis.get_major_formatter()(ticks[0], 0) == "init"

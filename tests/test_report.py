@@ -18,8 +18,10 @@ import pandas as pd
 import pytest
 
 from weightshare.errors import ConfigError
+from weightshare.report import reference as reference_module
 from weightshare.report import write_report
 from weightshare.report.__main__ import main
+from weightshare.report.budget import PROTOCOL_FILE, Protocol, budget_differences, budget_subtitles, load_protocol
 from weightshare.report.collect import IDENTITY_FIELDS, expected_jobs, load_sweep, read_results
 from weightshare.report.reference import default_reference_dir, load_reference
 from weightshare.report.tables import TABLE_METRICS
@@ -121,11 +123,21 @@ def test_every_cell_of_every_table(report, convention: str, aug_type: str, level
                 if f"{model}/{metric}/paper" in row:
                     paper = paper_value(aug_type, model, level, metric)
                     got_paper, got_diff = row[f"{model}/{metric}/paper"], row[f"{model}/{metric}/diff"]
+                    assert math.isnan(got_diff)  # 3 of the protocol's 5 folds: not comparable
                     if math.isnan(paper):
-                        assert math.isnan(got_paper) and math.isnan(got_diff)
+                        assert math.isnan(got_paper)
                     else:
                         assert got_paper == pytest.approx(paper)
-                        assert got_diff == pytest.approx(measured - paper, abs=1e-12)
+                        long = report.long
+                        hit = long[
+                            (long["convention"] == convention)
+                            & (long["aug_type"] == aug_type)
+                            & ((long["level"] - level).abs() < 1e-9)
+                            & (long["model"] == model)
+                            & (long["metric"] == metric)
+                        ]
+                        assert len(hit) == 1 and not hit["comparable"].iloc[0]
+                        assert hit["diff"].iloc[0] == pytest.approx(measured - paper, abs=1e-12)
 
 
 def test_hand_computed_cells(report) -> None:
@@ -155,7 +167,7 @@ def test_hand_computed_cells(report) -> None:
     row = cell("last_epoch", "rotate", 0.2, "fcn", "val/translate/acc")
     assert (row["median"], row["diff"]) == pytest.approx((0.35, 0.10))
     md = (report.out_dir / "report.md").read_text()
-    assert "0.8650 (0.8800, -0.0150)" in md
+    assert "0.8650 (0.8800, n/c)" in md  # 3 of 5 folds: the paper's number, no difference
 
 
 def test_level_zero_is_shared_by_every_aug_type(report) -> None:
@@ -448,17 +460,191 @@ def test_identity_of_a_job_without_results_comes_from_run_identity(tmp_path: Pat
     assert "model" not in read_results(job)
 
 
-def test_default_reference_dir_holds_the_paper_numbers() -> None:
-    repo = Path(__file__).resolve().parents[1]
-    assert default_reference_dir() == repo.parent / "shared" / "reference"
-    if not (default_reference_dir() / "paper_translation_tables.csv").is_file():
-        pytest.skip(f"paper reference CSVs not present at {default_reference_dir()}")
+def test_paper_numbers_ship_with_the_package() -> None:
+    # package data beside the module, not the development checkout's ../shared
+    directory = default_reference_dir()
+    assert directory == Path(reference_module.__file__).resolve().parent / "reference_data"
+    assert "shared" not in directory.parts
+    for name in ("paper_translation_tables.csv", "paper_other_aug_tables.csv", "README.md", PROTOCOL_FILE):
+        assert (directory / name).is_file(), name
     ref = load_reference().set_index(["data", "aug_type", "level_key", "model", "metric"])["paper"]
     assert ref[("mnist", "translate", 10, "cnn", "val/acc")] == pytest.approx(0.993071)
     assert ref[("mnist", "translate", 10, "fcn", "train/acc")] == pytest.approx(0.995665)
     assert ref[("mnist", "edge_noise", 10, "cnn", "val/acc")] == pytest.approx(0.99100)
     assert ref[("cifar10", "edge_noise", 0, "fcn", "val/translate/acc")] == pytest.approx(0.43347)
-    assert ref[("mnist", "none", 0, "cnn", "val/acc")] == pytest.approx(0.990536)
+    assert load_protocol()[("mnist", "kfold")] == Protocol("mnist", "kfold", 250, 50, 5)
+    assert load_protocol()[("cifar10", "standard")] == Protocol("cifar10", "standard", 200, 50, 1)
+
+
+def test_report_of_a_sweep_without_shared_shows_the_paper(tmp_path: Path) -> None:
+    """A sweep far from any ../shared, no --reference-dir: the cells carry the paper's numbers."""
+    sweep = fs.build_translate_sweep(tmp_path / "clone" / "multirun", folds=(0, 1, 2, 3, 4))
+    report = write_report([sweep], tmp_path / "out", plots=False)
+    long = report.long
+    cell = long[
+        (long["convention"] == "early_stopped")
+        & (long["aug_type"] == "translate")
+        & (long["level"] == 0.1)
+        & (long["model"] == "cnn")
+        & (long["metric"] == "val/acc")
+    ].iloc[0]
+    measured = expected_median("cnn", 0.1, "val/acc", "early_stopped", folds=(0, 1, 2, 3, 4))
+    assert cell["paper"] == pytest.approx(0.993071)
+    assert bool(cell["comparable"]) and cell["diff"] == pytest.approx(measured - 0.993071)
+    text = (report.out_dir / "report.md").read_text()
+    assert f"{measured:.4f} (0.9931, {measured - 0.993071:+.4f})" in text
+    assert "shipped with the package" in text
+    assert "Reduced budget" not in text  # the protocol's budget and all 5 folds
+
+
+def test_reduced_budget_banner_and_not_comparable(tmp_path: Path) -> None:
+    """3,000 images, 2 epochs, patience 5, one fold: a banner, n/c instead of differences, subtitles."""
+    budget = {
+        "data.limit_train": 3000,
+        "data.limit_val": 1000,
+        "trainer.max_epochs": 2,
+        "callbacks.early_stopping.patience": 5,
+    }
+    sweep = fs.build_translate_sweep(tmp_path / "small", folds=(0,), budget=budget, n_epochs=2)
+    report = write_report([sweep], tmp_path / "out", plots=True, fd_layers="first")
+    assert [d.short for d in report.budget] == [
+        "limit_train=3000",
+        "limit_val=1000",
+        "max_epochs=2",
+        "patience=5",
+        "folds 1/5",
+    ]
+    text = (report.out_dir / "report.md").read_text()
+    banner = text[: text.index("Generated")]
+    assert "Reduced budget" in banner
+    for line in (
+        "training examples limited to 3000 (`data.limit_train`; protocol: the whole training set)",
+        "validation examples limited to 1000 (`data.limit_val`",
+        "at most 2 epochs (`trainer.max_epochs`; protocol: up to 250)",
+        "early-stopping patience 5 (`callbacks.early_stopping.patience`; protocol: 50)",
+        "folds 0 only, 1 of 5 (`data.fold`",
+    ):
+        assert line in banner, line
+    assert not report.long["comparable"].any()
+    long = report.long
+    measured = long[
+        (long["convention"] == "early_stopped")
+        & (long["level"] == 0.1)
+        & (long["model"] == "cnn")
+        & (long["metric"] == "val/acc")
+    ]["median"].iloc[0]
+    assert measured == pytest.approx(fs.epoch_row("cnn", 0.1, 0, 1)["val/acc"])  # 2 epochs: the best is epoch 1
+    assert f"{measured:.4f} (0.9931, n/c)" in text
+    wide = pd.read_csv(report.out_dir / "tables" / "mnist_translate_early_stopped.csv")
+    assert wide["cnn/val/acc/paper"].notna().all() and wide["cnn/val/acc/diff"].isna().all()
+    # the same list under every figure's title
+    from weightshare.report.figures import sweep_figures
+
+    subtitles = budget_subtitles(report.budget)
+    figures = dict(sweep_figures(report.sweep.jobs, report.sweep.epochs, subtitles=subtitles))
+    assert figures
+    for name, fig in figures.items():
+        titles = [fig.get_suptitle(), *(ax.get_title() for ax in fig.axes)]
+        assert any(subtitles["mnist"] in " ".join(t.split()) for t in titles), name
+    assert subtitles["mnist"].endswith("limit_train=3000, limit_val=1000, max_epochs=2, patience=5, folds 1/5")
+
+
+def test_budget_of_a_job_without_config_is_unknown_not_a_difference(tmp_path: Path) -> None:
+    sweep = fs.build_translate_sweep(tmp_path / "old", models=("cnn",), levels=(0.0,), folds=(0, 1, 2, 3, 4))
+    for job in sweep.iterdir():
+        if (job / "results.json").is_file():
+            payload = json.loads((job / "results.json").read_text())
+            payload.pop("config")
+            (job / "results.json").write_text(json.dumps(payload))
+    report = write_report([sweep], tmp_path / "out", plots=False)
+    assert report.budget == [] and report.n_unknown_budget == 5
+    assert "5 completed job(s) record no config" in (report.out_dir / "report.md").read_text()
+    assert report.long["comparable"].all()
+
+
+def test_budget_early_stopping_off_and_batch_limits(tmp_path: Path) -> None:
+    budget = {"callbacks.early_stopping.enabled": False, "trainer.limit_train_batches": 0.25}
+    sweep = fs.build_translate_sweep(
+        tmp_path / "s", models=("cnn",), levels=(0.0,), folds=(0, 1, 2, 3, 4), budget=budget
+    )
+    differences = budget_differences(load_sweep([sweep]).jobs)
+    assert [(d.key, d.what) for d in differences] == [
+        ("trainer.limit_train_batches", "training batches limited to 0.25"),
+        ("callbacks.early_stopping.enabled", "early stopping off"),
+    ]
+
+
+@pytest.fixture(scope="module")
+def grid_search(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root, _ = fs.build_search(tmp_path_factory.mktemp("search") / "grid", pruned=(11,))
+    return root
+
+
+def test_search_report_of_a_grid(grid_search: Path, tmp_path: Path) -> None:
+    report = write_report([grid_search], tmp_path / "out", plots=True)
+    assert len(report.searches) == 1
+    search = report.searches[0]
+    trials = search.trials
+    # sorted by objective, best first; the pruned trial after the complete ones
+    complete = trials[trials["state"] == "COMPLETE"]
+    assert list(complete["objective"]) == sorted(complete["objective"], reverse=True)
+    assert trials.iloc[0][["optimizer.lr", "model.depth", "model"]].tolist() == [1e-3, 3, "cnn"]
+    assert trials.iloc[0]["objective"] == pytest.approx(fs.grid_objective("cnn", 3, 1e-3))
+    assert trials.iloc[-1]["state"] == "PRUNED" and trials.iloc[-1]["trial"] == 11
+    text = (report.out_dir / "report.md").read_text()
+    assert "## Search: train-fakesearch" in text
+    assert "### The grid: learning rate x depth x model" in text
+    assert "| lr | CNN depth 2 | CNN depth 3 | FCN depth 2 | FCN depth 3 |" in text
+    row = f"| 0.001 | {fs.grid_objective('cnn', 2, 1e-3):.4f} | {fs.grid_objective('cnn', 3, 1e-3):.4f} |"
+    assert row in text
+    grid = pd.read_csv(report.out_dir / "tables" / "search_train-fakesearch_grid.csv")
+    assert grid["lr"].tolist() == [1e-2, 1e-3, 1e-4]
+    assert grid.iloc[2].tolist()[1:] == [
+        pytest.approx(fs.grid_objective("cnn", 2, 1e-4)),
+        pytest.approx(fs.grid_objective("cnn", 3, 1e-4)),
+        pytest.approx(fs.grid_objective("fcn", 2, 1e-4)),
+        "pruned",  # trial 11: fcn, depth 3, lr 1e-4
+    ]
+    assert "Paper (Appendix A), best point on mnist: CNN depth 3, lr 0.001: 0.9932" in text
+    # Optuna's own figures, and none of the per-trial tables and figures
+    names = sorted(p.name for p in (report.out_dir / "plots").iterdir())
+    assert names == [
+        f"search_train-fakesearch_{stem}.png"
+        for stem in ("contour_lr_depth", "optimization_history", "param_importances", "slice")
+    ]
+    assert "## mnist" not in text and not report.tables
+    assert "pruned" not in report.failures["status"].tolist()  # a pruned trial is no failure
+    assert "pruned trials of a search: 1" in text
+    assert "Reduced budget" not in text  # the search's own protocol: standard split, 100 epochs, patience 25
+
+
+def test_search_per_trial_and_a_tpe_search(tmp_path: Path) -> None:
+    root, _ = fs.build_search(tmp_path / "tpe", lrs=(3e-3, 1e-3), depths=(2, 3), models=("fcn",), categorical_lr=False)
+    report = write_report([root], tmp_path / "out", plots=False)
+    text = (report.out_dir / "report.md").read_text()
+    assert "## Search: train-fakesearch" in text and "### The grid" not in text  # lr is no grid here
+    per_trial = write_report([root], tmp_path / "per_trial", plots=False, per_trial=True)
+    assert per_trial.tables and "## mnist" in (per_trial.out_dir / "report.md").read_text()
+
+
+def test_search_with_its_storage_gone(tmp_path: Path) -> None:
+    """A moved sweep directory still finds optuna.db beside its jobs; without it, the jobs alone."""
+    original, _ = fs.build_search(tmp_path / "original", lrs=(1e-3,), depths=(3,))
+    moved = tmp_path / "moved"
+    original.rename(moved)
+    report = write_report([moved], tmp_path / "out", plots=False)
+    search = report.searches[0]
+    assert search.study is not None and len(search.trials) == 2
+    assert search.trials["objective"].tolist() == pytest.approx(
+        [fs.grid_objective("cnn", 3, 1e-3), fs.grid_objective("fcn", 3, 1e-3)]
+    )
+    (moved / "optuna.db").unlink()
+    report = write_report([moved], tmp_path / "out2", plots=False)
+    search = report.searches[0]
+    assert search.study is None and "not found" in search.problem
+    assert search.trials["trial"].tolist() == [0, 1] and search.trials["state"].tolist() == ["COMPLETED"] * 2
+    assert "not found" in (report.out_dir / "report.md").read_text()
+    assert not list(tmp_path.rglob("*.db")) and not original.exists()  # a report never creates a storage
 
 
 def test_reference_dir_given_but_absent_is_an_error(tmp_path: Path) -> None:
@@ -489,15 +675,16 @@ def test_220_job_sweep(tmp_path: Path) -> None:
     result = write_report([tmp_path], reference_dir=write_reference(tmp_path / "ref"))
     assert len(result.sweep.jobs) == 220 and result.failures.empty
     plots = sorted(p.name for p in result.files if p.suffix == ".png")
-    assert plots == [
+    assert plots == sorted(
         f"{kind}_{data}{suffix}.png"
         for kind, suffix in (
             ("accuracy", "_translate"),
-            ("filter_distance", "_translate_fcn_conv1"),
+            ("filter_distance", "_translate_fcn_conv1"),  # every free layer by default
+            ("filter_distance", "_translate_fcn_conv2"),
             ("quadrant_swap", ""),
         )
         for data in ("cifar10", "mnist")
-    ]
+    )
     assert result.vcp_groups == [] and result.sweep.notes == []
     for data in ("mnist", "cifar10"):
         for convention in ("early_stopped", "last_epoch", "all_epochs"):
@@ -507,3 +694,13 @@ def test_220_job_sweep(tmp_path: Path) -> None:
     wide = pd.read_csv(tmp_path / "report" / "tables" / "cifar10_translate_early_stopped.csv")
     # fold offsets 0, .01, .05, .02, .03 -> median .02; 0.70 + 0.05 * 0.99 + 0.02 + 0.05
     assert wide["fcn/val/acc"].iloc[-1] == pytest.approx(0.8195)
+
+
+def test_standard_split_tables_are_not_compared_with_the_k_fold_paper(tmp_path: Path) -> None:
+    budget = {"data.split": "standard", "trainer.max_epochs": 100, "callbacks.early_stopping.patience": 25}
+    sweep = fs.build_translate_sweep(tmp_path / "std", models=("cnn",), levels=(0.0, 0.1), folds=(0,), budget=budget)
+    report = write_report([sweep], tmp_path / "out", plots=False)
+    # the search's budget (100 epochs, patience 25) is right for the standard split; the split is not
+    assert [(d.key, d.short) for d in report.budget] == [("data.split", "split=standard")]
+    assert not report.long["comparable"].any()
+    assert "the standard split in the tables" in (report.out_dir / "report.md").read_text()

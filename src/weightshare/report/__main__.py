@@ -25,14 +25,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--reference-dir",
         type=Path,
         default=None,
-        help="directory of the paper's CSVs (default: <repo>/../shared/reference)",
+        help="directory of the paper's CSVs (default: the copy shipped with the package)",
     )
     parser.add_argument("--no-plots", action="store_true", help="write tables and report.md only")
     parser.add_argument(
         "--fd-layers",
-        choices=("first", "all"),
-        default="first",
-        help="filter-distance figures for the first FCN layer (the paper) or every layer",
+        choices=("all", "first"),
+        default="all",
+        help="filter-distance figures for every free layer (default) or the first only (the paper's Figure 5)",
+    )
+    parser.add_argument(
+        "--per-trial",
+        action="store_true",
+        help="also give each trial of an Optuna search the paper's tables and figures (default: its search section)",
     )
     parser.add_argument(
         "--plot-convention",
@@ -57,6 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             plots=not args.no_plots,
             fd_layers=args.fd_layers,
             plot_convention=args.plot_convention,
+            per_trial=args.per_trial,
         )
     except WeightshareError as exc:
         print(f"error: {exc}", file=sys.stderr)

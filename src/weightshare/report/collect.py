@@ -34,6 +34,9 @@ Frames (:class:`Sweep`)
   ``lr``/``optimizer``/``arch`` where these take several values within one data set, so runs
   of different experiments are never pooled;
 - ``param_count, wall_time_s, epochs_completed, stopped_epoch, best_epoch``;
+- from ``results.json`` ``config``: the training budget (``budget/*``, :mod:`.budget`) and the
+  Optuna trial the job ran as (``study_storage, study_name, trial_number, trial_monitor``,
+  :mod:`.search`; None outside a search);
 - ``final/<metric>`` (results.json ``final``: last epoch), ``best/<metric>`` (``best``: the
   early-stopping epoch, the one with the best ``val/acc``), ``init/<metric>``, ``test/<metric>``;
   where ``final``/``best`` lack a metric that ``metrics.csv`` has, it is filled from the last
@@ -60,6 +63,8 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from weightshare.errors import ConfigError
+from weightshare.report.budget import BUDGET_COLUMNS, job_budget, number_or_nan
+from weightshare.report.search import TRIAL_COLUMNS, trial_of
 from weightshare.results import SPECTRUM_FIELDS, find_jobs, read_overrides, run_identity
 
 # the identity fields of results.json (run_identity is their one list); ``aug``, the four
@@ -82,6 +87,8 @@ META_COLUMNS = (
     "epochs_completed",
     "stopped_epoch",
     "best_epoch",
+    *BUDGET_COLUMNS,
+    *TRIAL_COLUMNS,
 )
 EPOCH_KEY_COLUMNS = ("job_dir", "status", "data", "model", "aug_type", "aug_level", "fold", "setting")
 NUMERIC_META = (
@@ -99,6 +106,7 @@ NUMERIC_META = (
     "epochs_completed",
     "stopped_epoch",
     "best_epoch",
+    *BUDGET_COLUMNS,
 )
 
 # identity values of the paper's protocol; anything else goes into the ``setting`` label
@@ -184,20 +192,6 @@ def expected_jobs(multirun_yaml: Path) -> tuple[list[tuple[Path, list[str]]], st
 # ----------------------------------------------------------------------------- one job
 
 
-def _number(value: Any) -> float:
-    """A float for numbers (and numeric strings), NaN for anything else (None, dicts, text)."""
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return math.nan
-    return math.nan
-
-
 def _identity_from_config(job_dir: Path) -> dict[str, Any]:
     """Best-effort identity of a job without a usable ``results.json``, from its saved config.
 
@@ -260,15 +254,16 @@ def read_results(job_dir: Path) -> dict[str, Any]:
         row[key] = payload.get(key)
     if row.get("seed") is None:
         row["seed"] = payload.get("seed")
+    row.update(job_budget(payload.get("config")) | trial_of(payload.get("config")))
     for section in RESULT_SECTIONS:
         values = payload.get(section)
         if not isinstance(values, dict):
             continue
         for name, value in values.items():
             if section == "best" and name == "epoch":
-                row["best_epoch"] = _number(value)
+                row["best_epoch"] = number_or_nan(value)
             else:
-                row[f"{section}/{name}"] = _number(value)
+                row[f"{section}/{name}"] = number_or_nan(value)
     return row
 
 

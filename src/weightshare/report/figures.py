@@ -1,20 +1,26 @@
 """The sweep's figures from run directories alone (no W&B, no TensorBoard): the paper's Figures 3-6.
 
 - :func:`accuracy_figure` (Figures 3-4): x = augmentation level, y = train, validation
-  and translated-validation accuracy, CNN vs FCN, median over folds with a min-max band; one
-  figure per data x augmentation type.
+  and translated-validation accuracy, CNN vs FCN (one colour per model, a line style and
+  marker per metric), median over folds with a min-max band where there are several folds;
+  one figure per data x augmentation type.
 - :func:`filter_distance_figure` (Figure 5, and the weight-divergence follow-up's figures):
   every filter distance one FCN layer logged vs epoch, a panel per (target, kind): the
   neighbouring filters at each radius (``fd/<layer>/r<r>/<kind>``), the original shared
   filter of a layer converted from a CNN (``fd/<layer>/to_ref/<kind>``) and the layer's mean
   filter (``fd/<layer>/to_mean/<kind>``), kinds ``euclid``, ``cosine``, ``euclid_raw`` and any
   other; one line per augmentation level (median over folds at each epoch; folds that stopped
-  early drop out of later epochs). Epoch 0 is the value at initialisation (``results.json``
-  ``init``), training epochs are shifted to 1..N.
+  early drop out of later epochs). Epochs are 0-based as in ``metrics.csv``; the value at
+  initialisation (``results.json`` ``init``) is the point ``init`` left of epoch 0. Every
+  free layer gets a figure by default. Axes start at zero and each panel notes the largest
+  change from initialisation (a 0.03 % drift must not look like a fall).
 - :func:`quadrant_swap_figure` (Figure 6): CNN vs FCN, clean vs quadrant-swapped validation
-  accuracy, median over folds with min-max error bars.
+  accuracy, median over folds with min-max error bars where there are several folds.
 - :func:`vcp_figure` (Figures C.1-C.2): FCN accuracy vs fraction of removed connections, median
   over folds with a min-max band, the CNN and FCN at connectivity 0 as reference lines.
+
+A sweep measured under another budget than the protocol's carries the differences
+(:mod:`.budget`) as the last line of every title (``subtitles``).
 
 Entry point: :func:`plot_sweep` ``(jobs_frame, epochs_frame, out_dir) -> list[Path]``; the
 ``*_figure`` builders return the figure unsaved (tests read their lines). Inputs are the frames
@@ -25,7 +31,7 @@ of :mod:`.collect` (``jobs`` and ``epochs``, columns documented there). One run'
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import matplotlib
@@ -34,7 +40,13 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from weightshare.errors import ConfigError
+from weightshare.report.budget import subtitle_for
 from weightshare.report.figure_style import (
+    EPOCH_LABEL,
+    INIT_X,
+    LEGEND_HANDLE_LENGTH,
+    VARIANT_STYLES,
+    count_folds,
     epoch_axis,
     fd_columns,
     kind_label,
@@ -45,8 +57,11 @@ from weightshare.report.figure_style import (
     png_name,
     save_png,
     side_legend,
+    spread_label,
     style_axes,
     target_rank,
+    with_subtitle,
+    zero_based_with_change_note,
 )
 from weightshare.report.reference import level_key
 from weightshare.report.tables import (
@@ -70,30 +85,36 @@ __all__ = [
 ]
 
 ACCURACY_LINES = (
-    ("val/acc", "-", "validation"),
-    ("val/translate/acc", "--", "translated validation"),
-    ("train/acc", ":", "train"),
+    ("val/acc", "validation"),
+    ("val/translate/acc", "translated validation"),
+    ("train/acc", "train"),
 )
 
 
 def accuracy_figure(rows: pd.DataFrame, title: str, xlabel: str) -> Figure:
-    """Figures 3-4: accuracy vs level, one colour per model, one line style per metric.
+    """Figures 3-4: accuracy vs level, one colour per model, one line style and marker per metric.
 
     ``rows``: one table's :func:`~weightshare.report.tables.convention_rows` (per fold, or per
-    epoch row), with numeric ``aug_level``. Lines are labelled ``"<MODEL> <metric label>"``.
+    epoch row), with numeric ``aug_level``. Lines are labelled ``"<MODEL> <metric label>"``; a
+    min-max band is drawn only at points of more than one fold, and the y-label mentions the
+    band only when there is one.
     """
     fig = Figure(figsize=(8.5, 5.5), layout="constrained")
     ax = fig.add_subplot()
     models = model_order(rows["model"])
+    banded = False
     for model in models:
         color = model_color(model, models)
         per_model = rows[rows["model"] == model]
-        for metric, linestyle, label in ACCURACY_LINES:
-            median_band(ax, per_model, "aug_level", metric, linestyle, color, f"{model.upper()} {label}")
+        for metric, label in ACCURACY_LINES:
+            linestyle, marker = VARIANT_STYLES[metric]
+            banded |= median_band(
+                ax, per_model, "aug_level", metric, linestyle, color, f"{model.upper()} {label}", marker
+            )
     levels = sorted(rows["aug_level"].dropna().unique())
     ax.set_xticks(levels, [format_level(v) for v in levels])
-    style_axes(ax, title, xlabel, "accuracy (median over folds, band: min-max)")
-    ax.legend(fontsize=9, loc="best")
+    style_axes(ax, title, xlabel, spread_label("accuracy", banded, count_folds(rows)))
+    ax.legend(fontsize=9, loc="best", handlelength=LEGEND_HANDLE_LENGTH)
     return fig
 
 
@@ -110,12 +131,14 @@ def filter_distance_figure(
 
     ``epochs``: epoch rows of one table's FCN jobs (``aug_level``, ``epoch``, ``fd/...``
     columns); ``init``: their jobs' rows with ``aug_level`` and ``init/fd/...`` columns. Each
-    line is the median over folds at each epoch, x = epoch + 1, preceded by the median value at
-    initialisation at x = 0. Panels: columns are targets (each radius, then ``to_ref``, then
-    ``to_mean``), rows are kinds (``euclid``, ``cosine``, ``euclid_raw``, ...); a (target, kind)
+    line is the median over folds at each (0-based) epoch, preceded by the median value at
+    initialisation at x = :data:`~.figure_style.INIT_X` (ticked ``init``). Panels: columns are
+    targets (each radius, then ``to_ref``, then ``to_mean``), rows are kinds (``euclid``,
+    ``cosine``, ``euclid_raw``, ...); a (target, kind)
     with no value in ``epochs`` has no panel. Panels are titled ``"<layer>, radius <r>: <kind>"``,
     ``"<layer>, to original shared filter: <kind>"``, ``"<layer>, to mean filter: <kind>"``.
     ``line_by`` names the column that tells the lines apart (``connectivity`` in the VCP view).
+    Each panel's y axis starts at zero, with the largest change from initialisation noted.
     """
     specs = [s for s in fd_columns(list(epochs.columns)).get(layer, []) if epochs[s.column].notna().any()]
     if not specs:
@@ -129,23 +152,27 @@ def filter_distance_figure(
     for spec in specs:
         ax = panels[(spec.kind, spec.target)]
         column = spec.column
+        drawn: list[tuple[float, list[float]]] = []
         for level, color in zip(levels, colors):
             curve = epochs[epochs[line_by] == level].groupby("epoch")[column].median().dropna()
-            x, y = list(curve.index + 1), list(curve.to_numpy())
+            x, y = list(curve.index), list(curve.to_numpy())
             init_column = f"init/{column}"
+            start = math.nan
             if init_column in init.columns:
                 start = init.loc[init[line_by] == level, init_column].median()
                 if not math.isnan(start):
-                    x, y = [0, *x], [start, *y]
+                    x, y = [INIT_X, *x], [start, *y]
             if x:
-                ax.plot(x, y, color=color, linewidth=1.6, label=format_level(level))
+                ax.plot(x, y, color=color, linewidth=1.6, marker="o", markersize=3, label=format_level(level))
+                drawn.append((start, list(curve.to_numpy())))
         style_axes(
             ax,
             f"{layer}, {spec.target_title}: {spec.kind}",
-            "epoch (0 = initialisation)",
+            EPOCH_LABEL,
             f"mean {kind_label(spec.kind)} distance",
         )
         epoch_axis(ax)
+        zero_based_with_change_note(ax, drawn)
     entries: dict[str, object] = {}
     for ax in panels.values():  # every level, even one missing from the first panel
         for handle, label in zip(*ax.get_legend_handles_labels()):
@@ -168,15 +195,20 @@ def quadrant_swap_figure(rows: pd.DataFrame, title: str) -> Figure:
         ("val/acc", "clean validation", "tab:gray"),
         ("val/quadrant_swap/acc", "quadrant-swapped validation", "tab:red"),
     )
+    n_folds = count_folds(rows)
     for offset, (metric, label, color) in zip((-width / 2, width / 2), bars_spec):
         stats = rows.groupby("model")[metric].agg(["median", "min", "max"]).reindex(models)
-        errors = np.vstack([stats["median"] - stats["min"], stats["max"] - stats["median"]])
+        errors = None
+        if n_folds > 1:  # one fold has no spread: no error bars that are not there
+            errors = np.vstack([stats["median"] - stats["min"], stats["max"] - stats["median"]])
         bars = ax.bar(x + offset, stats["median"], width, yerr=errors, capsize=4, color=color, label=label)
         ax.bar_label(bars, fmt="%.3f", fontsize=9, padding=2)
     ax.set_xticks(x, [m.upper() for m in models])
-    ax.set_ylim(0, 1.1)
-    style_axes(ax, title, "model", "accuracy (median over folds, bars: min-max)")
-    ax.legend(fontsize=9, loc="upper right")
+    # headroom for a one-row legend above the bars: "upper right" covered a 0.96 bar's label
+    ax.set_ylim(0, 1.22)
+    ax.set_yticks(np.linspace(0, 1, 6))
+    style_axes(ax, title, "model", spread_label("accuracy", n_folds > 1, n_folds, spread="bars"))
+    ax.legend(fontsize=9, loc="upper center", ncol=2)
     return fig
 
 
@@ -193,11 +225,14 @@ def vcp_figure(rows: pd.DataFrame, title: str) -> Figure:
     ax = fig.add_subplot()
     fcn = rows[rows["model"] == VCP_MODEL]
     color = model_color(VCP_MODEL, [VCP_MODEL])
-    for metric, linestyle, label in ACCURACY_LINES:
-        median_band(ax, fcn, "connectivity", metric, linestyle, color, f"{VCP_MODEL.upper()} {label}")
+    banded = False
+    for metric, label in ACCURACY_LINES:
+        linestyle, marker = VARIANT_STYLES[metric]
+        banded |= median_band(ax, fcn, "connectivity", metric, linestyle, color, f"{VCP_MODEL.upper()} {label}", marker)
     for model, alpha in ((REFERENCE_MODEL, 0.9), (VCP_MODEL, 0.5)):
         at_zero = rows[(rows["model"] == model) & (rows["connectivity"] == 0)]
-        for metric, linestyle, label in ACCURACY_LINES:
+        for metric, label in ACCURACY_LINES:
+            linestyle = VARIANT_STYLES[metric][0]
             value = at_zero[metric].median()
             if not math.isnan(value):
                 ax.axhline(
@@ -211,7 +246,10 @@ def vcp_figure(rows: pd.DataFrame, title: str) -> Figure:
     values = sorted(fcn["connectivity"].dropna().unique())
     ax.set_xticks(values, [format_level(v) for v in values])
     style_axes(
-        ax, title, "fraction of connections removed (model.connectivity)", "accuracy (median over folds, band: min-max)"
+        ax,
+        title,
+        "fraction of connections removed (model.connectivity)",
+        spread_label("accuracy", banded, count_folds(fcn)),
     )
     side_legend(ax)
     return fig
@@ -222,10 +260,12 @@ def sweep_figures(
     epochs_frame: pd.DataFrame,
     *,
     convention: str = "early_stopped",
-    fd_layers: str = "first",
+    fd_layers: str = "all",
     quadrant: tuple[str, float] = ("none", 0.0),
+    subtitles: Mapping[str, str] | None = None,
 ) -> Iterator[tuple[str, Figure]]:
     """``(file name, figure)`` of every sweep figure, one at a time (see :func:`plot_sweep`)."""
+    subtitles = subtitles or {}
     if fd_layers not in ("first", "all"):
         raise ConfigError("fd_layers", fd_layers, "first or all")
     if convention not in CONVENTIONS:
@@ -241,6 +281,7 @@ def sweep_figures(
             if (data, aug_type, setting) in covered:
                 continue  # one connectivity value of a VCP sweep: drawn in its VCP figure
             title = f"{data}: accuracy vs {aug_type} level ({label})" + (f"\n{setting}" if setting else "")
+            title = with_subtitle(title, subtitle_for(subtitles, data))
             yield (
                 png_name("accuracy", data, aug_type, setting),
                 accuracy_figure(table, title, f"{aug_type} augmentation level"),
@@ -252,6 +293,7 @@ def sweep_figures(
         for (data, setting), table in chosen.groupby(["data", "setting"], sort=True):
             if table["val/quadrant_swap/acc"].notna().any():
                 title = f"{data}: quadrant swap, {runs} ({label})" + (f"\n{setting}" if setting else "")
+                title = with_subtitle(title, subtitle_for(subtitles, data))
                 yield png_name("quadrant_swap", data, setting), quadrant_swap_figure(table, title)
     groups = vcp_groups(jobs_frame)
     if groups:
@@ -264,11 +306,14 @@ def sweep_figures(
                 f"{group.data}: accuracy vs removed connections, {group.aug_type} {format_level(group.level)} ({label})"
             )
             title += f"\n{group.setting}" if group.setting else ""
+            title = with_subtitle(title, subtitle_for(subtitles, group.data))
             yield group.file_stem() + ".png", vcp_figure(table, title)
-    yield from _filter_distance_figures(jobs_frame, epochs_frame, fd_layers)
+    yield from _filter_distance_figures(jobs_frame, epochs_frame, fd_layers, subtitles)
 
 
-def _filter_distance_figures(jobs: pd.DataFrame, epochs: pd.DataFrame, fd_layers: str) -> Iterator[tuple[str, Figure]]:
+def _filter_distance_figures(
+    jobs: pd.DataFrame, epochs: pd.DataFrame, fd_layers: str, subtitles: Mapping[str, str]
+) -> Iterator[tuple[str, Figure]]:
     layers = fd_columns(list(epochs.columns))
     if not layers or "status" not in epochs.columns:
         return
@@ -298,6 +343,7 @@ def _filter_distance_figures(jobs: pd.DataFrame, epochs: pd.DataFrame, fd_layers
             title = f"{data} {model.upper()}: filter distances, {aug_type} augmentation" + (
                 f"\n{setting}" if setting else ""
             )
+            title = with_subtitle(title, subtitle_for(subtitles, data))
             yield (
                 png_name("filter_distance", data, aug_type, model, layer, setting),
                 filter_distance_figure(table, job_init, layer, title),
@@ -317,6 +363,7 @@ def _filter_distance_figures(jobs: pd.DataFrame, epochs: pd.DataFrame, fd_layers
                 f"{group.data} FCN: filter distances vs removed connections, {group.aug_type} "
                 f"{format_level(group.level)}" + (f"\n{group.setting}" if group.setting else "")
             )
+            title = with_subtitle(title, subtitle_for(subtitles, group.data))
             yield (
                 f"filter_distance_{group.file_stem()}_{slug(layer)}.png",
                 filter_distance_figure(
@@ -331,8 +378,9 @@ def plot_sweep(
     out_dir: Path | str,
     *,
     convention: str = "early_stopped",
-    fd_layers: str = "first",
+    fd_layers: str = "all",
     quadrant: tuple[str, float] = ("none", 0.0),
+    subtitles: Mapping[str, str] | None = None,
 ) -> list[Path]:
     """Every sweep figure as PNG into ``out_dir``; returns the files written.
 
@@ -345,14 +393,16 @@ def plot_sweep(
     ``filter_distance_vcp_<data>_<aug_type>_<level>[_<setting>]_<layer>.png`` (a VCP group's
     FCNs, a line per connectivity, instead of one figure per connectivity value).
     ``convention`` picks the values of the accuracy and quadrant figures (see
-    :data:`~weightshare.report.tables.CONVENTIONS`); ``fd_layers`` is ``first`` (the paper)
-    or ``all``; ``quadrant`` is the (aug_type, level) of the runs in the quadrant-swap chart
+    :data:`~weightshare.report.tables.CONVENTIONS`); ``fd_layers`` is ``all`` (every free layer,
+    the default) or ``first`` (the paper's Figure 5); ``subtitles`` maps a data set to the
+    reduced-budget line of its figures (:func:`~weightshare.report.budget.budget_subtitles`);
+    ``quadrant`` is the (aug_type, level) of the runs in the quadrant-swap chart
     (the level-0 runs by default). Only completed jobs are drawn.
     """
     out = Path(out_dir)
     return [
         save_png(fig, out / name)
         for name, fig in sweep_figures(
-            jobs_frame, epochs_frame, convention=convention, fd_layers=fd_layers, quadrant=quadrant
+            jobs_frame, epochs_frame, convention=convention, fd_layers=fd_layers, quadrant=quadrant, subtitles=subtitles
         )
     ]

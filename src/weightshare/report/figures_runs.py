@@ -16,11 +16,15 @@ from matplotlib.figure import Figure
 
 from weightshare.augment.validate import EVAL_VARIANTS
 from weightshare.errors import ConfigError
+from weightshare.report.budget import KNOWN_COLUMN, budget_differences, budget_subtitles, subtitle_for
 from weightshare.report.collect import read_metrics, read_results, setting_label
 from weightshare.report.figure_style import (
+    EPOCH_LABEL,
     GROUP_ORDER,
     GROUP_TITLES,
+    INIT_X,
     RADIUS_STYLES,
+    VARIANT_STYLES,
     epoch_axis,
     fd_columns,
     kind_label,
@@ -29,6 +33,8 @@ from weightshare.report.figure_style import (
     save_png,
     side_legend,
     style_axes,
+    with_subtitle,
+    zero_based_with_change_note,
 )
 from weightshare.report.tables import format_level
 
@@ -48,6 +54,14 @@ def _run_title(result: dict) -> str:
     return " ".join(parts) + (f", {setting}" if setting else "") + f" ({result['status']})"
 
 
+def _budget_line(result: dict) -> str:
+    """The run's differences to the protocol's budget (:mod:`.budget`), folds aside: one run is one fold."""
+    if result.get(KNOWN_COLUMN) != 1.0:
+        return ""
+    differences = [d for d in budget_differences(pd.DataFrame([result])) if d.key != "data.fold"]
+    return subtitle_for(budget_subtitles(differences), str(result.get("data")))
+
+
 def run_figures(run_dir: Path | str) -> dict[str, Figure]:
     """``{"training_curves": fig[, "filter_distance": fig]}`` of one run (see :func:`plot_run`)."""
     run_dir = Path(run_dir)
@@ -57,8 +71,8 @@ def run_figures(run_dir: Path | str) -> dict[str, Figure]:
             "RUN_DIR", str(run_dir), f"a run directory with a readable metrics.csv ({problem or 'empty'})"
         )
     result = read_results(run_dir)
-    title = _run_title(result)
-    x = metrics["epoch"] + 1
+    title = with_subtitle(_run_title(result), _budget_line(result))
+    x = metrics["epoch"]  # 0-based, as in metrics.csv
     # markers keep short runs visible (a single epoch is one point, not a line)
     marker = "o" if len(metrics) <= 30 else None
     best = result.get("best_epoch")
@@ -72,8 +86,15 @@ def run_figures(run_dir: Path | str) -> dict[str, Figure]:
     for variant in VARIANT_NAMES:
         column = f"val/{variant}/acc"
         if column in metrics.columns and metrics[column].notna().any():
+            linestyle, variant_marker = VARIANT_STYLES.get(column, ("--", "o"))
             ax_acc.plot(
-                x, metrics[column], "--", linewidth=1.3, marker=marker, markersize=4, label=f"validation, {variant}"
+                x,
+                metrics[column],
+                linestyle=linestyle,
+                linewidth=1.3,
+                marker=variant_marker if marker else None,
+                markersize=4,
+                label=f"validation, {variant}",
             )
     for column, label in (("train/loss", "train"), ("val/loss", "validation")):
         if column in metrics.columns:
@@ -81,8 +102,8 @@ def run_figures(run_dir: Path | str) -> dict[str, Figure]:
     panels = (("accuracy", "accuracy"), ("loss", "cross-entropy loss"))
     for ax, (name, ylabel) in zip((ax_acc, ax_loss), panels):
         if isinstance(best, (int, float)) and not math.isnan(best):
-            ax.axvline(best + 1, color="gray", linestyle=":", label="early-stopping epoch")
-        style_axes(ax, name, "epoch", ylabel)
+            ax.axvline(best, color="gray", linestyle=":", label="early-stopping epoch")
+        style_axes(ax, name, EPOCH_LABEL, ylabel)
         epoch_axis(ax)
         side_legend(ax)
     fig.suptitle(title, fontsize=13)
@@ -99,9 +120,11 @@ def _run_filter_distance_figure(metrics: pd.DataFrame, result: dict, title: str)
 
     Rows of panels: neighbouring filters (a line per layer and radius, line style by radius),
     the original shared filter (``to_ref``: a run unshared from a CNN) and the layer's mean
-    filter (``to_mean``); columns: kinds (``euclid``, ``cosine``, ``euclid_raw``, ...). Epoch 0
-    is the value at initialisation from ``results.json`` ``init`` where it has one. ``None``
-    when the run logged no filter distance (a CNN).
+    filter (``to_mean``); columns: kinds (``euclid``, ``cosine``, ``euclid_raw``, ...). Epochs
+    are 0-based as in ``metrics.csv``; the value at initialisation from ``results.json``
+    ``init``, where it has one, is the point ``init`` left of epoch 0. Axes start at zero, with
+    the largest change from initialisation noted. ``None`` when the run logged no filter
+    distance (a CNN).
     """
     layers = fd_columns(list(metrics.columns))
     specs = [s for items in layers.values() for s in items if metrics[s.column].notna().any()]
@@ -113,12 +136,15 @@ def _run_filter_distance_figure(metrics: pd.DataFrame, result: dict, title: str)
     panels = panel_grid(fig, groups, kinds, {(s.group, s.kind) for s in specs})
     layer_names = list(layers)
     radii = sorted({s.radius for s in specs if s.radius is not None})
-    x = list(metrics["epoch"] + 1)
+    x = list(metrics["epoch"])
+    drawn: dict[tuple[str, str], list[tuple[float, list[float]]]] = {}
     for spec in specs:
         xs, ys = x, list(metrics[spec.column])
         start = result.get(f"init/{spec.column}")
-        if isinstance(start, float) and not math.isnan(start):
-            xs, ys = [0, *xs], [start, *ys]
+        start = float(start) if isinstance(start, (int, float)) else math.nan
+        drawn.setdefault((spec.group, spec.kind), []).append((start, ys))
+        if not math.isnan(start):
+            xs, ys = [INIT_X, *xs], [start, *ys]
         style, label = "-", spec.layer
         if spec.radius is not None:
             style = RADIUS_STYLES[radii.index(spec.radius) % len(RADIUS_STYLES)]
@@ -130,10 +156,11 @@ def _run_filter_distance_figure(metrics: pd.DataFrame, result: dict, title: str)
         style_axes(
             ax,
             f"mean {kind} distance {GROUP_TITLES[group]}",
-            "epoch (0 = initialisation)",
+            EPOCH_LABEL,
             f"{kind_label(kind)} distance",
         )
         epoch_axis(ax)
+        zero_based_with_change_note(ax, drawn[(group, kind)])
         side_legend(ax)
     fig.suptitle(title, fontsize=13)
     return fig
@@ -142,10 +169,11 @@ def _run_filter_distance_figure(metrics: pd.DataFrame, result: dict, title: str)
 def plot_run(run_dir: Path | str, out_dir: Path | str) -> list[Path]:
     """One run's curves from its ``metrics.csv`` (and ``results.json`` when readable).
 
-    Writes ``training_curves.png`` (accuracies of every evaluation variant and losses vs
-    epoch 1..N, the early-stopping epoch marked) and, when the run logged filter distances,
-    ``filter_distance.png`` (every layer: neighbours at every radius, the original shared
-    filter of a run unshared from a CNN, the mean filter; epoch 0 = initialisation).
+    Writes ``training_curves.png`` (accuracies of every evaluation variant and losses vs the
+    0-based epoch of ``metrics.csv``, the early-stopping epoch marked) and, when the run logged
+    filter distances, ``filter_distance.png`` (every layer: neighbours at every radius, the
+    original shared filter of a run unshared from a CNN, the mean filter; the value at
+    initialisation is the point ``init`` left of epoch 0).
     """
     out = Path(out_dir)
     return [save_png(fig, out / f"{name}.png") for name, fig in run_figures(run_dir).items()]

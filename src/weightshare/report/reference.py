@@ -1,6 +1,9 @@
 """The paper's published numbers, read from the reference CSVs into one long frame.
 
-Two files live in the reference directory (default ``<repo>/../shared/reference/``):
+The CSVs ship with the package (:data:`PACKAGE_REFERENCE_DIR`, ``reference_data/`` beside this
+module, its README names the paper's tables they come from), so a report made in any clone or
+installation puts the paper's numbers beside the measured ones; ``--reference-dir`` points at
+another directory holding files of the same names. Two files are read:
 
 - ``paper_translation_tables.csv`` (Tables 1-2): ``dataset, aug_type, aug, model, train_acc,
   val_acc, translation_acc``;
@@ -20,7 +23,6 @@ from pathlib import Path
 
 import pandas as pd
 
-import weightshare
 from weightshare.errors import ConfigError
 
 TRANSLATION_FILE = "paper_translation_tables.csv"
@@ -33,9 +35,13 @@ _OTHER_METRICS = {"val_acc": "val/acc", "translation_acc": "val/translate/acc"}
 _EMPTY_DTYPES = {"data": str, "aug_type": str, "level_key": "Int64", "model": str, "metric": str, "paper": float}
 
 
+#: the paper's tables as package data (listed in the wheel by ``[tool.hatch.build]``)
+PACKAGE_REFERENCE_DIR = Path(__file__).resolve().parent / "reference_data"
+
+
 def default_reference_dir() -> Path:
-    """``<repo>/../shared/reference``: the shared folder beside the repository checkout."""
-    return Path(weightshare.__file__).resolve().parents[2].parent / "shared" / "reference"
+    """The package's own copy of the paper's numbers (:data:`PACKAGE_REFERENCE_DIR`)."""
+    return PACKAGE_REFERENCE_DIR
 
 
 def level_key(level: float | pd.Series) -> int | pd.Series:
@@ -88,10 +94,11 @@ def _read_other(path: Path) -> pd.DataFrame:
 def load_reference(ref_dir: Path | str | None = None, *, required: bool = False) -> pd.DataFrame:
     """Paper values as a long frame with :data:`REFERENCE_COLUMNS`.
 
-    ``ref_dir=None`` uses :func:`default_reference_dir`. A missing directory or file gives an
-    empty frame (the report then shows measured values only) unless ``required`` is set, in
-    which case it raises :class:`ConfigError` naming the path: an explicitly given
-    ``--reference-dir`` that does not exist is a user mistake worth stopping for.
+    ``ref_dir=None`` uses :func:`default_reference_dir` (the package data, always there). A
+    missing directory or file gives an empty frame (the report then shows measured values
+    only) unless ``required`` is set, in which case it raises :class:`ConfigError` naming the
+    path: an explicitly given ``--reference-dir`` that does not exist is a user mistake worth
+    stopping for.
 
     The level-0 row is one run shared by the four augmentation types, so its values are also
     registered under ``aug_type="none"`` (taken from the translation table, the only one that

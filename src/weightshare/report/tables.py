@@ -17,7 +17,9 @@ of the same data and setting (a data set with level-0 jobs only gets a ``none`` 
 Long frame (:func:`summarize`, written as ``tables/all_long.csv``), one row per
 (convention, data, setting, aug_type, level, model, metric): ``n_jobs`` (jobs, i.e. folds, in
 the cell), ``n_values`` (values pooled: one per fold, or one per epoch row for
-``all_epochs``), ``median``, ``min``, ``max``, ``paper``, ``diff`` (= median - paper).
+``all_epochs``), ``median``, ``min``, ``max``, ``paper``, ``diff`` (= median - paper), and,
+added by :func:`weightshare.report.budget.mark_comparable`, ``comparable`` (False: the cell was
+measured under another budget than the paper's, its ``diff`` is not a comparison).
 Here ``aug_type`` is the table the row belongs to; ``level`` is NaN in the ``mixed`` table
 (runs with several augmentation types at once), written "mixed" in Markdown.
 
@@ -192,7 +194,9 @@ def wide_cells(cells: pd.DataFrame, index: str, models: Sequence[str]) -> pd.Dat
     long frame with ``index="connectivity"``). Per model of ``models`` that has cells:
     ``<model>/n``, ``<model>/<metric>`` (medians; the paper's metrics always, others where
     present) and, where ``cells`` carries paper values, ``<model>/<metric>/paper`` and
-    ``/diff`` for :data:`PAPER_METRICS`. Rows join on :func:`format_level` strings, so the NaN
+    ``/diff`` for :data:`PAPER_METRICS`; ``/diff`` is empty where the cell is not
+    ``comparable`` (measured under another budget than the protocol's, :mod:`.budget`).
+    Rows join on :func:`format_level` strings, so the NaN
     level of ``mixed`` joins too (and sorts last).
     """
     values = sorted(cells[index].astype(float).unique(), key=lambda v: (math.isnan(v), v))
@@ -211,7 +215,10 @@ def wide_cells(cells: pd.DataFrame, index: str, models: Sequence[str]) -> pd.Dat
             wide[f"{model}/{metric}"] = keys.map(rows["median"]).astype(float)
             if metric in PAPER_METRICS and "paper" in rows.columns:
                 wide[f"{model}/{metric}/paper"] = keys.map(rows["paper"]).astype(float)
-                wide[f"{model}/{metric}/diff"] = keys.map(rows["diff"]).astype(float)
+                diff = rows["diff"]
+                if "comparable" in rows.columns:  # measured under another budget: no difference
+                    diff = diff.where(rows["comparable"].astype(bool))
+                wide[f"{model}/{metric}/diff"] = keys.map(diff).astype(float)
     return wide
 
 
@@ -250,7 +257,9 @@ def _cell(value: float, paper: float | None, diff: float | None) -> str:
         return "—"
     text = f"{value:.4f}"
     if paper is not None and not math.isnan(paper):
-        text += f" ({paper:.4f}, {diff:+.4f})"
+        # a paper value without a difference: measured under another budget (not comparable)
+        shown = "n/c" if diff is None or math.isnan(diff) else f"{diff:+.4f}"
+        text += f" ({paper:.4f}, {shown})"
     return text
 
 

@@ -18,8 +18,18 @@ from typing import NamedTuple
 
 import pandas as pd
 
+from weightshare.report.budget import (
+    BudgetDifference,
+    banner_markdown,
+    budget_differences,
+    budget_subtitles,
+    load_protocol,
+    mark_comparable,
+    unknown_budget_jobs,
+)
 from weightshare.report.collect import Sweep, load_sweep
-from weightshare.report.reference import default_reference_dir, load_reference
+from weightshare.report.reference import load_reference
+from weightshare.report.search import Search, find_searches, trial_jobs, write_search
 from weightshare.report.spectrum import write_spectrum
 from weightshare.report.tables import (
     CONVENTIONS,
@@ -80,11 +90,20 @@ class Report:
     vcp_groups: list[VcpGroup] = field(default_factory=list)
     covered: set[tuple[str, str, str]] = field(default_factory=set)  # tables the VCP view replaces
     tables: list[ReportTable] = field(default_factory=list)  # every wide table, in report order
+    budget: list[BudgetDifference] = field(default_factory=list)  # differences to the protocol (:mod:`.budget`)
+    n_unknown_budget: int = 0  # completed jobs whose budget is not recorded
+    searches: list[Search] = field(default_factory=list)  # Optuna studies (:mod:`.search`)
+    per_trial: bool = False  # the trials of a search also get the paper's tables and figures
 
 
 def failure_list(jobs: pd.DataFrame) -> pd.DataFrame:
-    """Jobs not completed, plus completed jobs with a note, columns :data:`FAILURE_COLUMNS`."""
-    flagged = jobs[(jobs["status"] != "completed") | jobs["note"].notna()]
+    """Jobs not completed, plus completed jobs with a note, columns :data:`FAILURE_COLUMNS`.
+
+    A pruned trial of an Optuna search is how a search works, not a failure: its state is in
+    the search's trial table, not here.
+    """
+    pruned_trial = (jobs["status"] == "pruned") & trial_jobs(jobs)
+    flagged = jobs[((jobs["status"] != "completed") | jobs["note"].notna()) & ~pruned_trial]
     return flagged[FAILURE_COLUMNS].reset_index(drop=True)
 
 
@@ -171,41 +190,77 @@ def _vcp_markdown(report: Report) -> list[str]:
     return lines
 
 
-def render_markdown(report: Report, reference_note: str, plot_files: Sequence[Path]) -> str:
-    """``report.md`` text."""
-    jobs = report.sweep.jobs
-    n_done = int((jobs["status"] == "completed").sum())
+def _how_to_read() -> list[str]:
     lines = [
-        "# Sweep report",
-        "",
-        f"Generated {datetime.now():%Y-%m-%d %H:%M:%S} from: " + ", ".join(f"`{r}`" for r in report.sweep.roots),
-        "",
-        f"Jobs found: {len(jobs)}; completed: {n_done}; missing or failed: {len(jobs) - n_done}.",
-        f"Paper values: {reference_note}",
-        "",
         "## How to read the tables",
         "",
         "Rows are training augmentation levels; columns are per model the number of folds `n` and the "
         "median over folds of each accuracy (train, validation, and validation under each evaluation "
         "variant). A cell reads `measured (paper, measured - paper)` where the paper reports the number "
-        "(Tables 1-2 and B.1-B.3). The level-0.00 row is the no-augmentation run, shared by every "
+        "(Tables 1-2 and B.1-B.3); `measured (paper, n/c)` where the cell was measured under another "
+        "budget than the paper's (data limits, epochs, patience or folds, listed at the top): the "
+        "difference is not comparable. The level-0.00 row is the no-augmentation run, shared by every "
         "augmentation type. Conventions:",
         "",
     ]
     lines += [f"- **{name}**: {text}" for name, text in CONVENTIONS.items()]
     lines += [
         "",
-        "Only completed jobs count. CSV: `tables/` (wide, one file per table and convention; "
-        "`all_long.csv` has every cell with min, max and the number of pooled values).",
+        "Only completed jobs count. CSV: `tables/` (wide, one file per table and convention, an empty "
+        "`diff` where not comparable; `all_long.csv` has every cell with min, max, the number of pooled "
+        "values and `comparable`).",
         "",
     ]
+    return lines
+
+
+def _search_note(report: Report) -> list[str]:
+    """Where the trials of the searches are, when they are left out of the paper's tables."""
+    if not report.searches or report.per_trial:
+        return []
+    n_trials = int(trial_jobs(report.sweep.jobs).sum())
+    return [
+        f"The {n_trials} trial jobs of {len(report.searches)} Optuna search(es) are reported in their search "
+        "section, not as one table and figure per trial (`--per-trial` adds those).",
+        "",
+    ]
+
+
+def _job_counts(jobs: pd.DataFrame) -> str:
+    """ "Jobs found: N; completed: C; [pruned trials: P;] missing or failed: F." (pruning is no failure)."""
+    n_done = int((jobs["status"] == "completed").sum())
+    n_pruned = int(((jobs["status"] == "pruned") & trial_jobs(jobs)).sum())
+    pruned = f"pruned trials of a search: {n_pruned}; " if n_pruned else ""
+    return f"Jobs found: {len(jobs)}; completed: {n_done}; {pruned}missing or failed: {len(jobs) - n_done - n_pruned}."
+
+
+def render_markdown(
+    report: Report, reference_note: str, plot_files: Sequence[Path], search_lines: Sequence[str] = ()
+) -> str:
+    """``report.md`` text."""
+    jobs = report.sweep.jobs
+    lines = [
+        "# Sweep report",
+        "",
+        *banner_markdown(report.budget, report.n_unknown_budget),
+        f"Generated {datetime.now():%Y-%m-%d %H:%M:%S} from: " + ", ".join(f"`{r}`" for r in report.sweep.roots),
+        "",
+        _job_counts(jobs),
+        f"Paper values: {reference_note}",
+        "",
+        *_search_note(report),
+        *search_lines,
+    ]
+    only_search = bool(report.searches) and report.long.empty
+    if not only_search:
+        lines += _how_to_read()
     # a single connectivity value of a VCP sweep is not in_markdown: shown in its VCP section
     paper_tables = [table for table in report.tables if table.group is None and table.in_markdown]
     for title, section in itertools.groupby(paper_tables, key=lambda table: table.title):
         lines += [f"## {title}", ""]
         for table in section:
             lines += _table_markdown(table)
-    if report.long.empty:
+    if report.long.empty and not only_search:
         lines += ["## Tables", "", "No completed job: nothing to tabulate.", ""]
     lines += _vcp_markdown(report)
 
@@ -245,7 +300,8 @@ def render_markdown(report: Report, reference_note: str, plot_files: Sequence[Pa
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
 
-    duplicates = duplicate_folds(jobs)
+    # trials of a search share everything but their hyperparameters: no warning for them
+    duplicates = duplicate_folds(jobs if report.per_trial else jobs[~trial_jobs(jobs)])
     if not duplicates.empty:
         lines += [
             "## Warnings",
@@ -274,32 +330,50 @@ def write_report(
     *,
     reference_dir: Path | str | None = None,
     plots: bool = True,
-    fd_layers: str = "first",
+    fd_layers: str = "all",
     plot_convention: str = "early_stopped",
+    per_trial: bool = False,
 ) -> Report:
     """Load, tabulate, plot and write everything (see the module docstring); returns what it did.
 
-    ``reference_dir=None`` uses :func:`~.reference.default_reference_dir` and carries on without
-    paper values when it is absent; an explicit directory that lacks the CSVs is an error.
+    ``reference_dir=None`` uses the paper's numbers shipped with the package
+    (:data:`~.reference.PACKAGE_REFERENCE_DIR`); an explicit directory that lacks the CSVs is an
+    error. The trial jobs of an Optuna search are reported in its search section
+    (:mod:`.search`); ``per_trial`` also gives them the paper's tables and figures.
     """
     sweep = load_sweep(dirs)
     out_dir = Path(out) if out is not None else Path(dirs[0]) / "report"
     reference = load_reference(reference_dir, required=reference_dir is not None)
-    ref_path = Path(reference_dir) if reference_dir is not None else default_reference_dir()
-    reference_note = (
-        f"`{ref_path}` ({', '.join(PAPER_METRICS)})"
-        if not reference.empty
-        else f"none found at `{ref_path}` (pass --reference-dir)"
-    )
-    long = summarize(sweep.jobs, sweep.epochs, reference)
+    if reference_dir is None:
+        source = "the paper's Tables 1-2 and B.1-B.3, shipped with the package (`weightshare/report/reference_data/`)"
+    else:
+        source = f"`{reference_dir}`"
+    reference_note = f"{source} ({', '.join(PAPER_METRICS)})" if not reference.empty else f"none found at {source}"
+    protocol = load_protocol(reference_dir)
+    differences = budget_differences(sweep.jobs, protocol)
+    searches = find_searches(sweep.jobs)
+    # the paper's tables and figures: every job but the trials of a search (unless per_trial)
+    tabulated = sweep
+    if searches and not per_trial:
+        keep = ~trial_jobs(sweep.jobs)
+        kept_dirs = set(sweep.jobs.loc[keep, "job_dir"])
+        epochs = sweep.epochs[sweep.epochs["job_dir"].isin(kept_dirs)] if not sweep.epochs.empty else sweep.epochs
+        jobs = sweep.jobs[keep].reset_index(drop=True)
+        tabulated = Sweep(jobs=jobs, epochs=epochs, roots=sweep.roots, notes=sweep.notes)
+    long = summarize(tabulated.jobs, tabulated.epochs, reference)
+    long = mark_comparable(long, tabulated.jobs, differences, protocol)
     report = Report(
         out_dir=out_dir,
         sweep=sweep,
         long=long,
         failures=failure_list(sweep.jobs),
-        vcp=summarize_vcp(sweep.jobs, sweep.epochs),
-        vcp_groups=vcp_groups(sweep.jobs),
-        covered=covered_tables(sweep.jobs),
+        vcp=summarize_vcp(tabulated.jobs, tabulated.epochs),
+        vcp_groups=vcp_groups(tabulated.jobs),
+        covered=covered_tables(tabulated.jobs),
+        budget=differences,
+        n_unknown_budget=unknown_budget_jobs(sweep.jobs),
+        searches=searches,
+        per_trial=per_trial,
     )
     report.tables = build_tables(long, report.vcp, report.vcp_groups, report.covered)
 
@@ -314,19 +388,29 @@ def write_report(
         frame.to_csv(path, index=False)
     files = [path for _, path in frames]
 
+    subtitles = budget_subtitles(differences)
+    search_files, search_lines = write_search(
+        searches, out_dir, plots=plots, subtitles=subtitles, roots=sweep.roots, reference_dir=reference_dir
+    )
+    files.extend(search_files)
     plot_files: list[Path] = []
     if plots:
         # imported here: matplotlib is only needed with plots (the tables and report.md do without)
         from weightshare.report.figures import plot_sweep
 
         plot_files = plot_sweep(
-            sweep.jobs, sweep.epochs, out_dir / "plots", convention=plot_convention, fd_layers=fd_layers
+            tabulated.jobs,
+            tabulated.epochs,
+            out_dir / "plots",
+            convention=plot_convention,
+            fd_layers=fd_layers,
+            subtitles=subtitles,
         )
         files.extend(plot_files)
-    spectrum_files, spectrum_md = write_spectrum(sweep, out_dir, plots=plots)  # the sharing-spectrum table
+    spectrum_files, spectrum_md = write_spectrum(tabulated, out_dir, plots=plots)  # the sharing-spectrum table
     files.extend(spectrum_files)
     md_path = out_dir / "report.md"
-    md_path.write_text(render_markdown(report, reference_note, plot_files) + spectrum_md)
+    md_path.write_text(render_markdown(report, reference_note, plot_files, search_lines) + spectrum_md)
     files.append(md_path)
     report.files = files
     return report
