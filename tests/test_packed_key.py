@@ -111,5 +111,6 @@ def test_dynamic_sharing_schedule_and_groups_are_shared_and_strength_is_not(comp
 def test_lowrank_rank_and_combining_are_shared(compose):
     base = pack_key(compose(["model=lowrank"]))
     assert pack_key(compose(["model=lowrank", "model.fcn_init=keras", "optimizer.lr=0.01"])) == base
-    for extra in (["model.rank=2"], ["model.combining=factorized"]):
+    assert pack_key(compose(["model=lowrank", "model.basis_init=he_uniform"])) == base  # init only
+    for extra in (["model.rank=2"], ["model.combining=full"], ["model.filter_bias=false"], ["model.spatial_bias=false"]):
         assert pack_key(compose(["model=lowrank", *extra])) != base, extra

@@ -100,6 +100,11 @@ class ModelConfig:
     # model=lowrank (layers.lowrank_conv): R basis kernels, full | factorized combining weights
     rank: int | None = None
     combining: str | None = None
+    # model=lowrank: the authors' options (null otherwise): basis init glorot | he_uniform,
+    # the per-filter bias and the spatial bias as independent switches
+    basis_init: str | None = None
+    filter_bias: bool | None = None
+    spatial_bias: bool | None = None
     # which soft-sharing penalty model.share_penalty weighs: l2_neighbours | l1_all_pairs
     share_penalty_kind: str = "l2_neighbours"
     dynamic_sharing: DynamicSharingConfig = field(default_factory=DynamicSharingConfig)
