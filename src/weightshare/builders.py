@@ -100,11 +100,10 @@ def build_trainer_kwargs(cfg: DictConfig, out: Path) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------ loggers
 def _build_wandb(wandb_cfg: Any, run_dir: Path, run_name: str, resolved_config: dict, group: str | None) -> Logger:
-    try:
-        from pytorch_lightning.loggers import WandbLogger
-        from pytorch_lightning.loggers.wandb import _WANDB_AVAILABLE
-    except ImportError as exc:  # pragma: no cover - Lightning always ships the class
-        raise ConfigError("logger.names", "wandb", "csv or tensorboard (W&B logger unavailable)") from exc
+    from pytorch_lightning.loggers.wandb import _WANDB_AVAILABLE
+
+    from weightshare.loggers import EpochWandbLogger
+
     if not _WANDB_AVAILABLE:
         raise ConfigError("logger.names", "wandb", "csv or tensorboard, or install wandb (pip install wandb)")
     offline = bool(get_field(wandb_cfg, "offline", False))
@@ -123,7 +122,7 @@ def _build_wandb(wandb_cfg: Any, run_dir: Path, run_name: str, resolved_config: 
     # The run id is derived from the run directory, so a killed job resumed in its directory
     # (ckpt_path=last) continues the same W&B run instead of leaving a crashed half behind.
     run_id = hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]
-    return WandbLogger(
+    return EpochWandbLogger(
         name=run_name,
         id=run_id,
         resume="allow",
@@ -152,7 +151,8 @@ def build_loggers(
     - ``csv``: ``CSVLogger(save_dir=run_dir, name="lightning_csv")``
     - ``tensorboard``: ``TensorBoardLogger(save_dir=run_dir, name="tensorboard",
       default_hp_metric=False)``
-    - ``wandb``: ``WandbLogger`` with project, entity, group, tags, job type and log_model from
+    - ``wandb``: :class:`~weightshare.loggers.EpochWandbLogger` (metrics against ``epoch``)
+      with project, entity, group, tags, job type and log_model from
       ``logger_cfg.wandb``, ``name=run_name``, files under ``run_dir/wandb``, and
       ``resolved_config`` as the run config. ``group`` is used when ``logger.wandb.group`` is
       null (pass the sweep directory name so every job of a sweep lands in one group).

@@ -150,6 +150,7 @@ def _run_cnn_stage(cfg: DictConfig, job: Job) -> DictConfig:
 def _fit_and_test(cfg: DictConfig, job: Job, ckpt_path: str | None) -> float | None:
     from weightshare.builders import build_run
     from weightshare.checkpoints import load_checkpoint, module_state
+    from weightshare.loggers import INIT_EPOCH
     from weightshare.results import best_and_final, read_metrics_csv
 
     run = build_run(cfg, job.out, resolved_config=job.summary["config"], group=_sweep_group(cfg))
@@ -166,12 +167,17 @@ def _fit_and_test(cfg: DictConfig, job: Job, ckpt_path: str | None) -> float | N
         module.net.load_state_dict(module_state(load_checkpoint(ckpt_path), "net.", ckpt_path))
 
     job.save()  # refresh wall_time_s
+    rows = read_metrics_csv(job.out / "metrics.csv")
+    final_epoch = int(rows[-1]["epoch"]) if rows else INIT_EPOCH  # the epoch of the weights the run ends with
     for lg in trainer.loggers:  # end-of-run values beside the curves (CSV, TensorBoard, W&B)
         lg.log_metrics(
-            {"param_count": float(module.param_count), "time/wall_s": job.summary["wall_time_s"]},
+            {
+                "param_count": float(module.param_count),
+                "time/wall_s": job.summary["wall_time_s"],
+                "epoch": float(final_epoch),
+            },
             step=trainer.global_step,
         )
-    rows = read_metrics_csv(job.out / "metrics.csv")
     es = cfg.callbacks.early_stopping
     best, final = best_and_final(rows, es.monitor, es.mode, es.min_delta)
     pruned = any(getattr(cb, "pruned", False) for cb in run.callbacks)
@@ -179,8 +185,13 @@ def _fit_and_test(cfg: DictConfig, job: Job, ckpt_path: str | None) -> float | N
     job.save(epochs_completed=len(rows), stopped_epoch=final.get("epoch"), best=best, final=final, init=init)
     test_metrics: dict[str, float] = {}
     if cfg.test:
-        (scores,) = trainer.test(module, datamodule=run.datamodule, verbose=False) or [{}]
+        loggers, trainer.loggers = trainer.loggers, []  # logged below, under its own name and epoch
+        try:
+            (scores,) = trainer.test(module, datamodule=run.datamodule, verbose=False) or [{}]
+        finally:
+            trainer.loggers = loggers
         test_metrics = {k.removeprefix("test/"): float(v) for k, v in scores.items()}
+        _log_test_pass(trainer, cfg, test_metrics, rows, final_epoch)
     job.save(
         status="pruned" if pruned else "completed",
         test=test_metrics,
@@ -190,6 +201,27 @@ def _fit_and_test(cfg: DictConfig, job: Job, ckpt_path: str | None) -> float | N
     value = _objective(cfg, job.summary)
     log.info("done: val/acc=%s best=%s -> %s", final.get("val/acc"), best.get("val/acc"), job.results_path)
     return value
+
+
+def _log_test_pass(
+    trainer: Any, cfg: DictConfig, scores: dict[str, float], rows: list[dict[str, Any]], epoch: int
+) -> None:
+    """Send the test pass to the loggers only when it is new, named for the data it scored.
+
+    The test stage scores the held-out data (``TensorDataModule.test_dataloader``): the
+    official test set with ``data.split=standard``, the held-out fold with ``kfold``. Both are
+    the validation data, so when the last epoch was validated the pass repeats its ``val/*``
+    values exactly and nothing is logged (``results.json`` keeps it as ``test``). Otherwise (an
+    evaluation-only run, ``train=false``; a last epoch without validation) it is logged at the
+    epoch of the final weights as ``test/*`` on the standard split and ``val/*`` on k-fold
+    splits, which have no test set.
+    """
+    if not scores or not trainer.loggers or (rows and "val/acc" in rows[-1]):
+        return
+    prefix = "test" if cfg.data.split == "standard" else "val"
+    metrics = {f"{prefix}/{name}": value for name, value in scores.items()}
+    for lg in trainer.loggers:
+        lg.log_metrics({**metrics, "epoch": float(epoch)}, step=trainer.global_step)
 
 
 def task(cfg: DictConfig) -> float | None:
