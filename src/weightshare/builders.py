@@ -22,13 +22,14 @@ from typing import TYPE_CHECKING, Any
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar, TQDMProgressBar
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
 from torch import nn
 
 from weightshare.callbacks.epoch_csv import EpochCSVWriter
 from weightshare.callbacks.throughput import ThroughputMonitor
 from weightshare.config.schema import OPTIMIZERS, SCHEDULERS
+from weightshare.console import build_progress_bar, quiet_lightning
 from weightshare.data.dataset import ArrayDataset, DataInfo
 from weightshare.errors import ConfigError
 from weightshare.loggers import ALLOWED_LOGGERS, get_field
@@ -215,10 +216,9 @@ def build_callbacks(cfg: DictConfig, out: Path) -> list[pl.Callback]:
         from weightshare.callbacks.optuna_pruning import OptunaPruningCallback
 
         callbacks.append(OptunaPruningCallback(cfg.trial))
-    if c.progress_bar == "rich":
-        callbacks.append(RichProgressBar(leave=True))
-    elif c.progress_bar == "tqdm":
-        callbacks.append(TQDMProgressBar())
+    progress = build_progress_bar(c.progress_bar)  # a live bar on a terminal, epoch lines elsewhere
+    if progress is not None:
+        callbacks.append(progress)
     callbacks.append(EpochCSVWriter(out / "metrics.csv"))
     if c.early_stopping.enabled:
         callbacks.append(
@@ -313,5 +313,6 @@ def build_run(
         config = resolved_config if resolved_config is not None else OmegaConf.to_container(cfg, resolve=True)
         built_loggers = build_loggers(logger_cfg, out, make_run_name(cfg), config, group=group)
     kwargs = {**build_trainer_kwargs(cfg, out), **trainer_overrides}
+    quiet_lightning(kwargs.get("devices", 1), kwargs.get("num_nodes", 1))
     trainer = pl.Trainer(**kwargs, callbacks=callbacks, logger=built_loggers or False)
     return Run(cfg, out, datamodule, module, callbacks, built_loggers, trainer)

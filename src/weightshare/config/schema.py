@@ -115,6 +115,8 @@ class ModelConfig:
 
 #: ``optimizer.name`` values (:func:`weightshare.builders.build_optimizer` builds each)
 OPTIMIZERS = ("adam", "adamw", "sgd")
+#: ``callbacks.progress_bar`` values (:func:`weightshare.console.build_progress_bar` builds each)
+PROGRESS_BARS = ("rich", "tqdm", "lines", "none")
 #: ``scheduler.name`` values (:func:`weightshare.builders.build_scheduler` builds each)
 SCHEDULERS = ("none", "multistep", "cosine")
 
@@ -216,7 +218,7 @@ class CallbacksConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     filter_metrics: FilterMetricsConfig = field(default_factory=FilterMetricsConfig)
     filter_images: FilterImagesConfig = field(default_factory=FilterImagesConfig)
-    progress_bar: str = "rich"  # rich | tqdm | none
+    progress_bar: str = "rich"  # rich | tqdm | lines | none (weightshare.console)
     nan_guard: bool = True
 
 

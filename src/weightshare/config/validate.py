@@ -17,7 +17,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from weightshare.augment.validate import EVAL_VARIANTS, LEVEL_KEYS
-from weightshare.config.schema import OPTIMIZERS, SCHEDULERS, TrainConfig
+from weightshare.config.schema import OPTIMIZERS, PROGRESS_BARS, SCHEDULERS, TrainConfig
 from weightshare.data.datamodule import PRECISIONS
 from weightshare.data.registry import DATASETS, check_reader_options
 from weightshare.data.splits import SPLITS
@@ -34,7 +34,6 @@ PAPER_MODELS = names_of("paper")
 RESNET_MODELS = names_of("resnet")
 FCN_INITS = INIT_NAMES
 LOGGERS = ALLOWED_LOGGERS
-PROGRESS_BARS = ("rich", "tqdm", "none")
 BUDGETS = ("small", "full")
 
 
