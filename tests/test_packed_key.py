@@ -112,5 +112,6 @@ def test_lowrank_rank_and_combining_are_shared(compose):
     base = pack_key(compose(["model=lowrank"]))
     assert pack_key(compose(["model=lowrank", "model.fcn_init=keras", "optimizer.lr=0.01"])) == base
     assert pack_key(compose(["model=lowrank", "model.basis_init=he_uniform"])) == base  # init only
-    for extra in (["model.rank=2"], ["model.combining=full"], ["model.filter_bias=false"], ["model.spatial_bias=false"]):
+    changes = ["model.rank=2", "model.combining=full", "model.filter_bias=false", "model.spatial_bias=false"]
+    for extra in ([c] for c in changes):
         assert pack_key(compose(["model=lowrank", *extra])) != base, extra
