@@ -72,8 +72,8 @@ def _headings(path: Path) -> list[str]:
 
 
 def _has_section(headings: list[str], section: str) -> bool:
-    """A heading that is the section, or starts with it before a qualifier ("Sweep budgets (...) on ...")."""
-    return any(h == section or h.startswith(section + " ") for h in headings)
+    """A heading that is the section, or the section with a qualifier in brackets ("Sweep budgets (...) ...")."""
+    return any(h == section or h.startswith(section + " (") for h in headings)
 
 
 def citations() -> list[tuple[str, Path, str]]:
