@@ -325,4 +325,4 @@ def test_training_a_lowrank_network_logs_filter_distances_and_images(tmp_path):
     assert results["identity"]["rank"] == 2 and results["identity"]["combining"] == "factorized"  # the default
     assert results["init"]["fd/conv1/r1/euclid"] == pytest.approx(0.0, abs=1e-6)  # starts as a convolution
     assert read_metrics_csv(tmp_path / "metrics.csv")[0]["fd/conv1/r1/euclid"] > 0
-    assert (tmp_path / "filters" / "conv1_f0_epochinit.png").is_file()
+    assert (tmp_path / "filters" / "conv1_f0_epoch-init.png").is_file()
