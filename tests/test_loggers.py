@@ -245,25 +245,54 @@ def test_one_epoch_numbering_in_csv_file_names_and_wandb_offline_files(tmp_path)
 
 def _recording_logger() -> SimpleNamespace:
     calls: list[tuple[dict, int]] = []
-    return SimpleNamespace(calls=calls, log_metrics=lambda metrics, step: calls.append((dict(metrics), step)))
+    return SimpleNamespace(
+        calls=calls,
+        log_metrics=lambda metrics, step: calls.append((dict(metrics), step)),
+        save=lambda: calls.append(("saved", None)),
+    )
 
 
 @pytest.mark.parametrize(
-    ("split", "rows", "expected"),
+    ("split", "epoch", "expected"),
     [
-        ("kfold", [{"epoch": 0, "val/acc": 0.5}, {"epoch": 1, "val/acc": 0.75}], None),  # repeats val/* of epoch 1
-        ("standard", [{"epoch": 0, "val/acc": 0.75}], None),
-        ("kfold", [], ({"val/acc": 0.75, "epoch": -1.0}, 9)),  # evaluation only: the held-out fold is val
-        ("standard", [], ({"test/acc": 0.75, "epoch": -1.0}, 9)),  # the official test set
-        ("standard", [{"epoch": 0, "val/acc": 0.5}, {"epoch": 1}], ({"test/acc": 0.75, "epoch": 1.0}, 9)),
+        ("kfold", -1, {"val/acc": 0.75, "epoch": -1.0}),  # evaluation of the init: the held-out fold is val
+        ("standard", 4, {"test/acc": 0.75, "epoch": 4.0}),  # the official test set, weights of epoch 4
     ],
 )
-def test_the_test_pass_is_logged_only_when_new_and_named_for_its_data(split, rows, expected):
+def test_the_test_pass_is_named_for_its_data_at_the_epoch_of_its_weights(split, epoch, expected):
     from weightshare.train import _log_test_pass
 
     logger = _recording_logger()
     trainer = SimpleNamespace(loggers=[logger], global_step=9)
-    cfg = OmegaConf.create({"data": {"split": split}})
-    epoch = int(rows[-1]["epoch"]) if rows else INIT_EPOCH
-    _log_test_pass(trainer, cfg, {"acc": 0.75}, rows, epoch)
-    assert logger.calls == ([] if expected is None else [expected])
+    _log_test_pass(trainer, OmegaConf.create({"data": {"split": split}}), {"acc": 0.75}, epoch)
+    assert logger.calls == [(expected, 9), ("saved", None)]  # and written (the CSV logger buffers)
+
+
+def test_an_evaluation_only_run_logs_its_pass_at_the_checkpoints_epoch(tmp_path):
+    """train=false on a checkpoint: nothing was validated in this run, so the pass is logged (val/* on k-fold)."""
+    run = tmp_path / "run"
+    base = [sys.executable, str(ROOT / "train.py"), "model=cnn", "data=synthetic", "data.options.size=128"]
+    base += ["model.hidden=16", "eval=clean", "threads=1", "callbacks=minimal", "logger=csv", f"hydra.run.dir={run}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([*base, "trainer.max_epochs=2"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = run / "checkpoints" / "last.ckpt"
+    proc = subprocess.run(
+        [*base, "train=false", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / 'eval'}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (csv,) = (tmp_path / "eval" / "lightning_csv").glob("version_*/metrics.csv")
+    rows = pd.read_csv(csv)
+    scored = rows[rows["val/acc"].notna()]
+    import torch
+
+    saved_after = torch.load(ckpt, weights_only=True)["epoch"]
+    # Lightning 2.6 refreshes last.ckpt only with an improved val/acc: read which epoch it holds
+    assert saved_after in (0, 1) and list(scored["epoch"]) == [saved_after]
+    test = json.loads((tmp_path / "eval" / "results.json").read_text())["test"]
+    assert scored["val/acc"].iloc[0] == pytest.approx(test["acc"])
+    assert not any(c.startswith("test/") for c in rows.columns)  # k-fold: no test set
