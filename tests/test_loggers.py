@@ -268,6 +268,7 @@ def test_the_test_pass_is_named_for_its_data_at_the_epoch_of_its_weights(split, 
     assert logger.calls == [(expected, 9), ("saved", None)]  # and written (the CSV logger buffers)
 
 
+@pytest.mark.slow  # two runs in subprocesses (~35 s on the shared machine); the naming has unit tests above
 def test_an_evaluation_only_run_logs_its_pass_at_the_checkpoints_epoch(tmp_path):
     """train=false on a checkpoint: nothing was validated in this run, so the pass is logged (val/* on k-fold)."""
     run = tmp_path / "run"
