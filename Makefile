@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 	touch $@
 
-demo: setup ## the main job: a CNN and an FCN on the bundled digits, then a table of accuracies
+demo: setup ## the main job: a CNN and an FCN on the bundled digits, a table of accuracies, the report command
 	$(PY) train.py -m experiment=quickstart
 
 test: setup ## the default test suite (slow tests deselected)

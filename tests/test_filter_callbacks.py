@@ -193,10 +193,12 @@ def test_distance_callback_init_and_every_epoch(tmp_path):
         for key in expected:
             assert seen[key] == pytest.approx(expected[key], rel=1e-5)
     assert probe.seen[-1]["fd/conv1/r1/euclid"] != pytest.approx(init_expected["fd/conv1/r1/euclid"], rel=1e-4)
-    # init values went to the logger at step 0
+    # init values went to the logger at step 0, as the init point of the epoch axis (-1)
     df = pd.read_csv(Path(logger.log_dir) / "metrics.csv")
     row0 = df[df["step"] == 0].dropna(axis=1).iloc[0]
     assert row0["fd/conv1/r1/euclid"] == pytest.approx(init_expected["fd/conv1/r1/euclid"], rel=1e-5)
+    assert row0["epoch"] == -1
+    assert sorted(df.loc[df["fd/conv1/r1/euclid"].notna(), "epoch"].astype(int)) == [-1, 0, 1, 2]
     assert df["fd/conv1/r2/cosine"].notna().sum() == 4  # init + 3 epochs
 
 
@@ -229,8 +231,8 @@ def test_distance_callback_every_n_epochs(tmp_path):
     _trainer(tmp_path, [cb], 5, logger=logger).fit(module)
     df = pd.read_csv(Path(logger.log_dir) / "metrics.csv")
     logged = df[df["fd/conv1/r1/euclid"].notna()]
-    assert sorted(logged["epoch"].dropna().astype(int)) == [1, 3]  # epochs 2 and 4 (1-based)
-    assert (logged["step"] == 0).sum() == 1  # plus the init row
+    assert sorted(logged["epoch"].astype(int)) == [-1, 1, 3]  # init, then every 2nd epoch (the 2nd is epoch 1)
+    assert (logged["step"] == 0).sum() == 1  # the init row
     with pytest.raises(ConfigError, match="every_n_epochs"):
         FilterDistanceCallback(every_n_epochs=0)
     with pytest.raises(ConfigError, match="radii"):
@@ -292,7 +294,8 @@ def test_filter_images_saved_and_logged_to_tensorboard(tmp_path, cin):
     tb = TensorBoardLogger(str(tmp_path), name="tb", default_hp_metric=False)
     _trainer(tmp_path, [cb], 3, logger=tb).fit(TinyModule(cin=cin))
     names = sorted(p.name for p in (tmp_path / "filters").iterdir())
-    assert names == ["conv1_f2_epoch1.png", "conv1_f2_epochinit.png", "conv1_f2_epochlast.png"]
+    # the one epoch numbering: init, then epochs from 0; the end of training is epoch 2, the last
+    assert names == ["conv1_f2_epoch-001.png", "conv1_f2_epoch-002.png", "conv1_f2_epoch-init.png"]
     for name in names:
         _check_png(tmp_path / "filters" / name)
     tb.experiment.flush()
@@ -302,6 +305,22 @@ def test_filter_images_saved_and_logged_to_tensorboard(tmp_path, cin):
     assert len(images) == 3
     assert [e.step for e in images] == [0, 4, 6]  # init, after epoch 1 (2 batches/epoch), end
     assert images[0].width > 200 and images[0].height > 200
+
+
+def test_the_last_image_is_named_by_its_epoch_and_drawn_once(tmp_path):
+    """Training ends after a listed epoch: no second image; early stop: named by the epoch it stopped after."""
+    cb = FilterImageCallback(epochs=[0, 1], last=True, filter_index=0, out_dir=tmp_path / "a")
+    _trainer(tmp_path, [cb], 2).fit(TinyModule())
+    assert [p.name for p in cb.saved] == ["conv1_f0_epoch-000.png", "conv1_f0_epoch-001.png"]
+
+    class StopAfter(pl.Callback):  # stop after epoch 2 of 10, as early stopping would
+        def on_train_epoch_end(self, trainer, pl_module):
+            trainer.should_stop = trainer.current_epoch >= 2
+
+    cb = FilterImageCallback(epochs=[-1], last=True, filter_index=0, out_dir=tmp_path / "b")
+    _trainer(tmp_path, [cb, StopAfter()], 10).fit(TinyModule())
+    assert [p.name for p in cb.saved] == ["conv1_f0_epoch-init.png", "conv1_f0_epoch-002.png"]
+    assert cb.path_of("conv1", 1234).name == "conv1_f0_epoch-1234.png"
 
 
 def test_filter_images_noop_for_cnn_and_bad_args(tmp_path):
@@ -375,8 +394,8 @@ def test_filter_images_draw_the_masked_kernel(tmp_path, monkeypatch):
     monkeypatch.setattr(fi, "filter_mosaic", spy)
     module = SimpleNamespace(net=nn.ModuleDict({"conv1": layer}))
     trainer = SimpleNamespace(is_global_zero=True, global_step=0, loggers=[])
-    paths = FilterImageCallback(epochs=[0], filter_index=1, out_dir=tmp_path).draw(trainer, module, "0")
-    assert [p.name for p in paths] == ["conv1_f1_epoch0.png"]
+    paths = FilterImageCallback(epochs=[0], filter_index=1, out_dir=tmp_path).draw(trainer, module, 0)
+    assert [p.name for p in paths] == ["conv1_f1_epoch-000.png"]
     expected = (layer.weight * layer.mask).permute(0, 1, 5, 4, 2, 3).detach()
     assert len(seen) == 1 and torch.equal(seen[0], expected)
     assert seen[0].abs().max() < 1.0  # the 7.0s are gone (Glorot limit here is about 0.47)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
+import struct
+import subprocess
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -13,7 +18,10 @@ from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from weightshare.builders import build_loggers
 from weightshare.config.schema import LoggerConfig, TrainConfig, WandbConfig
 from weightshare.errors import ConfigError
-from weightshare.loggers import finish_wandb, format_aug, make_run_name
+from weightshare.loggers import INIT_EPOCH, EpochWandbLogger, epoch_label, finish_wandb, format_aug, make_run_name
+from weightshare.results import read_metrics_csv
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_csv_and_tensorboard_loggers_write_into_run_dir(tmp_path):
@@ -128,3 +136,164 @@ def test_wandb_offline_run_without_network(tmp_path, monkeypatch):
     (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
     data = next(run_dir.glob("run-*.wandb")).read_bytes()
     assert b"resolvedmarker17" in data and b"val/acc" in data
+
+
+def test_epoch_labels():
+    assert [epoch_label(e) for e in (INIT_EPOCH, 0, 7, 123, 1000)] == ["init", "000", "007", "123", "1000"]
+    with pytest.raises(ValueError, match="epochs count from 0"):
+        epoch_label(-2)
+
+
+def test_wandb_logger_passes_no_anonymous_setting():
+    """Lightning passes ``anonymous=None`` to ``wandb.init``; wandb warns for any value given."""
+    pytest.importorskip("wandb")
+    logger = EpochWandbLogger(name="x", project="p", mode="offline")
+    assert "anonymous" not in logger._wandb_init
+    assert EpochWandbLogger(name="x", anonymous=True)._wandb_init["anonymous"] == "allow"  # asked for: kept
+
+
+def wandb_records(path: Path) -> list:
+    """The records of an offline run's ``run-*.wandb`` file, decoded with wandb's own protobufs.
+
+    wandb 0.31 ships no Python reader of the file (``wandb.sdk.internal.datastore`` is gone with
+    the Go core), so this reads its documented framing: a 7-byte header (``:W&B``, magic,
+    version), then LevelDB log blocks of 32 KiB, each record a 7-byte header (CRC, length,
+    type: 1 full, 2 first, 3 middle, 4 last) and its bytes, one protobuf ``Record`` per record.
+    """
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    records, pos, block, parts = [], 7, 32768, b""
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7]) if left >= 7 else (0, 0, 0)
+        if left < 7 or (kind == 0 and length == 0):  # block trailer or padding
+            pos += left
+            continue
+        parts += data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):
+            record = pb.Record()
+            record.ParseFromString(parts)
+            records.append(record)
+            parts = b""
+    return records
+
+
+def test_one_epoch_numbering_in_csv_file_names_and_wandb_offline_files(tmp_path):
+    """A tiny FCN run with W&B offline: metrics.csv, filter images and W&B count epochs alike.
+
+    metrics.csv has epochs 0, 1; the images are epoch-init, epoch-000, epoch-001; W&B plots
+    every metric against ``epoch`` (define_metric), has the initial filter distances at -1
+    (init) with results.json's values, each epoch's val/acc at its epoch with metrics.csv's
+    value, and no test/* (k-fold: the held-out fold was validated at the last epoch already).
+    """
+    pytest.importorskip("wandb")
+    env = {
+        **os.environ,
+        "WANDB_MODE": "offline",
+        "WANDB_DIR": str(tmp_path / "w"),
+        "WANDB_CACHE_DIR": str(tmp_path / "c"),
+        "WANDB_CONFIG_DIR": str(tmp_path / "cfg"),
+        "WANDB_DATA_DIR": str(tmp_path / "d"),
+        "WANDB_DISABLE_GIT": "true",
+        "WANDB_DISABLE_CODE": "true",
+        "WANDB_SILENT": "false",  # the warnings must not be there, not merely hidden
+        "OMP_NUM_THREADS": "1",
+    }
+    env.pop("WANDB_API_KEY", None)
+    run = tmp_path / "run"
+    cmd = [sys.executable, str(ROOT / "train.py"), "model=fcn", "data=synthetic", "data.options.size=128"]
+    cmd += ["model.hidden=16", "trainer.max_epochs=2", "eval=clean", "threads=1", "callbacks.progress_bar=none"]
+    cmd += ["logger=wandb", "logger.wandb.offline=true", f"hydra.run.dir={run}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "anonymous" not in proc.stderr + proc.stdout
+
+    csv_epochs = [int(r["epoch"]) for r in read_metrics_csv(run / "metrics.csv")]
+    assert csv_epochs == [0, 1]
+    points = [INIT_EPOCH, *csv_epochs]
+    images = sorted(p.name for p in (run / "filters").glob("conv1_*.png"))
+    assert images == sorted(f"conv1_f0_epoch-{epoch_label(e)}.png" for e in points)
+    assert images == ["conv1_f0_epoch-000.png", "conv1_f0_epoch-001.png", "conv1_f0_epoch-init.png"]
+
+    (wandb_file,) = (run / "wandb").glob("offline-run-*/run-*.wandb")
+    records = wandb_records(wandb_file)
+    metrics = [r.metric for r in records if r.WhichOneof("record_type") == "metric"]
+    star = [m.step_metric for m in metrics if m.glob_name == "*"]
+    assert star[-1] == "epoch"  # the last definition of '*' is the one W&B keeps
+    assert any(m.name == "epoch" for m in metrics)
+    history = []
+    for r in records:
+        if r.WhichOneof("record_type") == "history":
+            history.append({(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in r.history.item})
+    assert history and all("epoch" in h for h in history)  # every value sits at an epoch
+    fd = {h["epoch"]: h["fd/conv1/r1/euclid"] for h in history if "fd/conv1/r1/euclid" in h}
+    assert sorted(fd) == points
+    init = json.loads((run / "results.json").read_text())["init"]
+    assert fd[INIT_EPOCH] == pytest.approx(init["fd/conv1/r1/euclid"], rel=1e-6)
+    csv_acc = {int(r["epoch"]): r["val/acc"] for r in read_metrics_csv(run / "metrics.csv")}
+    wandb_acc = {h["epoch"]: h["val/acc"] for h in history if "val/acc" in h}
+    assert wandb_acc.keys() == csv_acc.keys()
+    for epoch, value in csv_acc.items():
+        assert wandb_acc[epoch] == pytest.approx(value, rel=1e-6)
+    images = {h["epoch"]: h["filters/conv1_f0/caption"] for h in history if "filters/conv1_f0/caption" in h}
+    assert images == {e: f"epoch {epoch_label(e)}" for e in points}  # each image at its epoch
+    assert not any(k.startswith("test/") for h in history for k in h)  # k-fold: no separate test set
+
+
+def _recording_logger() -> SimpleNamespace:
+    calls: list[tuple[dict, int]] = []
+    return SimpleNamespace(
+        calls=calls,
+        log_metrics=lambda metrics, step: calls.append((dict(metrics), step)),
+        save=lambda: calls.append(("saved", None)),
+    )
+
+
+@pytest.mark.parametrize(
+    ("split", "epoch", "expected"),
+    [
+        ("kfold", -1, {"val/acc": 0.75, "epoch": -1.0}),  # evaluation of the init: the held-out fold is val
+        ("standard", 4, {"test/acc": 0.75, "epoch": 4.0}),  # the official test set, weights of epoch 4
+    ],
+)
+def test_the_test_pass_is_named_for_its_data_at_the_epoch_of_its_weights(split, epoch, expected):
+    from weightshare.train import _log_test_pass
+
+    logger = _recording_logger()
+    trainer = SimpleNamespace(loggers=[logger], global_step=9)
+    _log_test_pass(trainer, OmegaConf.create({"data": {"split": split}}), {"acc": 0.75}, epoch)
+    assert logger.calls == [(expected, 9), ("saved", None)]  # and written (the CSV logger buffers)
+
+
+@pytest.mark.slow  # two runs in subprocesses (~35 s on the shared machine); the naming has unit tests above
+def test_an_evaluation_only_run_logs_its_pass_at_the_checkpoints_epoch(tmp_path):
+    """train=false on a checkpoint: nothing was validated in this run, so the pass is logged (val/* on k-fold)."""
+    run = tmp_path / "run"
+    base = [sys.executable, str(ROOT / "train.py"), "model=cnn", "data=synthetic", "data.options.size=128"]
+    base += ["model.hidden=16", "eval=clean", "threads=1", "callbacks=minimal", "logger=csv", f"hydra.run.dir={run}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([*base, "trainer.max_epochs=2"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = run / "checkpoints" / "last.ckpt"
+    proc = subprocess.run(
+        [*base, "train=false", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / 'eval'}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (csv,) = (tmp_path / "eval" / "lightning_csv").glob("version_*/metrics.csv")
+    rows = pd.read_csv(csv)
+    scored = rows[rows["val/acc"].notna()]
+    import torch
+
+    saved_after = torch.load(ckpt, weights_only=True)["epoch"]
+    # Lightning 2.6 refreshes last.ckpt only with an improved val/acc: read which epoch it holds
+    assert saved_after in (0, 1) and list(scored["epoch"]) == [saved_after]
+    test = json.loads((tmp_path / "eval" / "results.json").read_text())["test"]
+    assert scored["val/acc"].iloc[0] == pytest.approx(test["acc"])
+    assert not any(c.startswith("test/") for c in rows.columns)  # k-fold: no test set

@@ -121,13 +121,16 @@ def test_init_starts_as_a_convolution_with_the_mean_basis():
     assert layer_filter_metrics(nn.Sequential(layer), radii=[1])["fd/0/r1/euclid"] == pytest.approx(0, abs=1e-6)
 
 
-def mnist_lowrank_count(rank: int, combining: str, depth: int = 3) -> int:
+def mnist_lowrank_count(
+    rank: int, combining: str, depth: int = 3, filter_bias: bool = True, spatial_bias: bool = True
+) -> int:
     """By hand: layers (in, out, k, oh, ow) of Table A.2 for MNIST, then fc1 and fc2."""
     layers = [(1, 32, 3, 13, 13), (32, 64, 3, 6, 6), (64, 128, 3, 4, 4)][:depth]
     total = 0
     for cin, cout, k, oh, ow in layers:
-        total += rank * cout * cin * k * k + cout  # bases + filter bias
-        total += (oh * ow) * (rank + 1) if combining == "full" else (oh + ow) * (rank + 1)  # weights + spatial bias
+        total += rank * cout * cin * k * k + cout * filter_bias  # bases + filter bias
+        per_map = oh * ow if combining == "full" else oh + ow
+        total += per_map * (rank + spatial_bias)  # combining weights + spatial bias
     flat = {3: 128 * 4 * 4, 2: 64 * 6 * 6}[depth]
     return total + flat * 1024 + 1024 + 1024 * 10 + 10
 
@@ -144,6 +147,86 @@ def test_parameter_counts_by_hand():
     # one layer, factorized: 2 bases of 3x2x3x3 + 3 biases + (4 + 3) * (2 + 1)
     layer = LowRankConv2d(2, 3, 3, input_size=(6, 5), rank=2, combining="factorized")
     assert count_parameters(layer) == 2 * 54 + 3 + 7 * 3 == 132
+    # the two biases are independent switches: 3 filter biases, 4 + 3 row/column spatial biases
+    for bias, spatial, expected in [(True, False, 108 + 3 + 14), (False, True, 108 + 21), (False, False, 108 + 14)]:
+        layer = LowRankConv2d(
+            2, 3, 3, input_size=(6, 5), rank=2, combining="factorized", bias=bias, spatial_bias=spatial
+        )
+        assert count_parameters(layer) == expected, (bias, spatial)
+    # the README's table: MNIST depth 3, R = 4, factorized, without the spatial bias
+    # conv1 4*288 + 32 + 26*4 = 1288; conv2 4*18432 + 64 + 12*4 = 73840; conv3 4*73728 + 128 + 8*4 = 295072
+    assert mnist_lowrank_count(4, "factorized", spatial_bias=False) == 1288 + 73840 + 295072 + 2098176 + 10250
+    for combining in ("full", "factorized"):
+        for filter_bias in (True, False):
+            for spatial_bias in (True, False):
+                opts = {"bias": filter_bias, "spatial_bias": spatial_bias}
+                net = PaperNet(MNIST, "lowrank", 3, rank=2, combining=combining, lowrank_options=opts)
+                assert count_parameters(net) == mnist_lowrank_count(2, combining, 3, filter_bias, spatial_bias)
+
+
+@pytest.mark.parametrize("combining", ["full", "factorized"])
+@pytest.mark.parametrize(("bias", "spatial"), [(True, False), (False, True), (False, False)])
+def test_the_biases_are_independent_switches(combining, bias, spatial):
+    """Any pair of switches: the forward pass is the FCN of the effective kernel and per-position bias."""
+    torch.manual_seed(6)
+    layer = LowRankConv2d(2, 3, 3, input_size=(7, 6), rank=2, combining=combining, bias=bias, spatial_bias=spatial).to(
+        DT
+    )
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.normal_()
+    assert (layer.bias is not None) == bias and layer.spatial_bias == spatial
+    x = torch.randn(2, 2, 7, 6, dtype=DT)
+    y = layer(x)
+    torch.testing.assert_close(y, free_conv2d(x, layer.effective_kernel(), layer.bias_view()), rtol=1e-10, atol=1e-10)
+    no_bias = free_conv2d(x, layer.effective_kernel(), None)
+    if not bias and not spatial:
+        assert layer.bias_view() is None
+        torch.testing.assert_close(y, no_bias)
+    elif not bias:  # the spatial bias alone: the same value for every filter at a position
+        shift = y - no_bias
+        torch.testing.assert_close(shift, shift[:, :1].expand_as(shift))
+        assert shift.abs().max() > 0.1
+    else:  # the filter bias alone: the same value at every position of a filter
+        shift = y - no_bias
+        torch.testing.assert_close(shift, layer.bias[None, :, None, None].expand_as(shift))
+
+
+def test_he_uniform_basis_init_has_the_authors_bound():
+    """Keras' he_uniform on the (kh, kw, C, R*out) bases: U(-a, a), a = sqrt(6 / (kh kw C))."""
+    torch.manual_seed(7)
+    net = PaperNet(MNIST, "lowrank", 3, rank=4, lowrank_options={"basis_init": "he_uniform"})
+    for name, channels, bound in [("conv1", 1, (6 / 9) ** 0.5), ("conv2", 32, (6 / 288) ** 0.5)]:
+        bases = getattr(net, name).bases.detach()
+        assert bound == pytest.approx({"conv1": 0.816497, "conv2": 0.144338}[name], abs=1e-6)
+        assert bases.abs().max() <= bound
+        assert bases.abs().max() > 0.98 * bound  # thousands of draws reach the bound's neighbourhood
+        assert bases.std().item() == pytest.approx(bound / 3**0.5, rel=0.05)  # a uniform's spread
+        assert getattr(net, name).in_channels == channels
+    # the default stays the protocol's Glorot (the CNN's fans): conv1 sqrt(6 / (9 + 288)) = 0.1421
+    glorot = PaperNet(MNIST, "lowrank", 3, rank=4).conv1.bases
+    assert 0.13 < glorot.abs().max() <= (6 / 297) ** 0.5
+    with pytest.raises(ConfigError, match=r"model\.basis_init='he'.*glorot"):
+        LowRankConv2d(1, 2, 3, input_size=8, rank=2, basis_init="he")
+
+
+def test_norm_combining_floors_the_squared_norm_as_the_authors():
+    """``tf.math.l2_normalize(z, epsilon=1e-12)``: ``z * rsqrt(max(sum z^2, 1e-12))``."""
+    layer = LowRankConv2d(1, 1, 3, input_size=(4, 5), rank=2, normalize="norm").to(DT)  # 2x3 positions
+    z = torch.zeros(2, 3, 2, dtype=DT)
+    z[0, 0] = torch.tensor([3.0, 4.0])  # a plain vector: unit norm
+    z[0, 1] = torch.tensor([1e-8, 0.0])  # tiny: scaled by 1/sqrt(1e-12) = 1e6, not to unit norm
+    z[0, 2] = torch.tensor([6e-7, 8e-7])  # norm 1e-6, squared 1e-12: exactly at the floor
+    # z[1, *] stays zero: a zero vector stays zero
+    with torch.no_grad():
+        layer.combining_logits.copy_(z)
+    a = layer.combining_weights()
+    torch.testing.assert_close(a[0, 0], torch.tensor([0.6, 0.8], dtype=DT))
+    torch.testing.assert_close(a[0, 1], torch.tensor([1e-2, 0.0], dtype=DT))  # F.normalize gives [1, 0]
+    torch.testing.assert_close(a[0, 2], torch.tensor([0.6, 0.8], dtype=DT))
+    torch.testing.assert_close(a[1], torch.zeros(3, 2, dtype=DT))
+    a.sum().backward()  # the floor keeps the gradient at the zero vector finite
+    assert torch.isfinite(layer.combining_logits.grad).all()
 
 
 @pytest.mark.parametrize(("data", "depth"), [(MNIST, 2), (MNIST, 3), (CIFAR, 2), (CIFAR, 3)])
@@ -183,6 +266,9 @@ def test_bad_combining_and_normalize_are_config_errors():
         (["model=lowrank", "model.combining=diagonal"], r"model\.combining", "full"),
         (["model=fcn", "model.rank=2"], r"model\.rank", "null unless model=lowrank"),
         (["model=cnn", "model.combining=full"], r"model\.combining", "null unless model=lowrank"),
+        (["model=lowrank", "model.basis_init=he"], r"model\.basis_init", "glorot.*he_uniform"),
+        (["model=fcn", "model.spatial_bias=false"], r"model\.spatial_bias", "null unless model=lowrank"),
+        (["model=cnn", "model.basis_init=glorot"], r"model\.basis_init", "null unless model=lowrank"),
         (["model=lowrank", "model.share_tile=2"], r"model\.share_tile", "unless model=fcn"),
     ],
 )
@@ -193,6 +279,22 @@ def test_bad_lowrank_config_is_a_one_line_error(overrides, key, allowed):
         load_config(overrides)
     assert "\n" not in str(info.value)
     assert re.search(allowed, str(info.value))
+
+
+def test_lowrank_config_defaults_are_the_authors():
+    """conf/model/lowrank.yaml: factorized combining and both biases on (theirs), Glorot bases (the protocol's)."""
+    from weightshare.builders import build_model
+    from weightshare.config.compose import load_config
+
+    cfg = load_config(["model=lowrank"])
+    assert (cfg.model.combining, cfg.model.filter_bias, cfg.model.spatial_bias) == ("factorized", True, True)
+    assert cfg.model.basis_init == "glorot"
+    net = build_model(cfg.model, MNIST)
+    assert count_parameters(net) == mnist_lowrank_count(4, "factorized") == 2478672  # the README's table
+    cfg = load_config(["model=lowrank", "model.basis_init=he_uniform", "model.filter_bias=false"])
+    net = build_model(cfg.model, MNIST)
+    assert net.conv1.basis_init == "he_uniform" and net.conv1.bias is None and net.conv1.spatial_bias
+    assert count_parameters(net) == mnist_lowrank_count(4, "factorized", filter_bias=False)
 
 
 def test_lowrank_config_builds_the_network():
@@ -220,7 +322,7 @@ def test_training_a_lowrank_network_logs_filter_distances_and_images(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results["identity"]["rank"] == 2 and results["identity"]["combining"] == "full"
+    assert results["identity"]["rank"] == 2 and results["identity"]["combining"] == "factorized"  # the default
     assert results["init"]["fd/conv1/r1/euclid"] == pytest.approx(0.0, abs=1e-6)  # starts as a convolution
     assert read_metrics_csv(tmp_path / "metrics.csv")[0]["fd/conv1/r1/euclid"] > 0
-    assert (tmp_path / "filters" / "conv1_f0_epochinit.png").is_file()
+    assert (tmp_path / "filters" / "conv1_f0_epoch-init.png").is_file()

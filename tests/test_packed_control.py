@@ -112,7 +112,7 @@ def test_skip_completed_outputs_and_loggers(tmp_path):
     first = train_pack(cfgs)
     out = tmp_path / "m0"
     images = sorted(p.name for p in (out / "filters").glob("*.png"))
-    assert "conv1_f0_epochinit.png" in images and "conv1_f0_epochlast.png" in images
+    assert "conv1_f0_epoch-init.png" in images and "conv1_f0_epoch-001.png" in images
     assert (out / "lightning_csv").is_dir() and (out / "config.yaml").is_file()
     ckpt = torch.load(out / "checkpoints" / "best.ckpt", weights_only=True)
     assert all(k.startswith(("net.", "val_acc_best")) for k in ckpt["state_dict"])

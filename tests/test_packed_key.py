@@ -19,8 +19,8 @@ from weightshare.packed import pack_key, unpackable_reason
         ["model=fcn", "model.share_tile=2", "model.share_penalty=0.1", "model.share_penalty_kind=l1_all_pairs"],
         ["model=fcn", "model.dynamic_sharing.every=10", "model.dynamic_sharing.radius=2"],
         ["model=lowrank"],
-        ["model=lowrank", "model.combining=factorized", "model.rank=2"],
-        ["model=lowrank", "model.dynamic_sharing.every=5"],
+        ["model=lowrank", "model.combining=full", "model.rank=2"],
+        ["model=lowrank", "model.combining=full", "model.dynamic_sharing.every=5"],
         ["trainer.precision=64-true"],
         ["trainer.precision=bf16-mixed", "scheduler=cosine"],
         ["aug.translate=0.3", "aug.noise=0.1"],
@@ -111,5 +111,7 @@ def test_dynamic_sharing_schedule_and_groups_are_shared_and_strength_is_not(comp
 def test_lowrank_rank_and_combining_are_shared(compose):
     base = pack_key(compose(["model=lowrank"]))
     assert pack_key(compose(["model=lowrank", "model.fcn_init=keras", "optimizer.lr=0.01"])) == base
-    for extra in (["model.rank=2"], ["model.combining=factorized"]):
+    assert pack_key(compose(["model=lowrank", "model.basis_init=he_uniform"])) == base  # init only
+    changes = ["model.rank=2", "model.combining=full", "model.filter_bias=false", "model.spatial_bias=false"]
+    for extra in ([c] for c in changes):
         assert pack_key(compose(["model=lowrank", *extra])) != base, extra

@@ -59,8 +59,16 @@ CASES = {
     ),
     "lowrank_factorized": (["model=lowrank", "model.combining=factorized", "model.rank=3"], MEMBERS[:2]),
     "lowrank_rank1_depth2": (["model=lowrank", "model.rank=1", "model.depth=2"], MEMBERS[:2]),
+    # the spatial bias without the filter bias: the two switches are independent in a pack too
+    "lowrank_spatial_bias_only": (["model=lowrank", "model.rank=2", "model.filter_bias=false"], MEMBERS[:2]),
     "lowrank_dynamic": (
-        ["model=lowrank", "model.rank=2", "model.dynamic_sharing.every=3", "model.dynamic_sharing.radius=2"],
+        [
+            "model=lowrank",
+            "model.rank=2",
+            "model.combining=full",
+            "model.dynamic_sharing.every=3",
+            "model.dynamic_sharing.radius=2",
+        ],
         [[*MEMBERS[0], "model.dynamic_sharing.strength=0.4"], MEMBERS[1]],
     ),
 }

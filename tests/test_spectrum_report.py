@@ -139,7 +139,11 @@ def test_mechanism_labels():
     [
         (["model=cnn"], {}),
         (["model=fcn", "model.share_penalty=0.1"], {}),
-        (["model=lowrank", "model.rank=2"], {"rank": 2, "combining": "full"}),
+        (["model=lowrank", "model.rank=2"], {"rank": 2, "combining": "factorized"}),  # the authors' default
+        (
+            ["model=lowrank", "model.rank=2", "model.combining=full", "model.spatial_bias=false"],
+            {"rank": 2, "combining": "full", "lowrank_bias": "filter=true;spatial=false"},
+        ),
         (
             ["model=fcn", "model.share_penalty=0.1", "model.share_penalty_kind=l1_all_pairs"],
             {"share_penalty_kind": "l1_all_pairs"},
@@ -156,7 +160,7 @@ def test_mechanism_labels():
 )
 def test_run_identity_names_the_mechanism_only_when_used(overrides, extra):
     identity = run_identity(load_config(["data=synthetic", *overrides]))
-    new_keys = {"rank", "combining", "share_penalty_kind", "dynamic_sharing"}
+    new_keys = {"rank", "combining", "lowrank_bias", "share_penalty_kind", "dynamic_sharing"}
     assert {k: identity[k] for k in new_keys & set(identity)} == extra
     # the fields every run had before keep their names (older results.json still match)
     assert {"data", "model", "share_tile", "share_penalty", "init_from"} <= set(identity)

@@ -22,13 +22,14 @@ from typing import TYPE_CHECKING, Any
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar, TQDMProgressBar
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
 from torch import nn
 
 from weightshare.callbacks.epoch_csv import EpochCSVWriter
 from weightshare.callbacks.throughput import ThroughputMonitor
 from weightshare.config.schema import OPTIMIZERS, SCHEDULERS
+from weightshare.console import build_progress_bar, quiet_lightning
 from weightshare.data.dataset import ArrayDataset, DataInfo
 from weightshare.errors import ConfigError
 from weightshare.loggers import ALLOWED_LOGGERS, get_field
@@ -100,11 +101,10 @@ def build_trainer_kwargs(cfg: DictConfig, out: Path) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------ loggers
 def _build_wandb(wandb_cfg: Any, run_dir: Path, run_name: str, resolved_config: dict, group: str | None) -> Logger:
-    try:
-        from pytorch_lightning.loggers import WandbLogger
-        from pytorch_lightning.loggers.wandb import _WANDB_AVAILABLE
-    except ImportError as exc:  # pragma: no cover - Lightning always ships the class
-        raise ConfigError("logger.names", "wandb", "csv or tensorboard (W&B logger unavailable)") from exc
+    from pytorch_lightning.loggers.wandb import _WANDB_AVAILABLE
+
+    from weightshare.loggers import EpochWandbLogger
+
     if not _WANDB_AVAILABLE:
         raise ConfigError("logger.names", "wandb", "csv or tensorboard, or install wandb (pip install wandb)")
     offline = bool(get_field(wandb_cfg, "offline", False))
@@ -123,7 +123,7 @@ def _build_wandb(wandb_cfg: Any, run_dir: Path, run_name: str, resolved_config: 
     # The run id is derived from the run directory, so a killed job resumed in its directory
     # (ckpt_path=last) continues the same W&B run instead of leaving a crashed half behind.
     run_id = hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]
-    return WandbLogger(
+    return EpochWandbLogger(
         name=run_name,
         id=run_id,
         resume="allow",
@@ -152,7 +152,8 @@ def build_loggers(
     - ``csv``: ``CSVLogger(save_dir=run_dir, name="lightning_csv")``
     - ``tensorboard``: ``TensorBoardLogger(save_dir=run_dir, name="tensorboard",
       default_hp_metric=False)``
-    - ``wandb``: ``WandbLogger`` with project, entity, group, tags, job type and log_model from
+    - ``wandb``: :class:`~weightshare.loggers.EpochWandbLogger` (metrics against ``epoch``)
+      with project, entity, group, tags, job type and log_model from
       ``logger_cfg.wandb``, ``name=run_name``, files under ``run_dir/wandb``, and
       ``resolved_config`` as the run config. ``group`` is used when ``logger.wandb.group`` is
       null (pass the sweep directory name so every job of a sweep lands in one group).
@@ -215,10 +216,9 @@ def build_callbacks(cfg: DictConfig, out: Path) -> list[pl.Callback]:
         from weightshare.callbacks.optuna_pruning import OptunaPruningCallback
 
         callbacks.append(OptunaPruningCallback(cfg.trial))
-    if c.progress_bar == "rich":
-        callbacks.append(RichProgressBar(leave=True))
-    elif c.progress_bar == "tqdm":
-        callbacks.append(TQDMProgressBar())
+    progress = build_progress_bar(c.progress_bar)  # a live bar on a terminal, epoch lines elsewhere
+    if progress is not None:
+        callbacks.append(progress)
     callbacks.append(EpochCSVWriter(out / "metrics.csv"))
     if c.early_stopping.enabled:
         callbacks.append(
@@ -313,5 +313,6 @@ def build_run(
         config = resolved_config if resolved_config is not None else OmegaConf.to_container(cfg, resolve=True)
         built_loggers = build_loggers(logger_cfg, out, make_run_name(cfg), config, group=group)
     kwargs = {**build_trainer_kwargs(cfg, out), **trainer_overrides}
+    quiet_lightning(kwargs.get("devices", 1), kwargs.get("num_nodes", 1))
     trainer = pl.Trainer(**kwargs, callbacks=callbacks, logger=built_loggers or False)
     return Run(cfg, out, datamodule, module, callbacks, built_loggers, trainer)

@@ -11,6 +11,14 @@ and lr when not the defaults), grouped by
 ``logger.wandb.group`` (the integrator passes the sweep directory name for multiruns), and
 gets the resolved config as its run config. ``offline: true`` needs no network. Each job of a
 multirun must be its own W&B run: call :func:`finish_wandb` at the end of every job.
+:class:`EpochWandbLogger` plots every metric against ``epoch``.
+
+The one epoch numbering (README "Epochs"): epochs count from 0, epoch ``e`` being the
+``e``-th trained epoch, as ``metrics.csv``'s ``epoch`` column and Lightning's
+``trainer.current_epoch`` at its end. The initial weights are the named point ``init``
+(:data:`INIT_EPOCH` = -1 where a number is needed: the W&B ``epoch`` axis, the
+``callbacks.filter_images.epochs`` list). :func:`epoch_label` is how file names and captions
+write a point: ``init``, ``000``, ``001``, ...
 """
 
 from __future__ import annotations
@@ -18,11 +26,69 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pytorch_lightning.loggers import WandbLogger
+
 from weightshare.results import AUG_TYPES  # the four protocol types, in the order run names list them
 
-__all__ = ["ALLOWED_LOGGERS", "finish_wandb", "format_aug", "make_run_name"]
+__all__ = [
+    "ALLOWED_LOGGERS",
+    "INIT_EPOCH",
+    "EpochWandbLogger",
+    "epoch_label",
+    "finish_wandb",
+    "format_aug",
+    "make_run_name",
+]
 
 ALLOWED_LOGGERS = ("csv", "tensorboard", "wandb")
+
+#: the initial weights as a number on an epoch axis: the point before epoch 0 (the first trained one)
+INIT_EPOCH = -1
+
+
+def epoch_label(epoch: int) -> str:
+    """How a file name or caption writes an epoch: ``init`` for :data:`INIT_EPOCH`, else 3 digits.
+
+    Zero-padded so a directory listing sorts in training order (``000`` .. ``999``, then ``1000``).
+    """
+    epoch = int(epoch)
+    if epoch == INIT_EPOCH:
+        return "init"
+    if epoch < 0:
+        raise ValueError(f"epoch {epoch}: epochs count from 0, {INIT_EPOCH} is the initialisation")
+    return f"{epoch:03d}"
+
+
+class EpochWandbLogger(WandbLogger):
+    """Lightning's ``WandbLogger``, with every metric plotted against ``epoch``.
+
+    Why a subclass: Lightning's logger defines ``trainer/global_step`` as the x axis of every
+    metric when it creates the run, so W&B's charts count optimiser steps (11, 23, ...) while
+    ``metrics.csv`` and the reports count epochs. Here, once the run exists, ``epoch`` is
+    defined as the step metric of ``*`` (``define_metric``, the later definition wins); every
+    value the project logs carries an ``epoch`` (Lightning adds it to ``self.log`` values, the
+    project's own calls pass it, the initial filter distances as :data:`INIT_EPOCH`).
+
+    It also leaves out the ``anonymous`` argument that Lightning always passes to
+    ``wandb.init`` (``None`` unless set): wandb >= 0.19 warns "The anonymous setting has no
+    effect" for any value given, so every run printed that warning.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self._wandb_init.get("anonymous") is None:
+            self._wandb_init.pop("anonymous", None)
+        self._epoch_axis = False
+
+    @property
+    def experiment(self) -> Any:  # the wandb Run (or Lightning's dummy off rank 0)
+        run = WandbLogger.experiment.fget(self)  # type: ignore[attr-defined]
+        if not getattr(self, "_epoch_axis", False) and callable(getattr(run, "define_metric", None)):
+            run.define_metric("epoch")
+            run.define_metric("*", step_metric="epoch", step_sync=True)
+            self._epoch_axis = True
+        return run
+
 
 # The paper's default network depth (Table A.2: three convolutional layers); other depths are named.
 _DEFAULT_DEPTH = 3

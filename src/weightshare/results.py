@@ -164,7 +164,7 @@ def run_identity(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 
 #: the identity fields :func:`spectrum_identity` may add (absent from runs that do not use them)
-SPECTRUM_FIELDS = ("rank", "combining", "share_penalty_kind", "dynamic_sharing")
+SPECTRUM_FIELDS = ("rank", "combining", "lowrank_bias", "share_penalty_kind", "dynamic_sharing")
 
 
 def spectrum_identity(model: Any) -> dict[str, Any]:
@@ -178,6 +178,11 @@ def spectrum_identity(model: Any) -> dict[str, Any]:
     if model.get("name") == "lowrank":
         out["rank"] = model.get("rank")
         out["combining"] = model.get("combining")
+        # the biases change the network; only the non-default (not both on) is named, so the
+        # identity of a run with the authors' biases stays what it was before the switches existed
+        filter_bias, spatial_bias = model.get("filter_bias", True), model.get("spatial_bias", True)
+        if filter_bias is False or spatial_bias is False:
+            out["lowrank_bias"] = f"filter={str(bool(filter_bias)).lower()};spatial={str(bool(spatial_bias)).lower()}"
     kind = model.get("share_penalty_kind", "l2_neighbours")
     if kind != "l2_neighbours":
         out["share_penalty_kind"] = kind

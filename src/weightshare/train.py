@@ -150,6 +150,7 @@ def _run_cnn_stage(cfg: DictConfig, job: Job) -> DictConfig:
 def _fit_and_test(cfg: DictConfig, job: Job, ckpt_path: str | None) -> float | None:
     from weightshare.builders import build_run
     from weightshare.checkpoints import load_checkpoint, module_state
+    from weightshare.loggers import INIT_EPOCH
     from weightshare.results import best_and_final, read_metrics_csv
 
     run = build_run(cfg, job.out, resolved_config=job.summary["config"], group=_sweep_group(cfg))
@@ -157,21 +158,32 @@ def _fit_and_test(cfg: DictConfig, job: Job, ckpt_path: str | None) -> float | N
     job.save(param_count=module.param_count, data_info=run.info.__dict__)
     log.info("%s on %s: %s parameters, output %s", cfg.model.name, cfg.data.name, f"{module.param_count:,}", job.out)
 
+    loaded_epoch = INIT_EPOCH  # train=false without a checkpoint: the initial weights
     if cfg.train:
         if ckpt_path is not None:
             load_checkpoint(ckpt_path)  # refuses a file that is not weights-only, with a clear error
             log.info("resuming from %s", ckpt_path)
         trainer.fit(module, datamodule=run.datamodule, ckpt_path=ckpt_path, weights_only=True)
     elif ckpt_path is not None:
-        module.net.load_state_dict(module_state(load_checkpoint(ckpt_path), "net.", ckpt_path))
+        ckpt = load_checkpoint(ckpt_path)
+        module.net.load_state_dict(module_state(ckpt, "net.", ckpt_path))
+        loaded_epoch = int(ckpt.get("epoch", INIT_EPOCH))  # the epoch these weights were saved after
 
     job.save()  # refresh wall_time_s
+    rows = read_metrics_csv(job.out / "metrics.csv")
+    # the epoch of the weights the run ends with: the last trained, or (train=false) the loaded one
+    final_epoch = int(rows[-1]["epoch"]) if rows and cfg.train else loaded_epoch
+    # the last epoch's validation scored these very weights on the held-out data already
+    validated = bool(cfg.train and rows and "val/acc" in rows[-1])
     for lg in trainer.loggers:  # end-of-run values beside the curves (CSV, TensorBoard, W&B)
         lg.log_metrics(
-            {"param_count": float(module.param_count), "time/wall_s": job.summary["wall_time_s"]},
+            {
+                "param_count": float(module.param_count),
+                "time/wall_s": job.summary["wall_time_s"],
+                "epoch": float(final_epoch),
+            },
             step=trainer.global_step,
         )
-    rows = read_metrics_csv(job.out / "metrics.csv")
     es = cfg.callbacks.early_stopping
     best, final = best_and_final(rows, es.monitor, es.mode, es.min_delta)
     pruned = any(getattr(cb, "pruned", False) for cb in run.callbacks)
@@ -179,8 +191,14 @@ def _fit_and_test(cfg: DictConfig, job: Job, ckpt_path: str | None) -> float | N
     job.save(epochs_completed=len(rows), stopped_epoch=final.get("epoch"), best=best, final=final, init=init)
     test_metrics: dict[str, float] = {}
     if cfg.test:
-        (scores,) = trainer.test(module, datamodule=run.datamodule, verbose=False) or [{}]
+        loggers, trainer.loggers = trainer.loggers, []  # logged below, under its own name and epoch
+        try:
+            (scores,) = trainer.test(module, datamodule=run.datamodule, verbose=False) or [{}]
+        finally:
+            trainer.loggers = loggers
         test_metrics = {k.removeprefix("test/"): float(v) for k, v in scores.items()}
+        if not validated:
+            _log_test_pass(trainer, cfg, test_metrics, final_epoch)
     job.save(
         status="pruned" if pruned else "completed",
         test=test_metrics,
@@ -190,6 +208,26 @@ def _fit_and_test(cfg: DictConfig, job: Job, ckpt_path: str | None) -> float | N
     value = _objective(cfg, job.summary)
     log.info("done: val/acc=%s best=%s -> %s", final.get("val/acc"), best.get("val/acc"), job.results_path)
     return value
+
+
+def _log_test_pass(trainer: Any, cfg: DictConfig, scores: dict[str, float], epoch: int) -> None:
+    """Send a test pass that adds to the curves to the loggers, named for the data it scored.
+
+    The test stage scores the held-out data (``TensorDataModule.test_dataloader``): the
+    official test set with ``data.split=standard``, the held-out fold with ``kfold``. Both are
+    the validation data, so after a validated last epoch the pass repeats its ``val/*`` values
+    exactly and the caller does not log it (``results.json`` keeps it as ``test``). Otherwise
+    (an evaluation-only run, ``train=false``; a last epoch without validation) it is logged at
+    ``epoch``, the epoch of the weights it scored, as ``test/*`` on the standard split and
+    ``val/*`` on k-fold splits, which have no test set.
+    """
+    if not scores or not trainer.loggers:
+        return
+    prefix = "test" if cfg.data.split == "standard" else "val"
+    metrics = {f"{prefix}/{name}": value for name, value in scores.items()}
+    for lg in trainer.loggers:
+        lg.log_metrics({**metrics, "epoch": float(epoch)}, step=trainer.global_step)
+        lg.save()  # after the test stage's finalize: the CSV logger would keep the row in memory
 
 
 def task(cfg: DictConfig) -> float | None:

@@ -2,8 +2,10 @@
 
 A free layer has its own kernel at every output position; tiling one filter's kernel over
 the ``out_h x out_w`` grid shows how it varies over the image (a CNN would show the same
-tile everywhere). Images are saved as PNG under ``<out_dir>/filters/`` and sent to the
-TensorBoard and W&B loggers when present.
+tile everywhere). Images are saved as PNG under ``<out_dir>/filters/`` as
+``<layer>_f<filter>_epoch-<e>.png``, ``<e>`` in the one epoch numbering
+(:func:`~weightshare.loggers.epoch_label`: ``init``, ``000``, ``001``, ...), and sent to the
+TensorBoard and W&B loggers when present (W&B: at that ``epoch``, ``init`` as -1).
 
 Tile content: for a layer with 3 input channels (CIFAR-10 layer 1) the tile is the RGB
 kernel; otherwise it is the kernel of input channel 0, a real filter slice (the mean over
@@ -26,6 +28,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 from weightshare.callbacks.filter_metrics import network_of
 from weightshare.errors import ConfigError
+from weightshare.loggers import INIT_EPOCH, EpochWandbLogger, epoch_label
 from weightshare.metrics.filter_distance import filter_kernel, free_layers
 
 __all__ = ["FilterImageCallback", "filter_mosaic", "render_filter_image"]
@@ -85,10 +88,13 @@ class FilterImageCallback(pl.Callback):
     """Save and log a grid image of one filter of every free layer at chosen epochs.
 
     Args:
-        epochs: 0-based training epochs after which to draw; ``-1`` means the initial weights
-            (drawn at fit start). Files are named ``<layer>_f<idx>_epoch<e>.png`` with ``e`` =
-            ``init`` for -1, the epoch number otherwise, and ``last`` for ``last``.
-        last: also draw once training ends (``epochlast``).
+        epochs: training epochs (counted from 0) after which to draw; ``-1``
+            (:data:`~weightshare.loggers.INIT_EPOCH`) means the initial weights (drawn at fit
+            start). Files are named ``<layer>_f<idx>_epoch-<e>.png`` with ``e`` =
+            :func:`~weightshare.loggers.epoch_label` (``init``, ``000``, ``001``, ...).
+        last: also draw the weights training ended with, under that epoch's number (once:
+            nothing new when that epoch was drawn already), so the last image of a run that
+            stopped early is named by the epoch it stopped after.
         filter_index: which output filter to draw.
         layers: module names to draw (``None``: every free layer), as in
             :func:`~weightshare.metrics.filter_distance.free_layers`.
@@ -99,14 +105,14 @@ class FilterImageCallback(pl.Callback):
 
     def __init__(
         self,
-        epochs: Iterable[int] = (-1, 0),
+        epochs: Iterable[int] = (INIT_EPOCH, 0),
         last: bool = True,
         filter_index: int = 0,
         layers: Iterable[str] | None = None,
         out_dir: str | Path = ".",
     ) -> None:
         epochs = [int(e) for e in epochs]
-        if any(e < -1 for e in epochs):
+        if any(e < INIT_EPOCH for e in epochs):
             raise ConfigError("callbacks.filter_images.epochs", epochs, "epochs >= 0, or -1 for the init")
         if filter_index < 0:
             raise ConfigError("callbacks.filter_images.filter_index", filter_index, "an integer >= 0")
@@ -116,48 +122,62 @@ class FilterImageCallback(pl.Callback):
         self.layers = None if layers is None else list(layers)
         self.out_dir = Path(out_dir)
         self.saved: list[Path] = []
+        self.drawn: set[int] = set()
 
     @property
     def image_dir(self) -> Path:
         return self.out_dir / "filters"
 
-    def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, label: str) -> list[Path]:
-        """Draw every selected free layer now; ``label`` is ``init``, an epoch number or ``last``."""
-        if not trainer.is_global_zero:
+    def path_of(self, layer: str, epoch: int) -> Path:
+        """The file the image of ``layer`` at ``epoch`` (``-1``: init) is written to."""
+        return self.image_dir / f"{layer}_f{self.filter_index}_epoch-{epoch_label(epoch)}.png"
+
+    def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> list[Path]:
+        """Draw every selected free layer now, as the weights after ``epoch`` (``-1``: the init).
+
+        An epoch already drawn by this callback is not drawn again (the end of training after a
+        listed epoch); returns the paths written.
+        """
+        epoch = int(epoch)
+        if not trainer.is_global_zero or epoch in self.drawn:
             return []
+        self.drawn.add(epoch)
         paths: list[Path] = []
         step = trainer.global_step
+        when = "at initialisation" if epoch == INIT_EPOCH else f"after epoch {epoch_label(epoch)}"
         for name, layer in free_layers(network_of(pl_module), self.layers):
             with torch.no_grad():
                 # the kernel the layer computes with: removed (masked) weights draw as 0
                 mosaic = filter_mosaic(filter_kernel(layer), self.filter_index)
-            stem = f"{name}_f{self.filter_index}"
-            path = self.image_dir / f"{stem}_epoch{label}.png"
-            title = f"{name}: filter {self.filter_index} at every position, epoch {label}"
+            path = self.path_of(name, epoch)
+            title = f"{name}: filter {self.filter_index} at every position, {when}"
             image = render_filter_image(mosaic, title, path)
-            self._log_image(trainer, f"filters/{stem}", image, step, caption=f"epoch {label}")
+            key = f"filters/{name}_f{self.filter_index}"
+            self._log_image(trainer, key, image, step, epoch, caption=f"epoch {epoch_label(epoch)}")
             paths.append(path)
         self.saved.extend(paths)
         return paths
 
     @staticmethod
-    def _log_image(trainer: pl.Trainer, key: str, image: np.ndarray, step: int, caption: str) -> None:
+    def _log_image(trainer: pl.Trainer, key: str, image: np.ndarray, step: int, epoch: int, caption: str) -> None:
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image(key, image, global_step=step, dataformats="HWC")
-            elif type(logger).__name__ == "WandbLogger":
-                # class name check: importing WandbLogger's module is fine, but matching by name
-                # also accepts lightning.pytorch's twin class.
-                logger.log_image(key=key, images=[image], step=step, caption=[caption])
+            elif isinstance(logger, EpochWandbLogger):
+                import wandb
+
+                # at its epoch like every other value (log_image would leave the epoch out)
+                logger.log_metrics({key: wandb.Image(image, caption=caption), "epoch": float(epoch)}, step=step)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if -1 in self.epochs and trainer.ckpt_path is None:
-            self.draw(trainer, pl_module, "init")
+        if INIT_EPOCH in self.epochs and trainer.ckpt_path is None:
+            self.draw(trainer, pl_module, INIT_EPOCH)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.current_epoch in self.epochs:
-            self.draw(trainer, pl_module, str(trainer.current_epoch))
+            self.draw(trainer, pl_module, trainer.current_epoch)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.last:
-            self.draw(trainer, pl_module, "last")
+        # current_epoch counts the finished epochs here: the last trained one is one less
+        if self.last and trainer.current_epoch > 0:
+            self.draw(trainer, pl_module, trainer.current_epoch - 1)

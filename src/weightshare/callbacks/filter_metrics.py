@@ -14,6 +14,7 @@ from torch import nn
 
 from weightshare.errors import ConfigError
 from weightshare.layers.common import check_radii
+from weightshare.loggers import INIT_EPOCH
 from weightshare.metrics.filter_distance import layer_filter_metrics
 
 __all__ = ["FilterDistanceCallback", "network_of"]
@@ -33,7 +34,8 @@ class FilterDistanceCallback(pl.Callback):
     """Compute :func:`~weightshare.metrics.layer_filter_metrics` at fit start and every n epochs.
 
     - ``on_fit_start``: the values of the initial weights are stored in ``self.init_metrics``
-      (for ``results.json["init"]``) and sent to every trainer logger with ``step=0``. When the
+      (for ``results.json["init"]``) and sent to every trainer logger with ``step=0`` and
+      ``epoch`` = :data:`~weightshare.loggers.INIT_EPOCH` (the ``init`` point of the epoch axis). When the
       fit resumes from a checkpoint the weights are no longer the initial ones, so nothing is
       recomputed: ``init_metrics`` comes back from the checkpoint (this callback's state).
     - ``on_train_epoch_end`` of every ``every_n_epochs``-th epoch (counting from 1): each value
@@ -64,7 +66,7 @@ class FilterDistanceCallback(pl.Callback):
         if not self.init_metrics:
             return
         for logger in trainer.loggers:
-            logger.log_metrics(dict(self.init_metrics), step=0)
+            logger.log_metrics({**self.init_metrics, "epoch": float(INIT_EPOCH)}, step=0)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs != 0:

@@ -100,6 +100,11 @@ class ModelConfig:
     # model=lowrank (layers.lowrank_conv): R basis kernels, full | factorized combining weights
     rank: int | None = None
     combining: str | None = None
+    # model=lowrank: the authors' options (null otherwise): basis init glorot | he_uniform,
+    # the per-filter bias and the spatial bias as independent switches
+    basis_init: str | None = None
+    filter_bias: bool | None = None
+    spatial_bias: bool | None = None
     # which soft-sharing penalty model.share_penalty weighs: l2_neighbours | l1_all_pairs
     share_penalty_kind: str = "l2_neighbours"
     dynamic_sharing: DynamicSharingConfig = field(default_factory=DynamicSharingConfig)
@@ -110,6 +115,8 @@ class ModelConfig:
 
 #: ``optimizer.name`` values (:func:`weightshare.builders.build_optimizer` builds each)
 OPTIMIZERS = ("adam", "adamw", "sgd")
+#: ``callbacks.progress_bar`` values (:func:`weightshare.console.build_progress_bar` builds each)
+PROGRESS_BARS = ("rich", "tqdm", "lines", "none")
 #: ``scheduler.name`` values (:func:`weightshare.builders.build_scheduler` builds each)
 SCHEDULERS = ("none", "multistep", "cosine")
 
@@ -211,7 +218,7 @@ class CallbacksConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     filter_metrics: FilterMetricsConfig = field(default_factory=FilterMetricsConfig)
     filter_images: FilterImagesConfig = field(default_factory=FilterImagesConfig)
-    progress_bar: str = "rich"  # rich | tqdm | none
+    progress_bar: str = "rich"  # rich | tqdm | lines | none (weightshare.console)
     nan_guard: bool = True
 
 

@@ -17,13 +17,13 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from weightshare.augment.validate import EVAL_VARIANTS, LEVEL_KEYS
-from weightshare.config.schema import OPTIMIZERS, SCHEDULERS, TrainConfig
+from weightshare.config.schema import OPTIMIZERS, PROGRESS_BARS, SCHEDULERS, TrainConfig
 from weightshare.data.datamodule import PRECISIONS
 from weightshare.data.registry import DATASETS, check_reader_options
 from weightshare.data.splits import SPLITS
 from weightshare.errors import ConfigError
 from weightshare.layers.free_conv import CONNECTIVITY_MODES, INIT_NAMES
-from weightshare.layers.lowrank_conv import COMBINING_MODES
+from weightshare.layers.lowrank_conv import BASIS_INITS, COMBINING_MODES
 from weightshare.layers.share_penalty import PENALTY_KINDS
 from weightshare.loggers import ALLOWED_LOGGERS
 from weightshare.models.registry import MODEL_NAMES, names_of
@@ -34,7 +34,6 @@ PAPER_MODELS = names_of("paper")
 RESNET_MODELS = names_of("resnet")
 FCN_INITS = INIT_NAMES
 LOGGERS = ALLOWED_LOGGERS
-PROGRESS_BARS = ("rich", "tqdm", "none")
 BUDGETS = ("small", "full")
 
 
@@ -261,9 +260,12 @@ def _check_spectrum(cfg: DictConfig) -> None:
         ok = isinstance(m.rank, int) and not isinstance(m.rank, bool) and 1 <= m.rank <= fewest
         _require(ok, "model.rank", m.rank, f"an integer in [1, {fewest}] (positions of the smallest map {maps})")
         _one_of("model.combining", m.combining, COMBINING_MODES)
+        _one_of("model.basis_init", m.basis_init, BASIS_INITS)
+        for key in ("filter_bias", "spatial_bias"):
+            _require(isinstance(m[key], bool), f"model.{key}", m[key], "true or false")
     else:
-        _require(m.rank is None, "model.rank", m.rank, "null unless model=lowrank")
-        _require(m.combining is None, "model.combining", m.combining, "null unless model=lowrank")
+        for key in ("rank", "combining", "basis_init", "filter_bias", "spatial_bias"):
+            _require(m[key] is None, f"model.{key}", m[key], "null unless model=lowrank")
     _one_of("model.share_penalty_kind", m.share_penalty_kind, PENALTY_KINDS)
     if m.share_penalty_kind != _DEFAULT_PENALTY_KIND:
         _require(

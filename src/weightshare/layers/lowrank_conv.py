@@ -19,27 +19,35 @@ these details open:
 
 - **Normalisation** (``normalize``): ``"softmax"`` over ``r`` at each position (their default,
   "normalizing to unit sum"), so every position's kernel is a convex combination of the bases;
-  ``"norm"``: unit L2 norm over ``r``; ``"none"``: the raw weights (used by the FCN
-  equivalence test, where the combining weights are exactly one-hot).
+  ``"norm"``: unit L2 norm over ``r`` with their epsilon: ``z / sqrt(max(sum_r z_r^2, 1e-12))``
+  (``tf.math.l2_normalize``, which floors the *squared* norm; ``F.normalize`` would floor the
+  norm itself at 1e-12, a different answer for ``|z| < 1e-6``); ``"none"``: the raw weights
+  (used by the FCN equivalence test, where the combining weights are exactly one-hot).
 - **Combining** (``combining``): ``"full"``: one learned logit per position and basis,
   ``(oh, ow, R)``; ``"factorized"``: a row term plus a column term, ``(oh, R) + (ow, R)``,
   added before the normalisation (their ``share_row_combining_weights`` and
-  ``share_col_combining_weights``, both on by default there).
+  ``share_col_combining_weights``, both on by default there, and ``model.combining``'s
+  default in ``conf/model/lowrank.yaml``). The layer's own default stays ``"full"``: the
+  general form, of which the FCN equivalence and dynamic sharing are special cases.
 - **Initialisation** of the logits ("conv_init"): the constant ``1/sqrt(R)`` (``full``) or
   ``1/(2 sqrt(R))`` per term (``factorized``), so after the softmax every position starts
   with the same uniform weights ``1/R``: the layer starts as a convolution with kernel
-  ``mean_r K_r``. The bases get the protocol's init instead of their He uniform: Glorot
-  uniform with the convolution's fans (``init="conv"``) or Keras' locally connected fans
-  (``init="keras"``), like ``FreeConv2d``. So at init the effective kernel's spread is the
-  CNN's divided by ``sqrt(R)`` (the mean of ``R`` independent draws), as in their code.
-- **Bias**: a per-filter bias ``(out,)`` plus a spatial bias ``(oh, ow)`` shared by the
-  filters (``factorized``: row ``(oh,)`` plus column ``(ow,)``), both starting at zero (their
-  ``use_spatial_bias=True``). ``spatial_bias=False`` keeps only the filter bias, which makes
-  ``R = 1`` exactly ``nn.Conv2d``.
+  ``mean_r K_r``. The bases (``basis_init``): ``"he_uniform"`` is theirs (Keras'
+  ``he_uniform`` on the ``(kh, kw, C, R*out)`` bases: ``U(-a, a)``, ``a = sqrt(6 / (kh kw C))``);
+  ``"glorot"`` (the default) is the protocol's init of the CNN and FCN: Glorot uniform with
+  the convolution's fans (``init="conv"``) or Keras' locally connected fans
+  (``init="keras"``), like ``FreeConv2d``, so a low-rank network starts on the same scale as
+  the networks it sits between. Either way the effective kernel's spread at init is the
+  bases' divided by ``sqrt(R)`` (the mean of ``R`` independent draws), as in their code.
+- **Biases**, two independent switches as their ``use_bias`` and ``use_spatial_bias``: a
+  per-filter bias ``(out,)`` (``bias``) and a spatial bias ``(oh, ow)`` shared by the filters
+  (``spatial_bias``; ``factorized``: row ``(oh,)`` plus column ``(ow,)``), both on and zero at
+  init by default. ``spatial_bias=False`` keeps only the filter bias, which makes ``R = 1``
+  exactly ``nn.Conv2d``.
 
 Parameters of one layer, ``P = oh * ow`` positions, block ``B = out * in * kh * kw``:
-``R * B`` (bases) + ``P * R`` (full) or ``(oh + ow) * R`` (factorized) + ``out`` (filter bias)
-+ ``P`` (full) or ``oh + ow`` (factorized) spatial bias.
+``R * B`` (bases) + ``P * R`` (full) or ``(oh + ow) * R`` (factorized) + ``out`` (filter bias,
+if on) + ``P`` (full) or ``oh + ow`` (factorized) (spatial bias, if on).
 
 The input-dependent combining network of the paper (its "LRLC with input-dependent weights")
 is not implemented: the issue asks for the fixed combining weights.
@@ -59,10 +67,41 @@ from weightshare.layers._free_conv_geometry import IntPair, Padding, make_geomet
 from weightshare.layers.common import adopt_geometry
 from weightshare.layers.free_conv import INIT_NAMES, glorot_limit
 
-__all__ = ["COMBINING_MODES", "NORMALIZATIONS", "LowRankConv2d"]
+__all__ = [
+    "BASIS_INITS",
+    "COMBINING_MODES",
+    "NORMALIZATIONS",
+    "NORM_EPS",
+    "LowRankConv2d",
+    "he_uniform_limit",
+    "normalize_combining",
+]
 
 COMBINING_MODES = ("full", "factorized")
 NORMALIZATIONS = ("softmax", "norm", "none")
+#: ``model.basis_init``: the protocol's Glorot uniform (fans per ``model.fcn_init``) or the authors' He uniform
+BASIS_INITS = ("glorot", "he_uniform")
+#: floor of the squared L2 norm in ``normalize="norm"`` (``tf.math.l2_normalize``'s epsilon, as the authors)
+NORM_EPS = 1e-12
+
+
+def normalize_combining(z: Tensor, normalize: str) -> Tensor:
+    """Normalise combining logits over their last dimension ``r``, as the authors' layer.
+
+    ``softmax``: unit sum; ``norm``: ``z * rsqrt(max(sum_r z_r^2, NORM_EPS))`` (a zero vector
+    stays zero, a tiny one is scaled by ``1e6`` rather than blown up to unit norm); ``none``: ``z``.
+    One function for the single layer and the packed one, so both normalise alike.
+    """
+    if normalize == "softmax":
+        return torch.softmax(z, dim=-1)
+    if normalize == "norm":
+        return z * torch.rsqrt(z.square().sum(dim=-1, keepdim=True).clamp_min(NORM_EPS))
+    return z
+
+
+def he_uniform_limit(in_channels: int, kh: int, kw: int) -> float:
+    """Bound of Keras' ``he_uniform`` on a ``(kh, kw, C, n)`` kernel: ``sqrt(6 / (kh * kw * C))``."""
+    return math.sqrt(6.0 / (kh * kw * in_channels))
 
 
 class LowRankConv2d(nn.Module):
@@ -75,8 +114,9 @@ class LowRankConv2d(nn.Module):
         rank: number of basis kernels ``R``, ``1 <= R <= positions`` (``model.rank``).
         combining: ``"full"`` or ``"factorized"`` (``model.combining``, see the module docstring).
         normalize: ``"softmax"`` (the paper's code), ``"norm"`` or ``"none"``.
-        spatial_bias: add the paper code's spatial bias to the per-filter bias.
-        init: ``"conv"`` or ``"keras"`` fans for the Glorot uniform bases (``model.fcn_init``).
+        spatial_bias: the paper code's spatial bias (``model.spatial_bias``), independent of ``bias``.
+        basis_init: ``"glorot"`` or ``"he_uniform"`` (theirs) for the bases (``model.basis_init``).
+        init: ``"conv"`` or ``"keras"`` fans of the Glorot uniform bases (``model.fcn_init``).
 
     ``effective_kernel()`` / ``kernel_view()`` give the per-position kernels
     ``(oh, ow, out, in, kh, kw)`` (a computed tensor in the autograd graph, not a view), and
@@ -101,6 +141,7 @@ class LowRankConv2d(nn.Module):
         combining: str = "full",
         normalize: str = "softmax",
         spatial_bias: bool = True,
+        basis_init: str = "glorot",
         init: str = "conv",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
@@ -117,6 +158,9 @@ class LowRankConv2d(nn.Module):
             raise ConfigError("normalize", normalize, f"one of {list(NORMALIZATIONS)}")
         if init not in INIT_NAMES:
             raise ConfigError("model.fcn_init", init, f"one of {list(INIT_NAMES)}")
+        if basis_init not in BASIS_INITS:
+            raise ConfigError("model.basis_init", basis_init, f"one of {list(BASIS_INITS)}")
+        self.basis_init = basis_init
         self.output_size = (g.out_h, g.out_w)
         self.rank, self.combining, self.normalize, self.init = rank, combining, normalize, init
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
@@ -128,7 +172,7 @@ class LowRankConv2d(nn.Module):
             self.combining_row = nn.Parameter(torch.empty(oh, rank, **factory))
             self.combining_col = nn.Parameter(torch.empty(ow, rank, **factory))
         self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
-        self.spatial_bias = bias and spatial_bias
+        self.spatial_bias = bool(spatial_bias)
         if self.spatial_bias:
             if combining == "full":
                 self.bias_spatial = nn.Parameter(torch.empty(oh, ow, **factory))
@@ -139,8 +183,12 @@ class LowRankConv2d(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Glorot uniform bases (fans per ``init``), constant logits (a convolution), zero biases."""
-        limit = glorot_limit(self.geometry, self.init)
+        """Bases per ``basis_init``, constant logits (a convolution), zero biases."""
+        g = self.geometry
+        if self.basis_init == "he_uniform":
+            limit = he_uniform_limit(g.in_channels, g.kh, g.kw)
+        else:
+            limit = glorot_limit(g, self.init)
         c = 1.0 / math.sqrt(self.rank)
         with torch.no_grad():
             self.bases.uniform_(-limit, limit)
@@ -168,12 +216,7 @@ class LowRankConv2d(nn.Module):
 
     def combining_weights(self) -> Tensor:
         """``a_r(i, j)`` as ``(oh, ow, R)``, normalised over ``r`` per :attr:`normalize`."""
-        z = self.logits()
-        if self.normalize == "softmax":
-            return torch.softmax(z, dim=-1)
-        if self.normalize == "norm":
-            return F.normalize(z, dim=-1, eps=1e-12)
-        return z
+        return normalize_combining(self.logits(), self.normalize)
 
     def effective_kernel(self) -> Tensor:
         """Per-position kernels ``(oh, ow, out, in, kh, kw)``: ``sum_r a_r(i, j) K_r`` (a copy)."""
@@ -186,13 +229,15 @@ class LowRankConv2d(nn.Module):
         return self.effective_kernel()
 
     def bias_view(self) -> Tensor | None:
-        """Per-position bias ``(oh, ow, out)``: filter bias plus spatial bias, or ``None``."""
-        if self.bias is None:
+        """Per-position bias ``(oh, ow, out)``: filter bias plus spatial bias (either may be off), or ``None``."""
+        spatial = self._spatial_bias()
+        if self.bias is None and spatial is None:
             return None
         oh, ow = self.output_size
-        b = self.bias.expand(oh, ow, self.out_channels)
-        spatial = self._spatial_bias()
-        return b if spatial is None else b + spatial[:, :, None]
+        if spatial is None:
+            return self.bias.expand(oh, ow, self.out_channels)
+        spatial = spatial[:, :, None].expand(oh, ow, self.out_channels)
+        return spatial if self.bias is None else self.bias + spatial
 
     def _spatial_bias(self) -> Tensor | None:
         if not self.spatial_bias:
@@ -225,9 +270,9 @@ class LowRankConv2d(nn.Module):
             out = (y * a[None, :, None]).sum(1)
         if self.bias is not None:
             out = out + self.bias.to(out.dtype)[:, None, None]
-            spatial = self._spatial_bias()
-            if spatial is not None:
-                out = out + spatial.to(out.dtype)
+        spatial = self._spatial_bias()
+        if spatial is not None:
+            out = out + spatial.to(out.dtype)
         return out
 
     def extra_repr(self) -> str:
@@ -235,5 +280,6 @@ class LowRankConv2d(nn.Module):
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
             f"padding={self.padding}, dilation={self.dilation}, input_size={self.input_size}, "
             f"output_size={self.output_size}, rank={self.rank}, combining={self.combining!r}, "
-            f"normalize={self.normalize!r}, bias={self.bias is not None}, spatial_bias={self.spatial_bias}"
+            f"normalize={self.normalize!r}, bias={self.bias is not None}, spatial_bias={self.spatial_bias}, "
+            f"basis_init={self.basis_init!r}"
         )

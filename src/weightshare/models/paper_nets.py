@@ -9,6 +9,7 @@ the MNIST geometry is used on their 28x28 images.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -73,6 +74,7 @@ def _make_conv_layer(
     share_tile: int | None,
     rank: int | None = None,
     combining: str = "full",
+    lowrank_options: dict[str, Any] | None = None,
 ) -> nn.Module:
     if kind == "lowrank":
         from weightshare.layers.lowrank_conv import LowRankConv2d
@@ -89,6 +91,7 @@ def _make_conv_layer(
             rank=rank,
             combining=combining,
             init=fcn_init,
+            **(lowrank_options or {}),
         )
     if kind == "cnn":
         conv = nn.Conv2d(in_channels, spec.channels, spec.kernel, stride=spec.stride, padding=0)
@@ -113,7 +116,11 @@ def _make_conv_layer(
 
 
 class PaperNet(nn.Module):
-    """Table A.2 network: ``conv1, conv2, [conv3]`` then ``fc1`` (hidden, ReLU) and ``fc2``."""
+    """Table A.2 network: ``conv1, conv2, [conv3]`` then ``fc1`` (hidden, ReLU) and ``fc2``.
+
+    ``lowrank_options`` (``kind="lowrank"``): further keyword arguments of every
+    ``LowRankConv2d`` (``basis_init``, ``bias``, ``spatial_bias``); none keeps the layer's defaults.
+    """
 
     def __init__(
         self,
@@ -129,6 +136,7 @@ class PaperNet(nn.Module):
         share_tile: int | None = None,
         rank: int | None = None,
         combining: str = "full",
+        lowrank_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if kind not in ("cnn", "fcn", "lowrank"):
@@ -156,6 +164,7 @@ class PaperNet(nn.Module):
                 share_tile=share_tile,
                 rank=rank,
                 combining=combining,
+                lowrank_options=lowrank_options,
             )
             setattr(self, f"conv{i}", layer)
             self.conv_names.append(f"conv{i}")

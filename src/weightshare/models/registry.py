@@ -59,7 +59,18 @@ def _lowrank_net(cfg: DictConfig, data: DataInfo) -> nn.Module:
     from weightshare.models.paper_nets import PaperNet
 
     return PaperNet(
-        data, "lowrank", cfg.depth, cfg.hidden, fcn_init=cfg.fcn_init, rank=cfg.rank, combining=cfg.combining
+        data,
+        "lowrank",
+        cfg.depth,
+        cfg.hidden,
+        fcn_init=cfg.fcn_init,
+        rank=cfg.rank,
+        combining=cfg.combining,
+        lowrank_options={
+            "basis_init": cfg.basis_init,
+            "bias": cfg.filter_bias,
+            "spatial_bias": cfg.spatial_bias,
+        },
     )
 
 

@@ -117,6 +117,8 @@ SHARED_KEYS: tuple[str, ...] = (
     "model.arch",
     "model.rank",
     "model.combining",
+    "model.filter_bias",
+    "model.spatial_bias",
     # epochs, patience, early stopping, checkpoints, per-epoch metrics
     "trainer.max_epochs",
     "trainer.min_epochs",
@@ -154,13 +156,13 @@ def pack_key(cfg: DictConfig) -> tuple:
     The key is the tuple of ``(key, value)`` for every entry of :data:`SHARED_KEYS`
     (values resolved, lists and mappings as sorted tuples so the key is hashable). Members
     share: data set and split kind, architecture (model name, depth, hidden, tile size,
-    arch, impl, low-rank rank and combining, share-penalty kind and radius, dynamic-sharing
+    arch, impl, low-rank rank, combining and biases, share-penalty kind and radius, dynamic-sharing
     period and radius), batch
     size, epochs and patience (all early-stopping, checkpoint and filter metric settings),
     precision, device/accelerator, optimizer kind and its other settings (not lr),
     scheduler, evaluation variants and eval settings. Members may differ in: fold, seed,
     augmentation type and level, VCP connectivity/mode/mask seed, share-penalty weight,
-    dynamic-sharing strength, FCN init, learning rate (and task name, tags, loggers,
+    dynamic-sharing strength, FCN init and low-rank basis init, learning rate (and task name, tags, loggers,
     output directory).
     """
     return tuple((key, _freeze(_get(cfg, key))) for key in SHARED_KEYS)

@@ -182,10 +182,16 @@ class Member:
         self.status = "running"
 
     # ------------------------------------------------------------------ epochs
-    def draw_filters(self, net: torch.nn.Module, label: str, step: int) -> None:
+    def draw_filters(self, net: torch.nn.Module, epoch: int, step: int) -> None:
+        """The filter images after ``epoch`` (``-1``: the init), as ``FilterImageCallback`` draws them."""
         if self.images is not None:
             stub = SimpleNamespace(is_global_zero=True, global_step=step, loggers=self.loggers)
-            self.images.draw(stub, net, label)  # type: ignore[arg-type]
+            self.images.draw(stub, net, epoch)  # type: ignore[arg-type]
+
+    @property
+    def last_epoch(self) -> int | None:
+        """The last epoch this member trained (its last ``metrics.csv`` row), None before any."""
+        return int(self.table.rows[-1]["epoch"]) if self.table.rows else None
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         for lg in self.loggers:
@@ -254,9 +260,10 @@ class Member:
         try:
             if status in ("completed", "pruned"):
                 self.job.save()
-                self.log_metrics(
-                    {"param_count": float(self.param_count), "time/wall_s": self.job.summary["wall_time_s"]}, step
-                )
+                end = {"param_count": float(self.param_count), "time/wall_s": self.job.summary["wall_time_s"]}
+                if self.last_epoch is not None:
+                    end["epoch"] = float(self.last_epoch)
+                self.log_metrics(end, step)
                 rows = self.table.rows
                 es = self.cfg.callbacks.early_stopping
                 best, final = best_and_final(rows, es.monitor, es.mode, es.min_delta)

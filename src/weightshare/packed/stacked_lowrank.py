@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from weightshare.layers.lowrank_conv import LowRankConv2d
+from weightshare.layers.lowrank_conv import LowRankConv2d, normalize_combining
 
 __all__ = ["stacked_combining_weights", "stacked_lowrank_conv", "stacked_lowrank_kernel"]
 
@@ -36,12 +36,7 @@ def _logits(params: dict[str, Tensor], name: str, mod: LowRankConv2d) -> Tensor:
 
 def stacked_combining_weights(params: dict[str, Tensor], name: str, mod: LowRankConv2d) -> Tensor:
     """``LowRankConv2d.combining_weights`` of every member: (K, oh, ow, R), normalised over R."""
-    z = _logits(params, name, mod)
-    if mod.normalize == "softmax":
-        return torch.softmax(z, dim=-1)
-    if mod.normalize == "norm":
-        return F.normalize(z, dim=-1, eps=1e-12)
-    return z
+    return normalize_combining(_logits(params, name, mod), mod.normalize)
 
 
 def stacked_lowrank_kernel(params: dict[str, Tensor], name: str, mod: LowRankConv2d) -> Tensor:
@@ -78,7 +73,7 @@ def stacked_lowrank_conv(h: Tensor, params: dict[str, Tensor], name: str, mod: L
     bias = params.get(f"{name}.bias")
     if bias is not None:
         out = out + bias.to(out.dtype)[None, :, :, None, None]
-        spatial = _spatial_bias(params, name, mod)
-        if spatial is not None:
-            out = out + spatial.to(out.dtype)[None, :, None]
+    spatial = _spatial_bias(params, name, mod)  # independent of the filter bias, as the single layer
+    if spatial is not None:
+        out = out + spatial.to(out.dtype)[None, :, None]
     return out.reshape(B, K * O, oh, ow)

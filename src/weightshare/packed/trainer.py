@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
+from weightshare.loggers import INIT_EPOCH
 from weightshare.packed.key import pack_key, unpackable_reason
 from weightshare.packed.member import Member, f32
 from weightshare.packed.runtime import (
@@ -240,9 +241,9 @@ class _PackRun:
                 net = self.net.write_member(k)
                 m.init_metrics = self._filter_metrics(net)
                 if m.init_metrics:
-                    m.log_metrics(m.init_metrics, 0)
-                if self.members[k].images is not None and -1 in m.images.epochs:
-                    m.draw_filters(net, "init", 0)
+                    m.log_metrics({**m.init_metrics, "epoch": float(INIT_EPOCH)}, 0)
+                if self.members[k].images is not None and INIT_EPOCH in m.images.epochs:
+                    m.draw_filters(net, INIT_EPOCH, 0)
         finished = [p for p, k in enumerate(self.active) if self.members[k].should_stop]
         for p in finished:  # stopped before the kill that this run resumes
             self._finish(self.active[p], "pruned" if self.members[self.active[p]].pruned else "completed", p)
@@ -257,8 +258,8 @@ class _PackRun:
 
     def _finish(self, k: int, status: str, position: int) -> None:
         m = self.members[k]
-        if status in ("completed", "pruned") and m.images is not None and m.images.last:
-            m.draw_filters(self.net.write_member(position), "last", self.step)
+        if status in ("completed", "pruned") and m.images is not None and m.images.last and m.last_epoch is not None:
+            m.draw_filters(self.net.write_member(position), m.last_epoch, self.step)
         m.finish(status, step=self.step)
 
     def _epoch(self, epoch: int) -> None:
@@ -400,7 +401,7 @@ class _PackRun:
                 if (epoch + 1) % every == 0:
                     row.update({n: f32(v) for n, v in self._filter_metrics(net).items()})
                 if m.images is not None and epoch in m.images.epochs:
-                    m.draw_filters(net, str(epoch), self.step)
+                    m.draw_filters(net, epoch, self.step)
                 row["time/epoch_s"] = f32(time.perf_counter() - t0)
                 m.end_epoch(epoch, self.step, row)
                 m.save_checkpoints(net, self.opt.member_state(p, self.factors[epoch]), epoch, self.step, row)
