@@ -28,8 +28,9 @@ from typing import Any, TypeVar
 
 from omegaconf import DictConfig
 
-from weightshare.errors import ConfigError, DivergenceError, WeightshareError
-from weightshare.results import atomic_write_json, read_json, run_identity
+from weightshare.errors import CheckpointError, ConfigError, DivergenceError, RunMismatchError, WeightshareError
+from weightshare.fingerprint import check_same_run, run_fingerprint
+from weightshare.results import atomic_write_json, error_text, overwrite_json_in_place, read_json, run_identity
 
 log = logging.getLogger("weightshare")
 
@@ -84,16 +85,28 @@ class Job:
         #: what an earlier start of this run directory left (empty if none)
         self.prev: dict[str, Any] = {}
         self.identity: dict[str, Any] | None = None
+        #: the config values that define this run (:mod:`weightshare.fingerprint`)
+        self.fingerprint: dict[str, Any] | None = None
+        #: whether this start has written results.json yet (a failure before that leaves it as it was)
+        self.written = False
         self.summary: dict[str, Any] = {"status": "running", "error": None, "task": cfg.get("task_name")}
         self.opened = False
 
     def open(self) -> Job:
-        """Check the output directory and read what an earlier start of it left (nothing is written yet)."""
+        """Check the output directory and read what an earlier start of it left (nothing is written yet).
+
+        A resume (``ckpt_path=last`` / ``resume=true``) of a directory whose ``results.json``
+        records another run's fingerprint is refused here (:class:`RunMismatchError`), before
+        anything is written: a completed run stays as it was.
+        """
         cfg = self.cfg
         _writable_dir(self.out)
         self.identity = run_identity(cfg)
+        self.fingerprint = run_fingerprint(cfg)
         self.prev = read_json(self.results_path) or {}
         prev = self.prev
+        if cfg.ckpt_path == "last" or cfg.resume:
+            check_same_run(prev.get("fingerprint"), self.fingerprint, str(self.results_path))
         resuming = (cfg.ckpt_path == "last" or cfg.resume) and prev.get("identity") == self.identity
         # a resumed run keeps counting from its first start
         self.prior_wall_s = float(prev.get("wall_time_s") or 0.0) if resuming else 0.0
@@ -106,6 +119,7 @@ class Job:
             started_at=prev.get("started_at") if resuming else time.strftime("%Y-%m-%dT%H:%M:%S"),
             started_unix=self.t0,
             resumed=int(prev.get("resumed", 0)) + 1 if resuming else 0,
+            fingerprint=self.fingerprint,
         )
         self.opened = True
         return self
@@ -124,29 +138,44 @@ class Job:
         self.summary.update(updates)
         self.summary["wall_time_s"] = round(self.prior_wall_s + time.time() - self.t0, 3)
         atomic_write_json(self.results_path, self.summary)
+        self.written = True
 
     def record_failure(self, exc: BaseException, *, unopened: bool = True) -> None:
         """Write the status ``exc`` ends this job with; never raises (the directory may be the problem).
 
-        ``unopened=False``: a job that failed before :meth:`open` (a config error) leaves no file.
+        ``unopened=False`` (a single run): a job that failed before it wrote anything (a config
+        error, a refused resume) leaves the directory as it was. In a sweep, a refused resume
+        (another run's config, a damaged checkpoint) keeps the earlier record and adds
+        ``refused``: the sweep's table shows it, and the record still describes its run.
+        On a full disk, where the atomic write cannot get space for its temporary file, the
+        failure is written over the existing ``results.json`` in place
+        (:func:`~weightshare.results.overwrite_json_in_place`), so it never stays ``running``.
         """
         if self.summary.get("status") != "running":
             return  # finished before (a completed pack member, a recorded stage): keep its record
-        if not self.opened and not unopened:
+        if not self.written and not unopened:
             return
+        if not self.written and isinstance(exc, (RunMismatchError, CheckpointError)):
+            prev = self.prev or read_json(self.results_path) or {}
+            if prev:
+                try:
+                    atomic_write_json(self.results_path, {**prev, "refused": error_text(exc)})
+                except OSError as inner:
+                    log.error("could not record the refusal in %s: %s", self.results_path, inner)
+                return
         try:
             if self.identity is None:
                 self.identity = _safe_identity(self.cfg)
             if not self.opened:  # failed before open(): keep what an earlier start recorded
                 self.summary = {**(read_json(self.results_path) or {}), **self.summary}
             self.summary.setdefault("identity", self.identity)
-            self.save(
-                status=status_of(exc),
-                error=f"{type(exc).__name__}: {exc}",
-                traceback=traceback.format_exc(limit=8),
-            )
+            self.save(status=status_of(exc), error=error_text(exc), traceback=traceback.format_exc(limit=8))
         except Exception as inner:
-            log.error("could not record the failure in %s: %s", self.results_path, inner)
+            self.summary.update(status=status_of(exc), error=error_text(exc))
+            if overwrite_json_in_place(self.results_path, self.summary):
+                log.error("disk full? wrote the failure in place into %s (%s)", self.results_path, error_text(inner))
+            else:
+                log.error("could not record the failure in %s: %s", self.results_path, error_text(inner))
 
 
 def _safe_identity(cfg: DictConfig) -> dict[str, Any]:
