@@ -1,0 +1,102 @@
+"""Full disks (issue #18, item 7): a job that meets ENOSPC is recorded ``failed`` with the reason,
+the sweep's summary names ENOSPC, and no temporary file remains.
+
+Before: with a 2 MB tmpfs as the sweep directory, an ENOSPC traceback and ``results.json``
+stuck at ``running``; in a pack, a summary saying "still 'running' ... (killed without a
+word?)" and a ``.best.ckpt.tmp`` left behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from weightshare.hydra_callbacks import sweep_failure, sweep_rows
+from weightshare.job import Job
+
+REPO = Path(__file__).resolve().parents[1]
+#: 1.3 MB checkpoints: best.ckpt fits on a 2 MiB disk, last.ckpt beside it does not
+TINY = [
+    "data=synthetic",
+    "data.options.size=256",
+    "model.hidden=8",
+    "callbacks=minimal",
+    "eval=clean",
+    "threads=1",
+    "test=false",
+    "logger=none",
+    "trainer.max_epochs=2",
+]
+
+
+def _temporaries(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.name.endswith(".tmp") or ".write_test" in p.name]
+
+
+def _fill(disk: Path) -> None:
+    """Fill the filesystem to the last byte."""
+    with (disk / "filler").open("wb", buffering=0) as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 4096)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+
+
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=packed"]], ids=["basic", "packed"])
+def test_a_sweep_on_a_full_disk_records_enospc_and_leaves_no_temporary_files(small_tmpfs, launcher) -> None:
+    sweep = small_tmpfs(2048) / "sweep"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "-m", *TINY, "seed=0,1", *launcher, f"hydra.sweep.dir={sweep}"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    for job in ("0", "1"):
+        res = json.loads((sweep / job / "results.json").read_text())
+        assert res["status"] == "failed", res
+        assert res["error"].startswith("ENOSPC: the disk is full"), res["error"]
+    assert "ENOSPC: the disk is full" in proc.stdout  # the error list under the sweep's table
+    assert "2 of 2 jobs did not complete (2 failed)" in proc.stderr
+    assert _temporaries(sweep) == []
+
+
+def test_a_failure_is_written_in_place_when_the_disk_has_no_room_for_a_temporary_file(compose, small_tmpfs) -> None:
+    disk = small_tmpfs(512)
+    cfg = compose(TINY, output_dir=disk / "run")
+    job = Job(cfg).open()
+    job.save()  # status running, as a job that was training when the disk filled
+    _fill(disk)
+    job.record_failure(OSError(errno.ENOSPC, "No space left on device", str(disk / "run" / "metrics.csv")))
+    res = json.loads((disk / "run" / "results.json").read_text())
+    assert res["status"] == "failed"
+    assert res["error"].startswith(f"ENOSPC: the disk is full (no space left writing {disk / 'run' / 'metrics.csv'})")
+    assert _temporaries(disk) == []
+
+
+def test_the_summary_names_enospc_when_a_job_could_not_write_its_record(small_tmpfs) -> None:
+    disk = small_tmpfs(512)
+    for job, status in (("0", "running"), ("1", None)):  # killed by the full disk before its last write / any write
+        (disk / job).mkdir()
+        if status:
+            (disk / job / "results.json").write_text(json.dumps({"status": status}))
+        else:
+            (disk / job / ".hydra").mkdir()
+    _fill(disk)
+    rows = sweep_rows(disk)
+    assert [r["status"] for r in rows] == ["running", "missing"]
+    for r in rows:
+        assert f"the disk holding {disk}: a full disk (ENOSPC) may have stopped it" in r["error"]
+    assert "1 running, 1 missing" in (sweep_failure(rows) or "")
+
+
+def test_the_summary_does_not_blame_the_disk_when_there_is_room(tmp_path) -> None:
+    (tmp_path / "0").mkdir()
+    (tmp_path / "0" / "results.json").write_text(json.dumps({"status": "running"}))
+    (row,) = sweep_rows(tmp_path)
+    assert "ENOSPC" not in row["error"] and "killed without a word" in row["error"]
