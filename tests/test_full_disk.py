@@ -100,3 +100,47 @@ def test_the_summary_does_not_blame_the_disk_when_there_is_room(tmp_path) -> Non
     (tmp_path / "0" / "results.json").write_text(json.dumps({"status": "running"}))
     (row,) = sweep_rows(tmp_path)
     assert "ENOSPC" not in row["error"] and "killed without a word" in row["error"]
+
+
+def test_injected_enospc_on_the_record_falls_back_to_writing_in_place(compose, tmp_path, monkeypatch) -> None:
+    """Where no tmpfs can be mounted: every atomic write of results.json fails with ENOSPC."""
+    import weightshare.job as job_module
+
+    job = Job(compose(TINY, output_dir=tmp_path / "run")).open()
+    job.save()
+
+    def no_space(path, obj) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(job_module, "atomic_write_json", no_space)
+    job.record_failure(OSError(errno.ENOSPC, "No space left on device"))
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert res["status"] == "failed" and res["error"].startswith("ENOSPC: the disk is full")
+    assert _temporaries(tmp_path) == []
+
+
+def test_injected_full_disk_is_named_by_the_summary(tmp_path, monkeypatch) -> None:
+    import os
+
+    import weightshare.hydra_callbacks as hc
+
+    (tmp_path / "0").mkdir()
+    (tmp_path / "0" / "results.json").write_text(json.dumps({"status": "running"}))
+    full = os.statvfs_result((4096, 4096, 1000, 0, 0, 100, 0, 0, 0, 255))
+    monkeypatch.setattr(hc.os, "statvfs", lambda path: full)
+    (row,) = sweep_rows(tmp_path)
+    assert "only 0.0 MiB free" in row["error"] and "ENOSPC" in row["error"]
+
+
+def test_enospc_is_named_whatever_wrapped_it() -> None:
+    from weightshare.results import error_text
+
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device", "/x/metrics.csv")
+        except OSError as inner:
+            raise RuntimeError("writing the epoch row failed") from inner
+    except RuntimeError as exc:
+        text = error_text(exc)
+    assert text.startswith("ENOSPC: the disk is full (no space left writing /x/metrics.csv); RuntimeError: writing")
+    assert error_text(ValueError("bad")) == "ValueError: bad"
