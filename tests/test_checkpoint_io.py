@@ -147,6 +147,7 @@ def test_a_damaged_last_checkpoint_is_refused_naming_best_and_starting_over(comp
     best_epoch = load_checkpoint(finished_run / "checkpoints" / "best.ckpt")["epoch"]
     cfg.ckpt_path = str(finished_run / "checkpoints" / "best.ckpt")
     train(cfg)
+    assert json.loads((finished_run / "results.json").read_text())["resumed"] == 1  # the same run, continued
     rows = (finished_run / "metrics.csv").read_text().splitlines()[1:]
     assert [int(r.split(",")[0]) for r in rows] == [*range(best_epoch + 1), *range(best_epoch + 1, 3)]
 

@@ -144,3 +144,17 @@ def test_enospc_is_named_whatever_wrapped_it() -> None:
         text = error_text(exc)
     assert text.startswith("ENOSPC: the disk is full (no space left writing /x/metrics.csv); RuntimeError: writing")
     assert error_text(ValueError("bad")) == "ValueError: bad"
+
+
+def test_a_single_run_on_a_full_disk_ends_with_one_line_naming_enospc(compose, small_tmpfs, capsys) -> None:
+    from weightshare.train import task
+
+    disk = small_tmpfs(2048)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        task(compose(TINY, output_dir=disk / "run"))
+    assert info.value.code == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ENOSPC: the disk is full (no space left writing ")
+    assert json.loads((disk / "run" / "results.json").read_text())["status"] == "failed"
+    assert _temporaries(disk) == []

@@ -30,7 +30,14 @@ from omegaconf import DictConfig
 
 from weightshare.errors import CheckpointError, ConfigError, DivergenceError, RunMismatchError, WeightshareError
 from weightshare.fingerprint import check_same_run, run_fingerprint
-from weightshare.results import atomic_write_json, error_text, overwrite_json_in_place, read_json, run_identity
+from weightshare.results import (
+    atomic_write_json,
+    disk_full_error,
+    error_text,
+    overwrite_json_in_place,
+    read_json,
+    run_identity,
+)
 
 log = logging.getLogger("weightshare")
 
@@ -105,9 +112,9 @@ class Job:
         self.fingerprint = run_fingerprint(cfg)
         self.prev = read_json(self.results_path) or {}
         prev = self.prev
-        if cfg.ckpt_path == "last" or cfg.resume:
+        if self.resume_asked:
             check_same_run(prev.get("fingerprint"), self.fingerprint, str(self.results_path))
-        resuming = (cfg.ckpt_path == "last" or cfg.resume) and prev.get("identity") == self.identity
+        resuming = self.resume_asked and prev.get("identity") == self.identity
         # a resumed run keeps counting from its first start
         self.prior_wall_s = float(prev.get("wall_time_s") or 0.0) if resuming else 0.0
         self.summary.update(
@@ -123,6 +130,14 @@ class Job:
         )
         self.opened = True
         return self
+
+    @property
+    def resume_asked(self) -> bool:
+        """``ckpt_path=last``, ``resume=true``, or ``ckpt_path`` a checkpoint of this run directory (its best.ckpt)."""
+        ckpt = self.cfg.ckpt_path
+        if ckpt == "last" or self.cfg.resume:
+            return True
+        return ckpt is not None and Path(str(ckpt)).resolve().is_relative_to(self.out.resolve())
 
     @property
     def completed_before(self) -> bool:
@@ -220,6 +235,8 @@ def exit_policy(run: Callable[[], T], *, multirun: bool) -> T | None:
       stderr, exit status 2;
     - multirun, any error: logged, the sweep goes on (the job's ``results.json`` has the
       status, and the end-of-sweep summary exits non-zero);
+    - single run, a full disk (ENOSPC anywhere in the job): one line naming ENOSPC, exit
+      status 1 (the job's ``results.json`` says ``failed`` with the same reason);
     - SIGTERM: exit status 143 in both; a bug in a single run: the traceback.
     """
     try:
@@ -232,6 +249,9 @@ def exit_policy(run: Callable[[], T], *, multirun: bool) -> T | None:
         sys.exit(USER_ERROR_EXIT)
     except Exception as exc:
         if multirun:
-            log.error("job failed: %s: %s", type(exc).__name__, exc)
+            log.error("job failed: %s", error_text(exc))
             return None
+        if disk_full_error(exc) is not None:
+            print(f"error: {error_text(exc)}", file=sys.stderr)
+            sys.exit(1)
         raise
