@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from weightshare.hydra_callbacks import sweep_failure, sweep_rows
 from weightshare.job import Job
@@ -158,3 +159,15 @@ def test_a_single_run_on_a_full_disk_ends_with_one_line_naming_enospc(compose, s
     assert len(lines) == 1 and lines[0].startswith("error: ENOSPC: the disk is full (no space left writing ")
     assert json.loads((disk / "run" / "results.json").read_text())["status"] == "failed"
     assert _temporaries(disk) == []
+
+
+def test_a_sweep_into_a_full_disk_stops_before_any_job_and_leaves_no_probe(small_tmpfs) -> None:
+    from weightshare.sweep_lock import OutputDirGuard
+
+    disk = small_tmpfs(256)
+    _fill(disk)
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(disk / "sweep")}}})
+    with pytest.raises(SystemExit) as info:
+        OutputDirGuard().on_multirun_start(config)
+    assert info.value.code == 2
+    assert list((disk / "sweep").iterdir()) == []  # no .write_test left behind

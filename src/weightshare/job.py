@@ -15,6 +15,7 @@ Statuses: ``running`` while the job runs; ``completed``, ``pruned`` (written by 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -66,13 +67,15 @@ def status_of(exc: BaseException) -> str:
 
 
 def _writable_dir(out: Path) -> Path:
+    probe = out / ".write_test"
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write_test"
         probe.write_text("ok")
-        probe.unlink()
     except OSError as exc:
         raise ConfigError("paths.output_dir", str(out), f"a writable directory ({exc.strerror or exc})") from None
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink(missing_ok=True)  # also when the write failed (a full disk leaves an empty file)
     return out
 
 

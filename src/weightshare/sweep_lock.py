@@ -28,6 +28,7 @@ stale lock on the same host) would run beside them.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import os
@@ -39,6 +40,8 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+from weightshare.results import DISK_FULL_ERRNOS
 
 log = logging.getLogger("weightshare")
 
@@ -75,16 +78,22 @@ def _alive(pid: int, start: str | None) -> bool:
 
 def check_writable_dir(path: Path, key: str) -> None:
     """Create ``path`` (as Hydra would) and write a probe into it; :class:`SweepDirError` naming ``key`` if not."""
+    probe = path / f".write_test.{os.getpid()}"
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write_test.{os.getpid()}"
         probe.write_text("ok")
-        probe.unlink()
     except OSError as exc:
+        if exc.errno in DISK_FULL_ERRNOS:
+            raise SweepDirError(
+                f"{key}={path} is on a full disk (ENOSPC: {exc.strerror}); free some space or choose another {key}"
+            ) from None
         raise SweepDirError(
             f"{key}={path} is not a writable directory ({exc.strerror or exc}); "
             f"choose another {key}, or make it writable"
         ) from None
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink(missing_ok=True)  # also when the write failed (a full disk leaves an empty file)
 
 
 def _describe(holder: dict[str, Any]) -> str:
