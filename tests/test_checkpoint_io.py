@@ -87,15 +87,20 @@ def test_every_trainer_writes_checkpoints_through_the_atomic_plugin(compose, tmp
     assert isinstance(run.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
 
 
+@pytest.mark.parametrize(
+    ("disk_kib", "stopped_at", "left"),
+    [(2048, "last.ckpt", ["best.ckpt"]), (1024, "best.ckpt", [])],
+    ids=["last", "best"],
+)
 def test_full_disk_during_a_checkpoint_leaves_no_partial_file_and_no_staged_copy(
-    compose, tmp_path, small_tmpfs, monkeypatch
+    compose, tmp_path, small_tmpfs, monkeypatch, disk_kib, stopped_at, left
 ) -> None:
-    """A 2 MiB disk holds best.ckpt (1.3 MB) but not last.ckpt beside it.
+    """A 2 MiB disk holds best.ckpt (1.3 MB) but not last.ckpt beside it; a 1 MiB disk not even best.ckpt.
 
-    Before: Lightning staged last.ckpt in $TMPDIR and copied it into place, which stopped at
-    ENOSPC and left a truncated last.ckpt under its final name.
+    Before: Lightning staged the file in $TMPDIR and copied it into place, which stopped at
+    ENOSPC and left a truncated last.ckpt (best.ckpt) under its final name.
     """
-    disk = small_tmpfs(2048)
+    disk = small_tmpfs(disk_kib)
     staging = tmp_path / "tmpdir"
     staging.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(staging))
@@ -104,11 +109,12 @@ def test_full_disk_during_a_checkpoint_leaves_no_partial_file_and_no_staged_copy
         train(cfg)
     assert info.value.errno == errno.ENOSPC
     ckpts = disk / "run" / "checkpoints"
-    assert _files(ckpts) == ["best.ckpt"]  # no partial last.ckpt, no temporary file
-    assert load_checkpoint(ckpts / "best.ckpt")["epoch"] == 0  # complete, CRCs verified
+    assert _files(ckpts) == left  # no partial file, no temporary file
+    for name in left:
+        assert load_checkpoint(ckpts / name)["epoch"] == 0  # complete, CRCs verified
     assert [p for p in staging.rglob("*") if p.is_file()] == []  # nothing staged in $TMPDIR
     res = json.loads((disk / "run" / "results.json").read_text())
-    assert res["status"] == "failed" and res["error"].startswith("ENOSPC") and "last.ckpt" in res["error"]
+    assert res["status"] == "failed" and res["error"].startswith("ENOSPC") and stopped_at in res["error"]
 
 
 @pytest.fixture()
