@@ -47,3 +47,52 @@ def compose() -> Callable[..., DictConfig]:
 
     yield _compose
     GlobalHydra.instance().clear()
+
+
+def _mount_tmpfs(target: Path, options: str) -> bool:
+    import subprocess
+
+    target.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        return False
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True)
+    return proc.returncode == 0
+
+
+def _umount(target: Path) -> None:
+    import subprocess
+
+    subprocess.run(["umount", "-l", str(target)], capture_output=True)
+
+
+@pytest.fixture()
+def small_tmpfs(tmp_path: Path):
+    """``make(size_kib) -> Path``: a real, small tmpfs (a disk that fills up); skips where mount is not allowed."""
+    mounted: list[Path] = []
+
+    def make(size_kib: int, name: str = "disk") -> Path:
+        target = tmp_path / name
+        if not _mount_tmpfs(target, f"size={size_kib}k"):
+            pytest.skip("mounting a tmpfs needs root (mount -t tmpfs): the injected-ENOSPC tests cover this")
+        mounted.append(target)
+        return target
+
+    yield make
+    for target in mounted:
+        _umount(target)
+
+
+@pytest.fixture()
+def read_only_dir(tmp_path: Path):
+    """A directory nothing can be written into: a read-only tmpfs as root, else chmod 0555."""
+    target = tmp_path / "read_only"
+    if os.geteuid() == 0:
+        if not _mount_tmpfs(target, "ro,size=64k"):
+            pytest.skip("root here cannot mount a read-only tmpfs, and chmod does not stop root")
+        yield target
+        _umount(target)
+    else:
+        target.mkdir()
+        target.chmod(0o555)
+        yield target
+        target.chmod(0o755)

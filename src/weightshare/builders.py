@@ -28,10 +28,12 @@ from torch import nn
 
 from weightshare.callbacks.epoch_csv import EpochCSVWriter
 from weightshare.callbacks.throughput import ThroughputMonitor
+from weightshare.checkpoints import AtomicCheckpointIO
 from weightshare.config.schema import OPTIMIZERS, SCHEDULERS
 from weightshare.console import build_progress_bar, quiet_lightning
 from weightshare.data.dataset import ArrayDataset, DataInfo
 from weightshare.errors import ConfigError
+from weightshare.fingerprint import FingerprintStamp, run_fingerprint
 from weightshare.loggers import ALLOWED_LOGGERS, get_field
 from weightshare.models.registry import is_free_model, model_entry
 
@@ -96,6 +98,8 @@ def build_trainer_kwargs(cfg: DictConfig, out: Path) -> dict[str, Any]:
     kwargs["default_root_dir"] = str(out)
     kwargs["enable_checkpointing"] = bool(cfg.callbacks.checkpoint.enabled)
     kwargs["enable_progress_bar"] = cfg.callbacks.progress_bar != "none"
+    # checkpoints written atomically in place (Lightning's writer stages them in $TMPDIR and copies)
+    kwargs["plugins"] = [AtomicCheckpointIO()]
     return kwargs
 
 
@@ -230,6 +234,7 @@ def build_callbacks(cfg: DictConfig, out: Path) -> list[pl.Callback]:
             )
         )
     if c.checkpoint.enabled:
+        callbacks.append(FingerprintStamp(run_fingerprint(cfg)))  # a resume can tell another run's checkpoint
         callbacks.append(
             ModelCheckpoint(
                 dirpath=out / "checkpoints",

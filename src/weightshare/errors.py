@@ -40,3 +40,7 @@ class DivergenceError(WeightshareError, FloatingPointError):
     def __init__(self, epoch: int, step: int, value: float) -> None:
         self.epoch, self.step, self.value = epoch, step, value
         super().__init__(f"training diverged: loss={value} at epoch {epoch}, step {step}")
+
+
+class RunMismatchError(WeightshareError):
+    """A resume would continue one run under another run's config (names the keys that differ)."""

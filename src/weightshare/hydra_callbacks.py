@@ -15,6 +15,7 @@ through ``hydra.main``, after the table has been printed.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -36,7 +37,7 @@ log = logging.getLogger("weightshare")
 #: re-ran) counts as done when that retry is done: the work was done once, by the retry.
 DONE_STATUSES = ("completed", "pruned")
 # the order of the verdict's counts; a status outside this list (none today) is counted last
-_STATUS_ORDER = ("failed", "diverged", "interrupted", "running", "corrupt", "missing")
+_STATUS_ORDER = ("failed", "diverged", "interrupted", "refused", "running", "corrupt", "missing")
 _NO_RESULT = {
     "corrupt": "results.json unreadable",
     "missing": "no results.json (killed before it wrote one?)",
@@ -44,6 +45,26 @@ _NO_RESULT = {
 }
 #: the final validation accuracy of every evaluation variant, as results.json names them
 COLUMNS = tuple("val/acc" if v == "clean" else f"val/{v}/acc" for v in EVAL_VARIANTS)
+
+
+#: below this much free space (or 5% of the filesystem) a job without a final record is blamed on a full disk
+LOW_SPACE_BYTES = 64 * 2**20
+
+
+def low_space_note(directory: Path) -> str | None:
+    """A note naming ENOSPC when the filesystem holding ``directory`` is (nearly) full, else None.
+
+    Why: a job that found the disk full may not have been able to write even its failure
+    (``results.json`` stays ``running`` or is missing); the sweep's summary still says why.
+    """
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return None
+    free, total = st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+    if free >= LOW_SPACE_BYTES and free >= 0.05 * total:
+        return None
+    return f"only {free / 2**20:.1f} MiB free on the disk holding {directory}: a full disk (ENOSPC) may have stopped it"
 
 
 def _overrides(job_dir: Path) -> dict[str, str]:
@@ -66,11 +87,20 @@ def sweep_rows(sweep_dir: Path) -> list[dict[str, Any]]:
     """One row per job directory of the sweep (:func:`~weightshare.results.find_jobs`, job number order).
 
     A job without ``results.json`` is ``missing``, one whose ``results.json`` does not parse ``corrupt``.
+    A job whose resume was refused (another run's config, a damaged checkpoint) is ``refused``
+    with the reason; its record otherwise stays that of its earlier run.
     """
     rows = []
+    space_note: str | None = None
     for job_dir in find_jobs(sweep_dir)[0]:
         path = job_dir / "results.json"
         res = read_json(path) or {"status": "corrupt" if path.is_file() else "missing"}
+        if res.get("refused"):
+            res = {**res, "status": "refused", "error": res["refused"]}
+        if res.get("status") in _NO_RESULT and not res.get("error"):
+            space_note = space_note or low_space_note(sweep_dir) or ""
+            if space_note:
+                res = {**res, "error": f"{_NO_RESULT[res['status']]}; {space_note}"}
         ident = res.get("identity") or {}
         final = res.get("final") or {}
         aug = ident.get("aug_type", "?")

@@ -15,6 +15,7 @@ Statuses: ``running`` while the job runs; ``completed``, ``pruned`` (written by 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -28,8 +29,16 @@ from typing import Any, TypeVar
 
 from omegaconf import DictConfig
 
-from weightshare.errors import ConfigError, DivergenceError, WeightshareError
-from weightshare.results import atomic_write_json, read_json, run_identity
+from weightshare.errors import CheckpointError, ConfigError, DivergenceError, RunMismatchError, WeightshareError
+from weightshare.fingerprint import check_same_run, run_fingerprint
+from weightshare.results import (
+    atomic_write_json,
+    disk_full_error,
+    error_text,
+    overwrite_json_in_place,
+    read_json,
+    run_identity,
+)
 
 log = logging.getLogger("weightshare")
 
@@ -58,13 +67,15 @@ def status_of(exc: BaseException) -> str:
 
 
 def _writable_dir(out: Path) -> Path:
+    probe = out / ".write_test"
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write_test"
         probe.write_text("ok")
-        probe.unlink()
     except OSError as exc:
         raise ConfigError("paths.output_dir", str(out), f"a writable directory ({exc.strerror or exc})") from None
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink(missing_ok=True)  # also when the write failed (a full disk leaves an empty file)
     return out
 
 
@@ -84,17 +95,29 @@ class Job:
         #: what an earlier start of this run directory left (empty if none)
         self.prev: dict[str, Any] = {}
         self.identity: dict[str, Any] | None = None
+        #: the config values that define this run (:mod:`weightshare.fingerprint`)
+        self.fingerprint: dict[str, Any] | None = None
+        #: whether this start has written results.json yet (a failure before that leaves it as it was)
+        self.written = False
         self.summary: dict[str, Any] = {"status": "running", "error": None, "task": cfg.get("task_name")}
         self.opened = False
 
     def open(self) -> Job:
-        """Check the output directory and read what an earlier start of it left (nothing is written yet)."""
+        """Check the output directory and read what an earlier start of it left (nothing is written yet).
+
+        A resume (``ckpt_path=last`` / ``resume=true``) of a directory whose ``results.json``
+        records another run's fingerprint is refused here (:class:`RunMismatchError`), before
+        anything is written: a completed run stays as it was.
+        """
         cfg = self.cfg
         _writable_dir(self.out)
         self.identity = run_identity(cfg)
+        self.fingerprint = run_fingerprint(cfg)
         self.prev = read_json(self.results_path) or {}
         prev = self.prev
-        resuming = (cfg.ckpt_path == "last" or cfg.resume) and prev.get("identity") == self.identity
+        if self.resume_asked:
+            check_same_run(prev.get("fingerprint"), self.fingerprint, str(self.results_path))
+        resuming = self.resume_asked and prev.get("identity") == self.identity
         # a resumed run keeps counting from its first start
         self.prior_wall_s = float(prev.get("wall_time_s") or 0.0) if resuming else 0.0
         self.summary.update(
@@ -106,9 +129,18 @@ class Job:
             started_at=prev.get("started_at") if resuming else time.strftime("%Y-%m-%dT%H:%M:%S"),
             started_unix=self.t0,
             resumed=int(prev.get("resumed", 0)) + 1 if resuming else 0,
+            fingerprint=self.fingerprint,
         )
         self.opened = True
         return self
+
+    @property
+    def resume_asked(self) -> bool:
+        """``ckpt_path=last``, ``resume=true``, or ``ckpt_path`` a checkpoint of this run directory (its best.ckpt)."""
+        ckpt = self.cfg.ckpt_path
+        if ckpt == "last" or self.cfg.resume:
+            return True
+        return ckpt is not None and Path(str(ckpt)).resolve().is_relative_to(self.out.resolve())
 
     @property
     def completed_before(self) -> bool:
@@ -124,29 +156,44 @@ class Job:
         self.summary.update(updates)
         self.summary["wall_time_s"] = round(self.prior_wall_s + time.time() - self.t0, 3)
         atomic_write_json(self.results_path, self.summary)
+        self.written = True
 
     def record_failure(self, exc: BaseException, *, unopened: bool = True) -> None:
         """Write the status ``exc`` ends this job with; never raises (the directory may be the problem).
 
-        ``unopened=False``: a job that failed before :meth:`open` (a config error) leaves no file.
+        ``unopened=False`` (a single run): a job that failed before it wrote anything (a config
+        error, a refused resume) leaves the directory as it was. In a sweep, a refused resume
+        (another run's config, a damaged checkpoint) keeps the earlier record and adds
+        ``refused``: the sweep's table shows it, and the record still describes its run.
+        On a full disk, where the atomic write cannot get space for its temporary file, the
+        failure is written over the existing ``results.json`` in place
+        (:func:`~weightshare.results.overwrite_json_in_place`), so it never stays ``running``.
         """
         if self.summary.get("status") != "running":
             return  # finished before (a completed pack member, a recorded stage): keep its record
-        if not self.opened and not unopened:
+        if not self.written and not unopened:
             return
+        if not self.written and isinstance(exc, (RunMismatchError, CheckpointError)):
+            prev = self.prev or read_json(self.results_path) or {}
+            if prev:
+                try:
+                    atomic_write_json(self.results_path, {**prev, "refused": error_text(exc)})
+                except OSError as inner:
+                    log.error("could not record the refusal in %s: %s", self.results_path, inner)
+                return
         try:
             if self.identity is None:
                 self.identity = _safe_identity(self.cfg)
             if not self.opened:  # failed before open(): keep what an earlier start recorded
                 self.summary = {**(read_json(self.results_path) or {}), **self.summary}
             self.summary.setdefault("identity", self.identity)
-            self.save(
-                status=status_of(exc),
-                error=f"{type(exc).__name__}: {exc}",
-                traceback=traceback.format_exc(limit=8),
-            )
+            self.save(status=status_of(exc), error=error_text(exc), traceback=traceback.format_exc(limit=8))
         except Exception as inner:
-            log.error("could not record the failure in %s: %s", self.results_path, inner)
+            self.summary.update(status=status_of(exc), error=error_text(exc))
+            if overwrite_json_in_place(self.results_path, self.summary):
+                log.error("disk full? wrote the failure in place into %s (%s)", self.results_path, error_text(inner))
+            else:
+                log.error("could not record the failure in %s: %s", self.results_path, error_text(inner))
 
 
 def _safe_identity(cfg: DictConfig) -> dict[str, Any]:
@@ -229,6 +276,8 @@ def exit_policy(run: Callable[[], T], *, multirun: bool) -> T | None:
       stderr, exit status 2;
     - multirun, any error: logged, the sweep goes on (the job's ``results.json`` has the
       status, and the end-of-sweep summary exits non-zero);
+    - single run, a full disk (ENOSPC anywhere in the job): one line naming ENOSPC, exit
+      status 1 (the job's ``results.json`` says ``failed`` with the same reason);
     - SIGTERM: exit status 143 in both; a bug in a single run: the traceback.
     """
     try:
@@ -241,6 +290,9 @@ def exit_policy(run: Callable[[], T], *, multirun: bool) -> T | None:
         sys.exit(USER_ERROR_EXIT)
     except Exception as exc:
         if multirun:
-            log.error("job failed: %s: %s", type(exc).__name__, exc)
+            log.error("job failed: %s", error_text(exc))
             return None
+        if disk_full_error(exc) is not None:
+            print(f"error: {error_text(exc)}", file=sys.stderr)
+            sys.exit(1)
         raise

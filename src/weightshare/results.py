@@ -8,6 +8,7 @@ over the target (``os.replace`` is atomic on POSIX and Windows).
 from __future__ import annotations
 
 import csv
+import errno
 import functools
 import json
 import math
@@ -39,6 +40,70 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+#: errno values that mean "the disk (or the user's quota) is full"
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full_error(exc: BaseException) -> OSError | None:
+    """The ENOSPC/EDQUOT ``OSError`` that caused ``exc`` (itself or in its chain), else None."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.errno in DISK_FULL_ERRNOS:
+            return cur
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+def error_text(exc: BaseException) -> str:
+    """``Type: message`` for a job's record; a full disk is named ``ENOSPC`` up front, whatever wrapped it."""
+    text = f"{type(exc).__name__}: {exc}"
+    full = disk_full_error(exc)
+    if full is not None:
+        name = errno.errorcode.get(full.errno or 0, "ENOSPC")
+        where = f" writing {full.filename}" if full.filename else ""
+        return f"{name}: the disk is full (no space left{where}); {text}"
+    return text
+
+
+def overwrite_json_in_place(path: str | Path, record: Mapping[str, Any]) -> bool:
+    """Write ``record`` over the existing file at ``path`` without a temporary file; True if it worked.
+
+    The last resort of a job that must record its failure on a full disk: an atomic write needs
+    space for a second copy, while overwriting the blocks of the existing file needs none. To
+    fit, the record is shortened to its essential keys if the full one is longer than the file.
+    Not atomic: a kill during this write leaves a file the report lists as ``corrupt``.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = 0
+    essential = ("status", "error", "identity", "task", "output_dir", "seed", "resumed", "wall_time_s")
+    candidates = [
+        dict(record),
+        {k: record[k] for k in essential if k in record},
+        {k: record[k] for k in ("status", "error") if k in record},
+    ]
+    for candidate in candidates:
+        data = (json.dumps(_json_safe(candidate), indent=1) + "\n").encode()
+        if size and len(data) > size and candidate is not candidates[-1]:
+            continue
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, data)
+                os.ftruncate(fd, len(data))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            return True
+        except OSError:
+            continue
+    return False
 
 
 def _json_safe(value: Any) -> Any:

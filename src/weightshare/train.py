@@ -51,19 +51,31 @@ def _sweep_group(cfg: DictConfig) -> str | None:
 
 
 def _resolve_ckpt_path(cfg: DictConfig, out: Path) -> str | None:
-    """``ckpt_path=last`` (or ``resume=true``) means this run directory's last checkpoint."""
+    """The checkpoint to resume from, verified: ``ckpt_path=last`` (or ``resume=true``) means this run directory's.
+
+    The file is read before anything of the run is written: a truncated or corrupt one, one
+    that is not weights-only, or one written by a run with another config
+    (:func:`~weightshare.fingerprint.check_same_run`) is a one-line error.
+    """
+    from weightshare.checkpoints import load_checkpoint
+    from weightshare.fingerprint import CHECKPOINT_KEY, check_same_run, run_fingerprint
+
     want = cfg.ckpt_path if cfg.ckpt_path is not None else ("last" if cfg.resume else None)
     if want is None:
         return None
     if want == "last":
         last = out / "checkpoints" / "last.ckpt"
-        if last.is_file():
-            return str(last)
-        log.warning("no checkpoint to resume at %s: starting from scratch", last)
-        return None
-    if not Path(want).is_file():
+        if not last.is_file():
+            log.warning("no checkpoint to resume at %s: starting from scratch", last)
+            return None
+        path = str(last)
+    elif not Path(want).is_file():
         raise CheckpointError(f"ckpt_path={want!r}: no such file (use 'last' to resume this run directory)")
-    return str(want)
+    else:
+        path = str(want)
+    ckpt = load_checkpoint(path)
+    check_same_run(ckpt.get(CHECKPOINT_KEY), run_fingerprint(cfg), f"checkpoint {path}")
+    return path
 
 
 def _objective(cfg: DictConfig, summary: dict[str, Any]) -> float | None:
@@ -109,17 +121,28 @@ def train(cfg: DictConfig) -> float | None:
             log.info("job already completed (%s): skipping; set skip_completed=false to rerun", job.results_path)
             job.summary = job.prev  # the record stays as it was
             return _objective(cfg, job.prev)
-        ckpt_path = _resolve_ckpt_path(cfg, job.out)
+        # a two-stage divergence run resumes its second stage, an FCN started from the CNN stage
+        train_cfg = _fcn_stage_config(cfg, job.out) if cfg.divergence.cnn_epochs > 0 else cfg
+        ckpt_path = _resolve_ckpt_path(train_cfg, job.out)
         if cfg.divergence.cnn_epochs > 0:
-            cfg = _run_cnn_stage(cfg, job)
+            _run_cnn_stage(cfg, job)
+        cfg = train_cfg
         atomic_write_text(job.out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         job.summary["config"] = resolved_container(cfg)
         job.save()
         return _fit_and_test(cfg, job, ckpt_path)
 
 
-def _run_cnn_stage(cfg: DictConfig, job: Job) -> DictConfig:
-    """Stage 1 of the divergence experiment: train the CNN, return the FCN config that starts from it.
+def _fcn_stage_config(cfg: DictConfig, out: Path) -> DictConfig:
+    """Stage 2 of the divergence experiment: the FCN config that starts from the CNN stage's last checkpoint."""
+    fcn_cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    fcn_cfg.model.init_from = str(out / "cnn_stage" / "checkpoints" / "last.ckpt")
+    fcn_cfg.divergence.cnn_epochs = 0
+    return fcn_cfg
+
+
+def _run_cnn_stage(cfg: DictConfig, job: Job) -> None:
+    """Stage 1 of the divergence experiment: train the CNN that :func:`_fcn_stage_config` starts from.
 
     The CNN stage is an ordinary job in ``<run>/cnn_stage/`` (its own results.json and
     checkpoints), so a killed two-stage run resumes or skips it like any other job.
@@ -139,12 +162,8 @@ def _run_cnn_stage(cfg: DictConfig, job: Job) -> DictConfig:
         cnn_cfg.ckpt_path = "last"
     log.info("divergence stage 1: training the CNN for %d epochs in %s", cfg.divergence.cnn_epochs, stage_dir)
     train(cnn_cfg)
-    fcn_cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    fcn_cfg.model.init_from = str(stage_dir / "checkpoints" / "last.ckpt")
-    fcn_cfg.divergence.cnn_epochs = 0
-    job.summary["stages"] = {"cnn": str(stage_dir), "init_from": fcn_cfg.model.init_from}
+    job.summary["stages"] = {"cnn": str(stage_dir), "init_from": str(stage_dir / "checkpoints" / "last.ckpt")}
     log.info("divergence stage 2: unsharing into an FCN, fresh optimiser")
-    return fcn_cfg
 
 
 def _fit_and_test(cfg: DictConfig, job: Job, ckpt_path: str | None) -> float | None:
@@ -160,8 +179,7 @@ def _fit_and_test(cfg: DictConfig, job: Job, ckpt_path: str | None) -> float | N
 
     loaded_epoch = INIT_EPOCH  # train=false without a checkpoint: the initial weights
     if cfg.train:
-        if ckpt_path is not None:
-            load_checkpoint(ckpt_path)  # refuses a file that is not weights-only, with a clear error
+        if ckpt_path is not None:  # verified by _resolve_ckpt_path
             log.info("resuming from %s", ckpt_path)
         trainer.fit(module, datamodule=run.datamodule, ckpt_path=ckpt_path, weights_only=True)
     elif ckpt_path is not None:

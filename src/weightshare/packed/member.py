@@ -309,9 +309,9 @@ def _group(cfg: DictConfig) -> str | None:
 
 
 def _atomic_save(obj: dict[str, Any], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    from weightshare.checkpoints import atomic_torch_save
+
+    atomic_torch_save(obj, path)
 
 
 def previous_status(cfg: DictConfig) -> str | None:
