@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import typing
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -17,12 +18,13 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from weightshare.augment.validate import EVAL_VARIANTS, LEVEL_KEYS
-from weightshare.config.schema import OPTIMIZERS, SCHEDULERS, TrainConfig
+from weightshare.config.geometry import check_geometry
+from weightshare.config.schema import OPTIMIZERS, SCHEDULERS, ModelConfig, OptimizerConfig, SchedulerConfig, TrainConfig
 from weightshare.data.datamodule import PRECISIONS
 from weightshare.data.registry import DATASETS, check_reader_options
 from weightshare.data.splits import SPLITS
-from weightshare.errors import ConfigError
-from weightshare.layers.free_conv import CONNECTIVITY_MODES, INIT_NAMES
+from weightshare.errors import ConfigError, did_you_mean
+from weightshare.layers.free_conv import CONNECTIVITY_MODES, IMPL_NAMES, INIT_NAMES
 from weightshare.layers.lowrank_conv import COMBINING_MODES
 from weightshare.layers.share_penalty import PENALTY_KINDS
 from weightshare.loggers import ALLOWED_LOGGERS
@@ -83,6 +85,7 @@ def _check_data(d: DictConfig) -> None:
         if d[key] is not None:
             _positive_int(f"data.{key}", d[key])
     check_reader_options(d.name, d.options)
+    _check_reader_values(d.name, d.options)
     if d.split == "standard":
         allowed = "0 with data.split=standard (the official test set is the validation set)"
         _require(d.fold == 0, "data.fold", d.fold, allowed)
@@ -91,6 +94,22 @@ def _check_data(d: DictConfig) -> None:
     _positive_int("data.search_max_epochs", d.search_max_epochs)
     _positive_int("data.search_patience", d.search_patience, 0)
     _in_range("data.lr", d.lr, 0.0, 10.0, lo_open=True, hi_open=False)
+
+
+def _check_reader_values(name: str, options: Any) -> None:
+    """The reader options' ranges, so a bad one fails before the data is read (the readers repeat them)."""
+    from weightshare.data.synthetic import MIN_IMAGE_SIZE
+
+    o = dict(options or {})
+    if "image_size" in o:
+        least = MIN_IMAGE_SIZE if name == "synthetic" else 8
+        _positive_int("data.options.image_size", o["image_size"], least)
+    if "size" in o:
+        _positive_int("data.options.size", o["size"])
+    if "seed" in o:
+        _positive_int("data.options.seed", o["seed"], 0)
+    if "noise_std" in o:
+        _in_range("data.options.noise_std", o["noise_std"], 0.0, math.inf)
 
 
 def _check_model(m: DictConfig) -> None:
@@ -119,6 +138,43 @@ def _check_model(m: DictConfig) -> None:
     if m.init_from is not None:
         _require(m.name == "fcn", "model.init_from", m.init_from, "null unless model=fcn (a CNN checkpoint to unshare)")
         _require(m.share_tile is None, "model.share_tile", m.share_tile, "null when model.init_from is set")
+    _one_of("model.impl", m.impl, IMPL_NAMES)
+    _check_unused(m, "model", m.name, MODEL_OPTION_USERS, _MODEL_DEFAULTS)
+
+
+#: options of one model / optimizer / scheduler that the others would silently ignore:
+#: the option may differ from its schema default only when ``name`` is one of these
+MODEL_OPTION_USERS: dict[str, tuple[str, ...]] = {
+    "fcn_init": ("fcn", "lowrank"),
+    "connectivity_mode": ("fcn",),
+    "impl": ("fcn",),
+    "hidden": PAPER_MODELS,
+    "widen_factor": RESNET_MODELS,
+}
+OPTIMIZER_OPTION_USERS: dict[str, tuple[str, ...]] = {
+    "betas": ("adam", "adamw"),
+    "eps": ("adam", "adamw"),
+    "fused": ("adam", "adamw"),
+    "momentum": ("sgd",),
+    "nesterov": ("sgd",),
+}
+SCHEDULER_OPTION_USERS: dict[str, tuple[str, ...]] = {"gamma": ("multistep",)}
+_MODEL_DEFAULTS = ModelConfig()
+_OPTIMIZER_DEFAULTS = OptimizerConfig()
+_SCHEDULER_DEFAULTS = SchedulerConfig()
+
+
+def _check_unused(node: DictConfig, group: str, name: str, users: dict[str, tuple[str, ...]], defaults: Any) -> None:
+    """An option set away from its default on a ``group`` choice that does not read it is an error."""
+    for key, names in users.items():
+        if name in names or key not in node:
+            continue
+        value, default = node[key], getattr(defaults, key)
+        value = list(value) if OmegaConf.is_list(value) else value
+        if value != default:
+            shown = names[0] if len(names) == 1 else "|".join(names)
+            allowed = f"{default!r} (the default): {group}={name} does not use it, only {group}={shown}"
+            raise ConfigError(f"{group}.{key}", value, allowed)
 
 
 def _check_optim(o: DictConfig, s: DictConfig) -> None:
@@ -135,7 +191,9 @@ def _check_optim(o: DictConfig, s: DictConfig) -> None:
     for i, mstone in enumerate(s.milestones):
         _positive_int(f"scheduler.milestones[{i}]", mstone)
     _positive_int("scheduler.warmup_epochs", s.warmup_epochs, 0)
-    # knobs of one schedule set on another would be silently ignored
+    # knobs of one optimizer or schedule set on another would be silently ignored
+    _check_unused(o, "optimizer", o.name, OPTIMIZER_OPTION_USERS, _OPTIMIZER_DEFAULTS)
+    _check_unused(s, "scheduler", s.name, SCHEDULER_OPTION_USERS, _SCHEDULER_DEFAULTS)
     if s.name != "cosine":
         _require(s.warmup_epochs == 0, "scheduler.warmup_epochs", s.warmup_epochs, "0 unless scheduler=cosine")
     if s.name != "multistep":
@@ -181,17 +239,78 @@ def _check_callbacks(c: DictConfig, variants: Iterable[str]) -> None:
     _one_of("callbacks.progress_bar", c.progress_bar, PROGRESS_BARS)
 
 
+#: ``trainer.accelerator`` values this project runs on (Lightning's TPU/HPU/XLA need packages it does not ship)
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+#: ``trainer.profiler`` values (Lightning's ``xla`` profiler needs torch_xla)
+PROFILERS = ("simple", "advanced", "pytorch")
+#: ``seed`` range: what ``lightning.seed_everything`` (numpy's generator) accepts
+SEED_MAX = 2**32 - 1
+_MAX_TIME = re.compile(r"^\d+:\d{1,2}:\d{1,2}:\d{1,2}$")
+_BATCH_LIMIT = "a fraction in (0, 1] or a whole number of batches >= 1"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_devices(devices: Any) -> None:
+    """Lightning's ``devices``: ``auto``, a count >= 1, -1 (all), or a list of device indices."""
+    allowed = "'auto', an integer >= 1, -1 (all devices), or a list of device indices like [0, 1]"
+    if devices == "auto" or (_is_int(devices) and (devices >= 1 or devices == -1)):
+        return
+    if isinstance(devices, str) and re.fullmatch(r"\d+(,\d+)*,?", devices.strip()):
+        return  # Lightning's "0,1" / "1," form
+    if OmegaConf.is_list(devices) or isinstance(devices, list):
+        items = list(devices)
+        if items and all(_is_int(i) and i >= 0 for i in items) and len(set(items)) == len(items):
+            return
+    raise ConfigError("trainer.devices", devices, allowed)
+
+
 def _check_trainer(t: DictConfig) -> None:
-    ok = isinstance(t.max_epochs, int) and (t.max_epochs >= 1 or t.max_epochs == -1)
+    """Every ``lightning.Trainer`` argument the config passes through, checked before the Trainer exists."""
+    ok = _is_int(t.max_epochs) and (t.max_epochs >= 1 or t.max_epochs == -1)
     _require(ok, "trainer.max_epochs", t.max_epochs, "an integer >= 1 (or -1 for no limit)")
     _positive_int("trainer.min_epochs", t.min_epochs, 0)
+    if t.max_epochs != -1:
+        allowed = f"an integer in [0, {t.max_epochs}] (at most trainer.max_epochs={t.max_epochs})"
+        _require(t.min_epochs <= t.max_epochs, "trainer.min_epochs", t.min_epochs, allowed)
     _one_of("trainer.precision", str(t.precision), PRECISIONS)
+    _one_of("trainer.accelerator", str(t.accelerator), ACCELERATORS)
+    _check_devices(t.devices)
+    _positive_int("trainer.num_nodes", t.num_nodes)
     _positive_int("trainer.accumulate_grad_batches", t.accumulate_grad_batches)
-    _positive_int("trainer.check_val_every_n_epoch", t.check_val_every_n_epoch)
+    _positive_int("trainer.log_every_n_steps", t.log_every_n_steps)
+    # early stopping, checkpoints, the per-epoch CSV row and every table read val/* each epoch
+    _require(
+        t.check_val_every_n_epoch == 1,
+        "trainer.check_val_every_n_epoch",
+        t.check_val_every_n_epoch,
+        "1 (early stopping, checkpoints and the results tables need validation every epoch)",
+    )
     for key in ("limit_train_batches", "limit_val_batches"):
         v = t[key]
         if v is not None:
-            _require(_number(v) and v > 0, f"trainer.{key}", v, "a fraction in (0, 1] or a batch count >= 1")
+            ok = _number(v) and (0 < v <= 1 or (v > 1 and float(v).is_integer()))
+            _require(ok, f"trainer.{key}", v, _BATCH_LIMIT)
+    ok = t.num_sanity_val_steps == -1 or (_is_int(t.num_sanity_val_steps) and t.num_sanity_val_steps >= 0)
+    _require(ok, "trainer.num_sanity_val_steps", t.num_sanity_val_steps, "an integer >= 0, or -1 for every batch")
+    if t.gradient_clip_val is not None:
+        _in_range("trainer.gradient_clip_val", t.gradient_clip_val, 0.0, math.inf)
+    if t.max_time is not None:
+        ok = isinstance(t.max_time, str) and bool(_MAX_TIME.match(t.max_time))
+        _require(ok, "trainer.max_time", t.max_time, "null or a duration 'DD:HH:MM:SS' like '00:12:00:00'")
+    if t.profiler is not None:
+        _one_of("trainer.profiler", t.profiler, PROFILERS)
+    ok = t.deterministic in (True, False, "warn")
+    _require(ok, "trainer.deterministic", t.deterministic, "true, false or 'warn'")
+    fdr = t.fast_dev_run
+    ok = isinstance(fdr, bool) or (_is_int(fdr) and fdr >= 0)
+    _require(ok, "trainer.fast_dev_run", fdr, "true, false or a number of batches >= 0")
+    for key in ("enable_model_summary", "detect_anomaly"):
+        _require(isinstance(t[key], bool), f"trainer.{key}", t[key], "true or false")
+    if t.benchmark is not None:
+        _require(isinstance(t.benchmark, bool), "trainer.benchmark", t.benchmark, "null, true or false")
 
 
 def _check_known_keys(node: Any, schema: type, path: str) -> None:
@@ -204,17 +323,35 @@ def _check_known_keys(node: Any, schema: type, path: str) -> None:
     for key in node:
         name = f"{path}.{key}" if path else str(key)
         if key not in fields:
+            near = did_you_mean(str(key), fields, prefix=f"{path}." if path else "")
             raise ConfigError(
                 name,
                 OmegaConf.select(node, str(key), throw_on_missing=False),
-                f"a key of {path or 'the config'}: {sorted(fields)}",
+                f"a key of {path or 'the config'}{near} (its keys: {', '.join(sorted(fields))})",
             )
         if dataclasses.is_dataclass(fields[key]) and isinstance(node[key], DictConfig):
             _check_known_keys(node[key], fields[key], name)
 
 
+def _check_finite(cfg: DictConfig) -> None:
+    """NaN or infinity anywhere a number is expected (free-form nodes such as data.options too)."""
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{path}.{k}" if path else str(k))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{path}[{i}]")
+        elif isinstance(node, float) and not math.isfinite(node):
+            raise ConfigError(path, node, "a finite number (NaN and infinity are not values of any setting)")
+
+    walk(resolved_container(cfg), "")
+
+
 def _check_top(cfg: DictConfig) -> None:
-    _positive_int("seed", cfg.seed, 0)
+    ok = _is_int(cfg.seed) and 0 <= cfg.seed <= SEED_MAX
+    _require(ok, "seed", cfg.seed, f"an integer in [0, {SEED_MAX}] (the random generators' range)")
     _one_of("budget", cfg.budget, BUDGETS)
     _subset("logger.names", cfg.logger.names, LOGGERS)
     if cfg.threads is not None:
@@ -309,6 +446,7 @@ def _check_spectrum(cfg: DictConfig) -> None:
 
 CHECKS: tuple[Callable[[DictConfig], None], ...] = (
     lambda c: _check_known_keys(c, TrainConfig, ""),
+    _check_finite,
     lambda c: _check_data(c.data),
     lambda c: _check_model(c.model),
     lambda c: _check_optim(c.optimizer, c.scheduler),
@@ -317,6 +455,7 @@ CHECKS: tuple[Callable[[DictConfig], None], ...] = (
     lambda c: _check_trainer(c.trainer),
     _check_top,
     _check_spectrum,
+    check_geometry,  # last: it builds the network (on the meta device) from checked values
 )
 
 
