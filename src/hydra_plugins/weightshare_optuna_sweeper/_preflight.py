@@ -57,6 +57,18 @@ def check_storage_url(url: str | None, base_dir: Path | None = None) -> None:
         if not path.parent.is_dir():
             raise ConfigError(key, url, f"a SQLite file in an existing folder ({path.parent} does not exist)")
         return
+    _probe_host(key, parsed, backend)
+    try:
+        dialect = parsed.get_dialect()
+        (getattr(dialect, "import_dbapi", None) or dialect.dbapi)()
+    except Exception as exc:
+        raise ConfigError(
+            key, parsed.render_as_string(hide_password=True), f"a URL whose database driver is installed ({exc})"
+        ) from None
+
+
+def _probe_host(key: str, parsed: Any, backend: str) -> None:
+    """A TCP connection to the database host, refused or timed out: one line, no hang."""
     host = parsed.host
     if not host:
         return  # a socket or driver-specific connection: nothing to probe without logging in

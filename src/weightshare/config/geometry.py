@@ -122,6 +122,9 @@ def check_geometry(cfg: DictConfig) -> None:
                 f"an integer in [0, {fewest - 1}] (filters per layer: {shown})",
             )
     if c.filter_metrics.enabled:
+        if len(c.filter_metrics.radii) == 0:
+            allowed = "at least one radius >= 1 (or callbacks.filter_metrics.enabled=false)"
+            raise ConfigError("callbacks.filter_metrics.radii", [], allowed)
         layers = _free_layers(net, c.filter_metrics.layers, "callbacks.filter_metrics.layers")
         maps = {n: (s[0], s[1]) for n, s in layers}
         largest = max((min(h, w) - 1) // 2 for h, w in maps.values()) if maps else 0

@@ -13,7 +13,8 @@ file and no network:
   against the memory available (a lower bound: activations come on top);
 - W&B: ``logger=wandb`` online without credentials (read from the environment and
   ``~/.netrc``, the places ``wandb login`` writes; no server is contacted);
-- files: ``ckpt_path`` and ``model.init_from`` exist, ``paths.output_dir`` can be created.
+- files: ``ckpt_path`` and ``model.init_from`` exist, ``paths.output_dir`` can be created, and
+  with ``data.download=false`` the dataset's files are where ``data.root`` says.
 """
 
 from __future__ import annotations
@@ -124,7 +125,10 @@ def check_resources(cfg: DictConfig) -> None:
     if available is None:
         return
     free, where = available
-    need = memory_estimate(cfg)
+    try:
+        need = memory_estimate(cfg)
+    except (RuntimeError, NotImplementedError):  # a layer the meta device cannot build: the run will tell
+        return
     if need["network"] > free:
         key = "model.hidden" if cfg.model.name in ("cnn", "fcn", "lowrank") else "model.depth"
         value = cfg.model.hidden if key == "model.hidden" else cfg.model.depth
@@ -192,11 +196,34 @@ def check_files(cfg: DictConfig) -> None:
         raise ConfigError("paths.output_dir", str(out), f"a writable directory ({base} is {reason})")
 
 
+def check_data_files(cfg: DictConfig) -> None:
+    """With ``data.download=false`` the dataset's files must be there: the reader's own search, nothing written."""
+    from weightshare.data import download as dl
+
+    d = cfg.data
+    if d.download or d.name not in ("mnist", "cifar10"):
+        return
+    root = Path(str(d.root)).expanduser()
+    if d.name == "mnist":
+        from weightshare.data import mnist as reader
+
+        dirs, names, suffixes = reader.mnist_dirs(root), reader.MNIST_FILES, ("", ".gz")
+    else:
+        from weightshare.data import cifar10 as reader
+
+        dirs, names, suffixes = reader.cifar10_dirs(root), reader.CIFAR10_FILES, ("",)
+    dl.locate_or_download(
+        d.name, dirs, names, suffixes=suffixes, download=False, fetch_all=lambda: None,
+        download_dir=root, hint=reader._HINT,
+    )  # fmt: skip
+
+
 def check_environment(cfg: DictConfig) -> None:
     """The checks of this machine and its files (see the module docstring); the config must be valid."""
     check_device(cfg)
     check_wandb(cfg)
     check_files(cfg)
+    check_data_files(cfg)
     check_resources(cfg)
 
 
