@@ -97,6 +97,9 @@ def check_command_line(argv: Sequence[str]) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from weightshare.config.schema import register_configs
+
+    register_configs()  # the schema conf/train.yaml names first in its defaults
     args = get_args_parser().parse_args(list(argv))
     if any(getattr(args, flag, None) for flag in _NOT_A_RUN):
         return
