@@ -36,6 +36,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from weightshare.errors import ConfigError, WeightshareError
 
 from ._outcome import MAX_ERROR_CHARS, BadReturnError, job_error, objective_values
+from ._preflight import check_storage_url
 from ._protocol import (
     ATTR_ERROR,
     ATTR_OUTPUT_DIR,
@@ -50,7 +51,6 @@ from ._protocol import (
     pruner_from_config,
     safe_url,
 )
-from ._preflight import check_storage_url
 from ._resume import Heartbeat, interrupt, is_counted, recover_interrupted
 from ._search_space import SearchSpace, parse_search_space, trial_override_lines
 

@@ -23,7 +23,7 @@ from weightshare.errors import ConfigError
 
 from ._search_space import SearchSpace, parse_search_space
 
-__all__ = ["check_optuna_sweep", "check_storage_url", "CONNECT_TIMEOUT_S"]
+__all__ = ["CONNECT_TIMEOUT_S", "check_optuna_sweep", "check_storage_url"]
 
 #: how long a database host may take to accept a TCP connection before the sweep is refused
 CONNECT_TIMEOUT_S = 3.0
@@ -50,7 +50,9 @@ def check_storage_url(url: str | None, base_dir: Path | None = None) -> None:
     if backend == "sqlite":
         database = parsed.database or ""
         if database in ("", ":memory:"):
-            raise ConfigError(key, url, "a SQLite file (sqlite:///path/optuna.db): an in-memory study dies with the sweeper")
+            raise ConfigError(
+                key, url, "a SQLite file (sqlite:///path/optuna.db): an in-memory study dies with the sweeper"
+            )
         path = Path(database)
         if not path.is_absolute():
             path = (base_dir or Path.cwd()) / path
@@ -81,8 +83,10 @@ def _probe_host(key: str, parsed: Any, backend: str) -> None:
     except OSError as exc:
         shown = parsed.render_as_string(hide_password=True)
         raise ConfigError(
-            key, shown, f"a reachable database ({host}:{port} did not accept a connection within "
-            f"{CONNECT_TIMEOUT_S:g} s: {exc.strerror or exc})"
+            key,
+            shown,
+            f"a reachable database ({host}:{port} did not accept a connection within "
+            f"{CONNECT_TIMEOUT_S:g} s: {exc.strerror or exc})",
         ) from None
 
 

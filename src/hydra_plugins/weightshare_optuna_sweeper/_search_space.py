@@ -104,7 +104,9 @@ def _distribution(key: str, override: Override) -> tuple[BaseDistribution, list[
     where = f"hydra.sweeper.params.{key}"
     tags = set(getattr(value, "tags", None) or ())
     if isinstance(value, (ChoiceSweep, RangeSweep)) and tags:
-        raise ConfigError(where, text, f"tags ({', '.join(INTERVAL_TAGS)}) only on interval(...); choices are sampled as listed")
+        raise ConfigError(
+            where, text, f"tags ({', '.join(INTERVAL_TAGS)}) only on interval(...); choices are sampled as listed"
+        )
     if isinstance(value, ChoiceSweep) or (isinstance(value, RangeSweep) and value.shuffle):
         if isinstance(value, RangeSweep):
             _check_range(where, text, value)

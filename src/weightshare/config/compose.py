@@ -12,9 +12,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from weightshare.config.hydra_errors import group_list_error, to_config_error
 from weightshare.config.paths import CONF_DIR, ROOT
 from weightshare.config.schema import register_configs
-from weightshare.config.hydra_errors import group_list_error, to_config_error
 from weightshare.config.validate import validate_config
 
 __all__ = ["CONF_DIR", "ROOT", "load_config"]

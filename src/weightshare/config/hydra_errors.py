@@ -117,7 +117,9 @@ def to_config_error(exc: BaseException, overrides: Sequence[str]) -> ConfigError
         return _wrong_type(cause, overrides)
     if isinstance(cause, ConfigTypeError) and "deletion" in str(cause):
         key = str(getattr(cause, "full_key", "") or "")
-        return ConfigError(f"~{key}", None, "a key that can be deleted (keys of the schema cannot; set a value instead)")
+        return ConfigError(
+            f"~{key}", None, "a key that can be deleted (keys of the schema cannot; set a value instead)"
+        )
     if isinstance(exc, OverrideParseException):
         bad = _unparsable(overrides)
         return ConfigError(
@@ -183,7 +185,5 @@ def group_list_error(overrides: Sequence[str], groups: Sequence[str]) -> ConfigE
         if key in groups and isinstance(override.value(), list):
             value = line.split("=", 1)[1]
             items = ",".join(str(v) for v in override.value())
-            return ConfigError(
-                key, value, f"one option of the {key} group per run (to run each: -m {key}={items})"
-            )
+            return ConfigError(key, value, f"one option of the {key} group per run (to run each: -m {key}={items})")
     return None
