@@ -60,12 +60,12 @@ def data_shape(d: DictConfig) -> DataShape:
 
 @functools.lru_cache(maxsize=4)
 def _meta_network(model_json: str, info_json: str) -> torch.nn.Module:
-    from weightshare.builders import build_model
     from weightshare.data.dataset import DataInfo
+    from weightshare.models.registry import model_entry
 
     cfg = OmegaConf.create(json.loads(model_json))
     with torch.device("meta"):
-        return build_model(cfg, DataInfo(**json.loads(info_json)))
+        return model_entry(cfg.name).build(cfg, DataInfo(**json.loads(info_json)))
 
 
 def meta_network(model: DictConfig, shape: DataShape) -> torch.nn.Module:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import typing
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -18,9 +17,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from weightshare.augment.validate import EVAL_VARIANTS, LEVEL_KEYS
+from weightshare.config.checks import _in_range, _is_int, _one_of, _positive_int, _require, _subset
 from weightshare.config.geometry import check_geometry
 from weightshare.config.schema import OPTIMIZERS, SCHEDULERS, ModelConfig, OptimizerConfig, SchedulerConfig, TrainConfig
-from weightshare.data.datamodule import PRECISIONS
+from weightshare.config.trainer_checks import SEED_MAX, check_trainer
 from weightshare.data.registry import DATASETS, check_reader_options
 from weightshare.data.splits import SPLITS
 from weightshare.errors import ConfigError, did_you_mean
@@ -38,40 +38,6 @@ FCN_INITS = INIT_NAMES
 LOGGERS = ALLOWED_LOGGERS
 PROGRESS_BARS = ("rich", "tqdm", "none")
 BUDGETS = ("small", "full")
-
-
-def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(key, value, allowed)
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _in_range(key: str, value: Any, lo: float, hi: float, *, hi_open: bool = True, lo_open: bool = False) -> None:
-    ok = _number(value)
-    if ok:
-        ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
-    left = "(" if lo_open else "["
-    right = ")" if hi_open else "]"
-    _require(ok, key, value, f"a number in {left}{lo:g}, {hi:g}{right}")
-
-
-def _positive_int(key: str, value: Any, minimum: int = 1) -> None:
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-    _require(ok, key, value, f"an integer >= {minimum}")
-
-
-def _one_of(key: str, value: Any, allowed: Iterable[str]) -> None:
-    allowed = tuple(allowed)
-    _require(value in allowed, key, value, f"one of {list(allowed)}")
-
-
-def _subset(key: str, values: Any, allowed: Iterable[str]) -> None:
-    allowed = tuple(allowed)
-    for v in values:
-        _require(v in allowed, key, v, f"names from {list(allowed)}")
 
 
 def _check_data(d: DictConfig) -> None:
@@ -239,80 +205,6 @@ def _check_callbacks(c: DictConfig, variants: Iterable[str]) -> None:
     _one_of("callbacks.progress_bar", c.progress_bar, PROGRESS_BARS)
 
 
-#: ``trainer.accelerator`` values this project runs on (Lightning's TPU/HPU/XLA need packages it does not ship)
-ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
-#: ``trainer.profiler`` values (Lightning's ``xla`` profiler needs torch_xla)
-PROFILERS = ("simple", "advanced", "pytorch")
-#: ``seed`` range: what ``lightning.seed_everything`` (numpy's generator) accepts
-SEED_MAX = 2**32 - 1
-_MAX_TIME = re.compile(r"^\d+:\d{1,2}:\d{1,2}:\d{1,2}$")
-_BATCH_LIMIT = "a fraction in (0, 1] or a whole number of batches >= 1"
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_devices(devices: Any) -> None:
-    """Lightning's ``devices``: ``auto``, a count >= 1, -1 (all), or a list of device indices."""
-    allowed = "'auto', an integer >= 1, -1 (all devices), or a list of device indices like [0, 1]"
-    if devices == "auto" or (_is_int(devices) and (devices >= 1 or devices == -1)):
-        return
-    if isinstance(devices, str) and re.fullmatch(r"\d+(,\d+)*,?", devices.strip()):
-        return  # Lightning's "0,1" / "1," form
-    if OmegaConf.is_list(devices) or isinstance(devices, list):
-        items = list(devices)
-        if items and all(_is_int(i) and i >= 0 for i in items) and len(set(items)) == len(items):
-            return
-    raise ConfigError("trainer.devices", devices, allowed)
-
-
-def _check_trainer(t: DictConfig) -> None:
-    """Every ``lightning.Trainer`` argument the config passes through, checked before the Trainer exists."""
-    ok = _is_int(t.max_epochs) and (t.max_epochs >= 1 or t.max_epochs == -1)
-    _require(ok, "trainer.max_epochs", t.max_epochs, "an integer >= 1 (or -1 for no limit)")
-    _positive_int("trainer.min_epochs", t.min_epochs, 0)
-    if t.max_epochs != -1:
-        allowed = f"an integer in [0, {t.max_epochs}] (at most trainer.max_epochs={t.max_epochs})"
-        _require(t.min_epochs <= t.max_epochs, "trainer.min_epochs", t.min_epochs, allowed)
-    _one_of("trainer.precision", str(t.precision), PRECISIONS)
-    _one_of("trainer.accelerator", str(t.accelerator), ACCELERATORS)
-    _check_devices(t.devices)
-    _positive_int("trainer.num_nodes", t.num_nodes)
-    _positive_int("trainer.accumulate_grad_batches", t.accumulate_grad_batches)
-    _positive_int("trainer.log_every_n_steps", t.log_every_n_steps)
-    # early stopping, checkpoints, the per-epoch CSV row and every table read val/* each epoch
-    _require(
-        t.check_val_every_n_epoch == 1,
-        "trainer.check_val_every_n_epoch",
-        t.check_val_every_n_epoch,
-        "1 (early stopping, checkpoints and the results tables need validation every epoch)",
-    )
-    for key in ("limit_train_batches", "limit_val_batches"):
-        v = t[key]
-        if v is not None:
-            ok = _number(v) and (0 < v <= 1 or (v > 1 and float(v).is_integer()))
-            _require(ok, f"trainer.{key}", v, _BATCH_LIMIT)
-    ok = t.num_sanity_val_steps == -1 or (_is_int(t.num_sanity_val_steps) and t.num_sanity_val_steps >= 0)
-    _require(ok, "trainer.num_sanity_val_steps", t.num_sanity_val_steps, "an integer >= 0, or -1 for every batch")
-    if t.gradient_clip_val is not None:
-        _in_range("trainer.gradient_clip_val", t.gradient_clip_val, 0.0, math.inf)
-    if t.max_time is not None:
-        ok = isinstance(t.max_time, str) and bool(_MAX_TIME.match(t.max_time))
-        _require(ok, "trainer.max_time", t.max_time, "null or a duration 'DD:HH:MM:SS' like '00:12:00:00'")
-    if t.profiler is not None:
-        _one_of("trainer.profiler", t.profiler, PROFILERS)
-    ok = t.deterministic in (True, False, "warn")
-    _require(ok, "trainer.deterministic", t.deterministic, "true, false or 'warn'")
-    fdr = t.fast_dev_run
-    ok = isinstance(fdr, bool) or (_is_int(fdr) and fdr >= 0)
-    _require(ok, "trainer.fast_dev_run", fdr, "true, false or a number of batches >= 0")
-    for key in ("enable_model_summary", "detect_anomaly"):
-        _require(isinstance(t[key], bool), f"trainer.{key}", t[key], "true or false")
-    if t.benchmark is not None:
-        _require(isinstance(t.benchmark, bool), "trainer.benchmark", t.benchmark, "null, true or false")
-
-
 def _check_known_keys(node: Any, schema: type, path: str) -> None:
     """Every key of ``node`` is a field of the dataclass ``schema`` (recursively).
 
@@ -452,7 +344,7 @@ CHECKS: tuple[Callable[[DictConfig], None], ...] = (
     lambda c: _check_optim(c.optimizer, c.scheduler),
     lambda c: _check_aug(c.aug, c.eval),
     lambda c: _check_callbacks(c.callbacks, c.eval.variants),
-    lambda c: _check_trainer(c.trainer),
+    lambda c: check_trainer(c.trainer),
     _check_top,
     _check_spectrum,
     check_geometry,  # last: it builds the network (on the meta device) from checked values
