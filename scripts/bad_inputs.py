@@ -116,6 +116,12 @@ CASES: list[Case] = [
     Case("n_trials 0", [*TPE, "hydra.sweeper.n_trials=0"], "hydra.sweeper.n_trials"),
     Case("override grammar", ["model.depth=[1,"], "model.depth"),
     Case("sweep without -m", ["model=cnn,fcn"], "model"),
+    Case(
+        "bad value every job of a sweep shares",
+        ["-m", "seed=0,1", "trainer.gradient_clip_val=-1"],
+        "trainer.gradient_clip_val",
+    ),
+    Case("bad value in a sweep", ["-m", "optimizer.lr=1e-3,-1"], "optimizer.lr"),
     Case("append to an existing key", ["+trainer.max_epochs=1"], "trainer.max_epochs"),
     Case("unknown impl", ["model=fcn", "model.impl=bogus"], "model.impl"),
     Case("empty radii", ["model=fcn", "callbacks.filter_metrics.radii=[]"], "callbacks.filter_metrics.radii"),

@@ -37,6 +37,8 @@ __all__ = ["check_command_line", "normalize_argv", "sweep_values"]
 MULTIRUN_FLAGS = ("-m", "--multirun")
 #: Hydra flags after which the command line is not a run (help, printing the config, ...)
 _NOT_A_RUN = ("help", "hydra_help", "cfg", "info", "shell_completion", "experimental_rerun")
+#: config groups whose options only set their own node (``model`` sets ``model.*``)
+NODE_GROUPS = ("data", "model", "optimizer", "scheduler", "aug", "eval", "callbacks", "trainer", "logger", "paths")
 OPTUNA_SWEEPER = "hydra_plugins.weightshare_optuna_sweeper.optuna_sweeper.OptunaSweeper"
 
 
@@ -215,6 +217,10 @@ def _check_multirun(cfg: DictConfig, overrides: list[str], compose: Callable[[li
     fixed = [line for line in overrides if override_key(line) not in sweeps]
     base = [f"{k}={v}" for k, v in (params or {}).items() if k not in sweeps] + fixed
     swept = list(sweeps)
+    # swept keys that only change their own node (model=..., optimizer.lr=...): an error
+    # elsewhere cannot come from them; a preset group (experiment, spectrum) changes anything
+    groups = _groups()
+    local = all(s in NODE_GROUPS or s not in groups for s in swept)
     for key, (_, value_lines) in sweeps.items():
         for line in value_lines:
             try:
@@ -228,7 +234,8 @@ def _check_multirun(cfg: DictConfig, overrides: list[str], compose: Callable[[li
             try:
                 validate_config(_job_config(job))
             except ConfigError as err:
-                if _touches(err.key, [key]):
+                # about this key, or about a key no swept value changes: every job would fail
+                if _touches(err.key, [key]) or (local and not _touches(err.key, swept)):
                     raise
     job = _job_config(cfg)
     if not any(s.startswith("logger") for s in swept):
