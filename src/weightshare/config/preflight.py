@@ -60,7 +60,11 @@ def check_device(cfg: DictConfig) -> None:
 
     accelerator = str(cfg.trainer.accelerator)
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ConfigError("trainer.accelerator", accelerator, "'cpu' or 'auto' (no CUDA device on this machine)")
+        raise ConfigError(
+            "trainer.accelerator",
+            accelerator,
+            "'cpu' or 'auto' (no CUDA device on this machine: trainer=gpu cannot run without CUDA)",
+        )
     if accelerator == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("trainer.accelerator", accelerator, "'cpu' or 'auto' (no MPS device on this machine)")
     device = _resolved_device(cfg)
