@@ -59,12 +59,13 @@ def _full_hydra_errors() -> bool:
 
 
 def _hydra(args: Any) -> Any:
-    """A Hydra instance with the search path ``python train.py`` gets (conf/, plus --config-dir)."""
+    """A Hydra instance with the search path ``python train.py`` gets (conf/ or --config-path, plus --config-dir)."""
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_config_search_path
     from hydra.core.config_search_path import SearchPathQuery
 
-    search_path = create_config_search_path(f"file://{CONF_DIR}")
+    primary = os.path.abspath(args.config_path) if getattr(args, "config_path", None) else str(CONF_DIR)
+    search_path = create_config_search_path(f"file://{primary}")
     if args.config_dir is not None:
         search_path.prepend(
             provider="command-line",
