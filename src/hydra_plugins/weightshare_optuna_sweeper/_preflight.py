@@ -101,7 +101,7 @@ def check_optuna_sweep(sweeper: DictConfig, lines: Sequence[str]) -> SearchSpace
     overrides (later lines win, as in the sweep).
     """
     from ._impl import OptunaSweeperImpl, _is_grid
-    from ._protocol import pruner_from_config
+    from weightshare.trial_protocol import pruner_from_config
 
     settings = {
         k: sweeper.get(k)
