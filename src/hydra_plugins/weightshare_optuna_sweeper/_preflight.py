@@ -100,8 +100,9 @@ def check_optuna_sweep(sweeper: DictConfig, lines: Sequence[str]) -> SearchSpace
     ``lines``: ``hydra.sweeper.params`` as ``key=expression`` followed by the command line's
     overrides (later lines win, as in the sweep).
     """
-    from ._impl import OptunaSweeperImpl, _is_grid
     from weightshare.trial_protocol import pruner_from_config
+
+    from ._impl import OptunaSweeperImpl, _is_grid
 
     settings = {
         k: sweeper.get(k)
