@@ -11,8 +11,8 @@ mode, and raises one :class:`~weightshare.errors.WeightshareError` for the first
   (ranges, geometry, device, memory, W&B credentials, files) on the job's config;
 - multirun: the same Hydra checks for the base and for every value of every swept key
   (each value composed on its own, and range-checked where the error is about that key),
-  W&B and device checks when no swept key changes them, and the Optuna sweeper's settings
-  and search space (:func:`hydra_plugins.weightshare_optuna_sweeper._preflight.check_optuna_sweep`).
+  W&B and device checks when no swept key changes them, and the sweeper's own check (its
+  class's ``check_before_launch``: the Optuna sweeper's settings, expressions and storage).
   A range error that depends on a combination of swept values stays a failed job of the
   sweep, recorded in its ``results.json``.
 
@@ -39,7 +39,6 @@ MULTIRUN_FLAGS = ("-m", "--multirun")
 _NOT_A_RUN = ("help", "hydra_help", "cfg", "info", "shell_completion", "experimental_rerun")
 #: config groups whose options only set their own node (``model`` sets ``model.*``)
 NODE_GROUPS = ("data", "model", "optimizer", "scheduler", "aug", "eval", "callbacks", "trainer", "logger", "paths")
-OPTUNA_SWEEPER = "hydra_plugins.weightshare_optuna_sweeper.optuna_sweeper.OptunaSweeper"
 
 
 def normalize_argv(argv: Sequence[str]) -> list[str]:
@@ -166,8 +165,6 @@ def sweep_values(lines: Sequence[str]) -> dict[str, tuple[str, list[str]]]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import IntervalSweep
 
-    from hydra_plugins.weightshare_optuna_sweeper._search_space import format_value
-
     parser = OverridesParser.create()
     out: dict[str, tuple[str, list[str]]] = {}
     for override in parser.parse_overrides(list(lines)):
@@ -178,18 +175,31 @@ def sweep_values(lines: Sequence[str]) -> dict[str, tuple[str, list[str]]]:
         value = override.value()
         if isinstance(value, IntervalSweep):
             bounds = [b for b in (value.start, value.end) if b is not None]
-            values = [int(b) if "int" in value.tags else b for b in bounds]
+            texts = [str(int(b) if "int" in value.tags else b) for b in bounds]
         else:
-            values = list(override.sweep_iterator())
-        out[key] = (key, [f"{key}={_as_override(v, format_value)}" for v in values])
+            texts = list(override.sweep_string_iterator())  # each value as Hydra writes it
+        out[key] = (key, [f"{key}={t}" for t in texts])
     return out
 
 
-def _as_override(value: Any, format_value: Callable[[Any], str]) -> str:
+def _sweeper_check(sweeper: DictConfig, lines: list[str]) -> None:
+    """The configured sweeper's own pre-launch check, if its class offers one.
+
+    The protocol: a sweeper class may define ``check_before_launch(sweeper_config, lines)``
+    (``lines``: its ``params`` as ``key=expression``, then the command line's overrides),
+    raising :class:`~weightshare.errors.ConfigError`. Looked up on the class Hydra will
+    instantiate, so the library imports no plugin (plugins build on ``weightshare``).
+    """
+    from hydra.utils import get_class
+
+    target = str(sweeper.get("_target_", ""))
     try:
-        return format_value(value)
-    except (TypeError, ValueError):  # a list or dict value: Hydra's own text
-        return str(value).replace("'", "")
+        cls = get_class(target)
+    except Exception:
+        return  # Hydra reports a sweeper that does not import
+    check = getattr(cls, "check_before_launch", None)
+    if callable(check):
+        check(sweeper, list(lines))
 
 
 def _touches(key: str, swept: Sequence[str]) -> bool:
@@ -206,11 +216,7 @@ def _check_multirun(cfg: DictConfig, overrides: list[str], compose: Callable[[li
     sweeper = OmegaConf.select(cfg, "hydra.sweeper")
     params = OmegaConf.to_container(sweeper.params, resolve=False) if sweeper.get("params") else {}
     lines = [f"{k}={v}" for k, v in (params or {}).items()] + overrides
-    target = str(sweeper.get("_target_", ""))
-    if target == OPTUNA_SWEEPER:
-        from hydra_plugins.weightshare_optuna_sweeper._preflight import check_optuna_sweep
-
-        check_optuna_sweep(sweeper, lines)
+    _sweeper_check(sweeper, lines)
     try:
         sweeps = sweep_values(lines)
     except Exception as exc:
