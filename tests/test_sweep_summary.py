@@ -85,9 +85,13 @@ def test_a_sweep_that_completed_prints_no_error_and_returns(tmp_path: Path, caps
 
 
 def test_multirun_with_failed_jobs_goes_on_and_exits_1(tmp_path: Path) -> None:
-    """Every job runs (each fails its config check), the same error is listed once, exit status 1."""
+    """Every job runs (each fails its start check), the same error is listed once, exit status 1.
+
+    Missing checkpoint files: a swept value out of range would be refused before the sweep starts.
+    """
     sweep = tmp_path / "sweep"
-    args = ["-m", "data=synthetic", "threads=1", "optimizer.lr=-1,-2", "aug.translate=0,0.1"]
+    one, two = tmp_path / "one.ckpt", tmp_path / "two.ckpt"
+    args = ["-m", "data=synthetic", "threads=1", f"ckpt_path={one},{two}", "aug.translate=0,0.1"]
     args.append(f"hydra.sweep.dir={sweep}")
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(
@@ -100,8 +104,8 @@ def test_multirun_with_failed_jobs_goes_on_and_exits_1(tmp_path: Path) -> None:
     lines = out[out.rindex("┘") :].splitlines()[1:]  # what the summary prints under its table
     first = [line for line in lines if line.startswith("[1] jobs 0, 1: ")]
     second = [line for line in lines if line.startswith("[2] jobs 2, 3: ")]
-    assert len(first) == 1 and "optimizer.lr=-1" in first[0], proc.stdout[-3000:]
-    assert len(second) == 1 and "optimizer.lr=-2" in second[0], proc.stdout[-3000:]
+    assert len(first) == 1 and "one.ckpt" in first[0], proc.stdout[-3000:]
+    assert len(second) == 1 and "two.ckpt" in second[0], proc.stdout[-3000:]
     assert lines == [*first, *second]  # each error once, though it hit two jobs
     assert proc.stderr.strip().splitlines()[-1] == (
         "error: 4 of 4 jobs did not complete (4 failed); their errors are listed under the table"

@@ -74,13 +74,16 @@ def test_config_error_is_one_line_with_exit_status_2(tmp_path) -> None:
 
 def test_multirun_records_a_failing_job_and_runs_the_others(tmp_path) -> None:
     sweep = tmp_path / "sweep"
-    args = ["-m", *FAST, "trainer.max_epochs=1", "optimizer.lr=1e-3,-1", f"hydra.sweep.dir={sweep}"]
+    # a value out of range is refused before the sweep starts (test_config_errors); a file that
+    # is missing is found by the job itself
+    missing = tmp_path / "no_such.ckpt"
+    args = ["-m", *FAST, "trainer.max_epochs=1", f"ckpt_path=null,{missing}", f"hydra.sweep.dir={sweep}"]
     proc = run_train(args)
     assert proc.returncode == 1, proc.stderr[-3000:]  # the sweep went on, and says a job failed
     good = json.loads((sweep / "0" / "results.json").read_text())
     bad = json.loads((sweep / "1" / "results.json").read_text())
     assert good["status"] == "completed"
-    assert bad["status"] == "failed" and "optimizer.lr=-1" in bad["error"]
+    assert bad["status"] == "failed" and "no_such.ckpt" in bad["error"]
     assert "failed" in proc.stdout  # the end-of-sweep summary table lists it
 
 

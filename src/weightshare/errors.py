@@ -6,7 +6,19 @@ entry point can print it as one line (no deep traceback) and exit with status 2.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from typing import Any
+
+
+def did_you_mean(word: str, options: Iterable[Any], *, prefix: str = "") -> str:
+    """``"; did you mean 'max_epochs'?"`` for the closest of ``options`` (difflib), else ``""``.
+
+    ``prefix`` is put before the suggestion (``trainer.``), so the hint is the full key.
+    """
+    names = [str(o) for o in options]
+    close = difflib.get_close_matches(str(word), names, n=1, cutoff=0.6)
+    return f"; did you mean {prefix}{close[0]}?" if close else ""
 
 
 class WeightshareError(Exception):

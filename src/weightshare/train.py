@@ -10,6 +10,8 @@ goes on; in a single run a user error is printed as one line and the exit status
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -20,10 +22,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from weightshare.config import register_configs, resolved_container, validate_config
+from weightshare.config import register_configs, resolved_container
 from weightshare.config.paths import CONF_DIR
-from weightshare.errors import CheckpointError, ConfigError
-from weightshare.job import Job, exit_policy, job_lifecycle
+from weightshare.config.preflight import check_environment, preflight
+from weightshare.errors import CheckpointError, ConfigError, WeightshareError
+from weightshare.job import USER_ERROR_EXIT, Job, exit_policy, job_lifecycle
 from weightshare.results import atomic_write_text, read_json
 
 log = logging.getLogger("weightshare")
@@ -97,15 +100,8 @@ def _objective(cfg: DictConfig, summary: dict[str, Any]) -> float | None:
     return None
 
 
-def _check_device(cfg: DictConfig) -> None:
-    """A GPU trainer config on a machine without one: a clear error before data is read."""
-    import torch
-
-    accelerator = str(cfg.trainer.accelerator)
-    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ConfigError("trainer.accelerator", accelerator, "'cpu' or 'auto' (no CUDA device on this machine)")
-    if accelerator == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("trainer.accelerator", accelerator, "'cpu' or 'auto' (no MPS device on this machine)")
+#: the packed trainer's name for the machine checks of one member (device, W&B, files, memory)
+_check_device = check_environment
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -114,8 +110,7 @@ def train(cfg: DictConfig) -> float | None:
     Errors are recorded there and re-raised; :func:`task` decides what they mean for the process.
     """
     with job_lifecycle(cfg, record_unopened=_is_multirun()) as job:
-        validate_config(cfg)
-        _check_device(cfg)
+        preflight(cfg)  # the command line ran it before Hydra started; jobs of a sweep run it here
         job.open()
         if cfg.skip_completed and cfg.ckpt_path is None and not cfg.resume and job.completed_before:
             log.info("job already completed (%s): skipping; set skip_completed=false to rerun", job.results_path)
@@ -254,8 +249,47 @@ def task(cfg: DictConfig) -> float | None:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def _hydra_main(cfg: DictConfig) -> float | None:
     return task(cfg)
+
+
+def main() -> None:
+    """``python train.py [overrides]``: check the whole command line, then run it through Hydra.
+
+    Every mistake is one line on stderr before anything is written: exit status 2 for a bad
+    config or command line (:func:`~weightshare.config.cli.check_command_line`), and for a
+    config error a sweeper or launcher finds later; 1 for a sweep that stopped on failed
+    trials (after its table). ``HYDRA_FULL_ERROR=1`` shows Hydra's own messages and tracebacks.
+    """
+    from weightshare.config.cli import check_command_line, normalize_argv
+
+    argv = normalize_argv(sys.argv[1:])
+    sys.argv = [sys.argv[0], *argv]
+    try:
+        check_command_line(argv)
+    except WeightshareError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(USER_ERROR_EXIT)
+    full = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # errors from inside Hydra reach the handler below
+    try:
+        _hydra_main()
+    except ConfigError as exc:
+        if full not in (None, "", "0"):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(USER_ERROR_EXIT)
+    except WeightshareError as exc:  # e.g. a study stopped by too many failed trials
+        if full not in (None, "", "0"):
+            raise
+        sys.stdout.flush()
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    finally:
+        if full is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = full
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ from weightshare.trial_protocol import (
 )
 
 from ._outcome import MAX_ERROR_CHARS, BadReturnError, job_error, objective_values
+from ._preflight import check_storage_url
 from ._records import record_interrupted
 from ._resume import Heartbeat, interrupt, is_counted, recover_interrupted
 from ._search_space import SearchSpace, format_override, parse_search_space, trial_override_lines
@@ -149,6 +150,7 @@ class OptunaSweeperImpl:
             url = f"sqlite:///{self.sweep_dir / 'optuna.db'}"
         else:
             url = absolute_sqlite_url(str(self.storage_url), Path.cwd())
+            check_storage_url(url)  # malformed, missing folder, unreachable host: one line, no hang
         try:
             storage = open_storage(url, heartbeat_interval=self.heartbeat_interval, grace_period=self.grace_period)
         except Exception as exc:
@@ -235,6 +237,28 @@ class OptunaSweeperImpl:
         recover_interrupted(study, storage, self.owner, space.distributions)
         # once here and once at the end: each reads every job directory's overrides
         record_interrupted(study, self.sweep_dir, self.trial_node)
+        try:
+            self._loop(study, storage, study_id, space, grid, n_trials, url, name, monitor)
+        except TooManyFailedTrialsError:
+            self._write_results(study, url, n_trials)
+            _print_table(self.sweep_dir)
+            raise
+        record_interrupted(study, self.sweep_dir, self.trial_node)  # name the retries that ran
+        self._write_results(study, url, n_trials)
+
+    def _loop(
+        self,
+        study: optuna.Study,
+        storage: optuna.storages.RDBStorage,
+        study_id: int,
+        space: SearchSpace,
+        grid: dict[str, list[Any]] | None,
+        n_trials: int,
+        url: str,
+        name: str,
+        monitor: str | None,
+    ) -> None:
+        """Ask, launch and tell batches until ``n_trials`` are counted (see the module docstring)."""
         waiting_for: set[int] = set()
         while True:
             recover_interrupted(study, storage, self.owner, space.distributions)
@@ -263,8 +287,6 @@ class OptunaSweeperImpl:
                 except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as exc:
                     # finished meanwhile: another host took it for a dead sweeper's trial
                     log.warning("trial %d was finished elsewhere, its result is dropped: %s", trial.number, exc)
-        record_interrupted(study, self.sweep_dir, self.trial_node)  # name the retries that ran
-        self._write_results(study, url, n_trials)
 
     def _announce(self, study: optuna.Study, grid: dict[str, list[Any]] | None, n_trials: int) -> None:
         """Say whether this run starts the study or resumes it, and how far it got."""
@@ -416,6 +438,19 @@ class OptunaSweeperImpl:
             ]
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.create(results), self.sweep_dir / RESULTS_FILE)
+
+
+def _print_table(sweep_dir: Path | None) -> None:
+    """The jobs' table of a study stopped by its failures, before the reason is raised.
+
+    The end-of-sweep table is printed by a Hydra callback that only runs when the sweep
+    returns; a stopped study shows the same table, then the entry point prints the reason as
+    one line (:func:`weightshare.train.main`).
+    """
+    from weightshare.hydra_callbacks import print_sweep_table
+
+    if sweep_dir is not None and sweep_dir.is_dir():
+        print_sweep_table(sweep_dir)
 
 
 def _link_overrides(link: TrialLink, node: str) -> list[str]:

@@ -85,39 +85,77 @@ def parse_search_space(lines: Sequence[str]) -> SearchSpace:
     return space
 
 
+#: tags the sweeper reads on ``interval``: ``log`` (log-uniform) and ``int`` (integers)
+INTERVAL_TAGS = ("log", "int")
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _distribution(key: str, override: Override) -> tuple[BaseDistribution, list[Any] | None, str]:
-    """One sweep -> (distribution, explicit values for a grid or None, the sweep's text)."""
+    """One sweep -> (distribution, explicit values for a grid or None, the sweep's text).
+
+    Every expression is checked before any trial runs: bounds in order and finite, a log
+    scale only above 0, a step that is not 0, tags only where the sweeper reads them.
+    """
     value = override.value()
     text = (override.input_line or "").split("=", 1)[-1]
     where = f"hydra.sweeper.params.{key}"
+    tags = set(getattr(value, "tags", None) or ())
+    if isinstance(value, (ChoiceSweep, RangeSweep)) and tags:
+        raise ConfigError(
+            where, text, f"tags ({', '.join(INTERVAL_TAGS)}) only on interval(...); choices are sampled as listed"
+        )
     if isinstance(value, ChoiceSweep) or (isinstance(value, RangeSweep) and value.shuffle):
+        if isinstance(value, RangeSweep):
+            _check_range(where, text, value)
         values = list(override.sweep_iterator())
         for v in values:
             if not isinstance(v, _PRIMITIVES):
                 raise ConfigError(where, v, "choice values that are str, int, float or bool")
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(where, text, "finite choice values (no nan or inf)")
         if not values:
             raise ConfigError(where, text, "a non-empty choice")
         return CategoricalDistribution(values), values, text
     if isinstance(value, RangeSweep):
+        _check_range(where, text, value)
         values = list(override.sweep_iterator())
         if not values:
-            raise ConfigError(where, text, "a range with at least one value")
+            raise ConfigError(where, text, "a range with at least one value (range(start, stop[, step]) excludes stop)")
         low, high = min(values), max(values)
         step = abs(value.step)
         if all(isinstance(v, int) for v in values) and isinstance(value.step, int):
             return IntDistribution(int(low), int(high), step=int(step)), values, text
         return FloatDistribution(float(low), float(high), step=float(step)), values, text
     if isinstance(value, IntervalSweep):
-        log = "log" in value.tags
+        unknown = sorted(tags - set(INTERVAL_TAGS))
+        if unknown:
+            raise ConfigError(where, text, f"tags from {list(INTERVAL_TAGS)}; unknown tag {unknown[0]!r}")
+        log = "log" in tags
         start, end = value.start, value.end
-        if start is None or end is None or not start < end:
+        if not (_finite(start) and _finite(end)):
+            raise ConfigError(where, text, "interval(low, high) with finite numbers (no nan or inf)")
+        if not start < end:
             raise ConfigError(where, text, "interval(low, high) with low < high")
         if log and start <= 0:
             raise ConfigError(where, text, "tag(log, interval(low, high)) with 0 < low")
-        if "int" in value.tags:
+        if "int" in tags:
+            if int(start) != start or int(end) != end:
+                raise ConfigError(where, text, "tag(int, interval(low, high)) with whole-number bounds")
             return IntDistribution(int(start), int(end), log=log), None, text
         return FloatDistribution(float(start), float(end), log=log), None, text
     raise ConfigError(where, text, "choice(...), range(...), interval(...) or tag(log, interval(...))")
+
+
+def _check_range(where: str, text: str, value: RangeSweep) -> None:
+    """``range(start, stop, step)``: finite numbers and a step that is not 0 (Hydra raises a bare ValueError)."""
+    for bound in (value.start, value.stop, value.step):
+        if bound is not None and not _finite(bound):
+            raise ConfigError(where, text, "range(start, stop[, step]) with finite numbers (no nan or inf)")
+    if value.step == 0:
+        raise ConfigError(where, text, "range(start, stop, step) with a step that is not 0")
 
 
 def format_value(value: Any) -> str:

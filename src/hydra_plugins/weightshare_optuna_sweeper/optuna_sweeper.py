@@ -16,6 +16,13 @@ from omegaconf import DictConfig
 class OptunaSweeper(Sweeper):
     """Hyperparameter search with Optuna 4/5; arguments are those of ``OptunaSweeperConf``."""
 
+    @staticmethod
+    def check_before_launch(sweeper: DictConfig, lines: list[str]) -> None:
+        """The whole search checked before Hydra starts (``python train.py`` calls it; see ``_preflight``)."""
+        from ._preflight import check_optuna_sweep
+
+        check_optuna_sweep(sweeper, lines)
+
     def __init__(
         self,
         sampler: Any,

@@ -17,12 +17,22 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from weightshare.augment.validate import EVAL_VARIANTS, LEVEL_KEYS
-from weightshare.config.schema import OPTIMIZERS, PROGRESS_BARS, SCHEDULERS, TrainConfig
-from weightshare.data.datamodule import PRECISIONS
+from weightshare.config.checks import _in_range, _is_int, _one_of, _positive_int, _require, _subset
+from weightshare.config.geometry import check_geometry
+from weightshare.config.schema import (
+    OPTIMIZERS,
+    PROGRESS_BARS,
+    SCHEDULERS,
+    ModelConfig,
+    OptimizerConfig,
+    SchedulerConfig,
+    TrainConfig,
+)
+from weightshare.config.trainer_checks import SEED_MAX, check_trainer
 from weightshare.data.registry import DATASETS, check_reader_options
 from weightshare.data.splits import SPLITS
-from weightshare.errors import ConfigError
-from weightshare.layers.free_conv import CONNECTIVITY_MODES, INIT_NAMES
+from weightshare.errors import ConfigError, did_you_mean
+from weightshare.layers.free_conv import CONNECTIVITY_MODES, IMPL_NAMES, INIT_NAMES
 from weightshare.layers.lowrank_conv import BASIS_INITS, COMBINING_MODES
 from weightshare.layers.share_penalty import PENALTY_KINDS
 from weightshare.loggers import ALLOWED_LOGGERS
@@ -37,40 +47,6 @@ LOGGERS = ALLOWED_LOGGERS
 BUDGETS = ("small", "full")
 
 
-def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(key, value, allowed)
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _in_range(key: str, value: Any, lo: float, hi: float, *, hi_open: bool = True, lo_open: bool = False) -> None:
-    ok = _number(value)
-    if ok:
-        ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
-    left = "(" if lo_open else "["
-    right = ")" if hi_open else "]"
-    _require(ok, key, value, f"a number in {left}{lo:g}, {hi:g}{right}")
-
-
-def _positive_int(key: str, value: Any, minimum: int = 1) -> None:
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-    _require(ok, key, value, f"an integer >= {minimum}")
-
-
-def _one_of(key: str, value: Any, allowed: Iterable[str]) -> None:
-    allowed = tuple(allowed)
-    _require(value in allowed, key, value, f"one of {list(allowed)}")
-
-
-def _subset(key: str, values: Any, allowed: Iterable[str]) -> None:
-    allowed = tuple(allowed)
-    for v in values:
-        _require(v in allowed, key, v, f"names from {list(allowed)}")
-
-
 def _check_data(d: DictConfig) -> None:
     _one_of("data.name", d.name, DATASETS)
     _one_of("data.split", d.split, SPLITS)
@@ -82,6 +58,7 @@ def _check_data(d: DictConfig) -> None:
         if d[key] is not None:
             _positive_int(f"data.{key}", d[key])
     check_reader_options(d.name, d.options)
+    _check_reader_values(d.name, d.options)
     if d.split == "standard":
         allowed = "0 with data.split=standard (the official test set is the validation set)"
         _require(d.fold == 0, "data.fold", d.fold, allowed)
@@ -90,6 +67,22 @@ def _check_data(d: DictConfig) -> None:
     _positive_int("data.search_max_epochs", d.search_max_epochs)
     _positive_int("data.search_patience", d.search_patience, 0)
     _in_range("data.lr", d.lr, 0.0, 10.0, lo_open=True, hi_open=False)
+
+
+def _check_reader_values(name: str, options: Any) -> None:
+    """The reader options' ranges, so a bad one fails before the data is read (the readers repeat them)."""
+    from weightshare.data.synthetic import MIN_IMAGE_SIZE
+
+    o = dict(options or {})
+    if "image_size" in o:
+        least = MIN_IMAGE_SIZE if name == "synthetic" else 8
+        _positive_int("data.options.image_size", o["image_size"], least)
+    if "size" in o:
+        _positive_int("data.options.size", o["size"])
+    if "seed" in o:
+        _positive_int("data.options.seed", o["seed"], 0)
+    if "noise_std" in o:
+        _in_range("data.options.noise_std", o["noise_std"], 0.0, math.inf)
 
 
 def _check_model(m: DictConfig) -> None:
@@ -118,6 +111,43 @@ def _check_model(m: DictConfig) -> None:
     if m.init_from is not None:
         _require(m.name == "fcn", "model.init_from", m.init_from, "null unless model=fcn (a CNN checkpoint to unshare)")
         _require(m.share_tile is None, "model.share_tile", m.share_tile, "null when model.init_from is set")
+    _one_of("model.impl", m.impl, IMPL_NAMES)
+    _check_unused(m, "model", m.name, MODEL_OPTION_USERS, _MODEL_DEFAULTS)
+
+
+#: options of one model / optimizer / scheduler that the others would silently ignore:
+#: the option may differ from its schema default only when ``name`` is one of these
+MODEL_OPTION_USERS: dict[str, tuple[str, ...]] = {
+    "fcn_init": ("fcn", "lowrank"),
+    "connectivity_mode": ("fcn",),
+    "impl": ("fcn",),
+    "hidden": PAPER_MODELS,
+    "widen_factor": RESNET_MODELS,
+}
+OPTIMIZER_OPTION_USERS: dict[str, tuple[str, ...]] = {
+    "betas": ("adam", "adamw"),
+    "eps": ("adam", "adamw"),
+    "fused": ("adam", "adamw"),
+    "momentum": ("sgd",),
+    "nesterov": ("sgd",),
+}
+SCHEDULER_OPTION_USERS: dict[str, tuple[str, ...]] = {"gamma": ("multistep",)}
+_MODEL_DEFAULTS = ModelConfig()
+_OPTIMIZER_DEFAULTS = OptimizerConfig()
+_SCHEDULER_DEFAULTS = SchedulerConfig()
+
+
+def _check_unused(node: DictConfig, group: str, name: str, users: dict[str, tuple[str, ...]], defaults: Any) -> None:
+    """An option set away from its default on a ``group`` choice that does not read it is an error."""
+    for key, names in users.items():
+        if name in names or key not in node:
+            continue
+        value, default = node[key], getattr(defaults, key)
+        value = list(value) if OmegaConf.is_list(value) else value
+        if value != default:
+            shown = names[0] if len(names) == 1 else "|".join(names)
+            allowed = f"{default!r} (the default): {group}={name} does not use it, only {group}={shown}"
+            raise ConfigError(f"{group}.{key}", value, allowed)
 
 
 def _check_optim(o: DictConfig, s: DictConfig) -> None:
@@ -134,7 +164,9 @@ def _check_optim(o: DictConfig, s: DictConfig) -> None:
     for i, mstone in enumerate(s.milestones):
         _positive_int(f"scheduler.milestones[{i}]", mstone)
     _positive_int("scheduler.warmup_epochs", s.warmup_epochs, 0)
-    # knobs of one schedule set on another would be silently ignored
+    # knobs of one optimizer or schedule set on another would be silently ignored
+    _check_unused(o, "optimizer", o.name, OPTIMIZER_OPTION_USERS, _OPTIMIZER_DEFAULTS)
+    _check_unused(s, "scheduler", s.name, SCHEDULER_OPTION_USERS, _SCHEDULER_DEFAULTS)
     if s.name != "cosine":
         _require(s.warmup_epochs == 0, "scheduler.warmup_epochs", s.warmup_epochs, "0 unless scheduler=cosine")
     if s.name != "multistep":
@@ -180,19 +212,6 @@ def _check_callbacks(c: DictConfig, variants: Iterable[str]) -> None:
     _one_of("callbacks.progress_bar", c.progress_bar, PROGRESS_BARS)
 
 
-def _check_trainer(t: DictConfig) -> None:
-    ok = isinstance(t.max_epochs, int) and (t.max_epochs >= 1 or t.max_epochs == -1)
-    _require(ok, "trainer.max_epochs", t.max_epochs, "an integer >= 1 (or -1 for no limit)")
-    _positive_int("trainer.min_epochs", t.min_epochs, 0)
-    _one_of("trainer.precision", str(t.precision), PRECISIONS)
-    _positive_int("trainer.accumulate_grad_batches", t.accumulate_grad_batches)
-    _positive_int("trainer.check_val_every_n_epoch", t.check_val_every_n_epoch)
-    for key in ("limit_train_batches", "limit_val_batches"):
-        v = t[key]
-        if v is not None:
-            _require(_number(v) and v > 0, f"trainer.{key}", v, "a fraction in (0, 1] or a batch count >= 1")
-
-
 def _check_known_keys(node: Any, schema: type, path: str) -> None:
     """Every key of ``node`` is a field of the dataclass ``schema`` (recursively).
 
@@ -203,17 +222,35 @@ def _check_known_keys(node: Any, schema: type, path: str) -> None:
     for key in node:
         name = f"{path}.{key}" if path else str(key)
         if key not in fields:
+            near = did_you_mean(str(key), fields, prefix=f"{path}." if path else "")
             raise ConfigError(
                 name,
                 OmegaConf.select(node, str(key), throw_on_missing=False),
-                f"a key of {path or 'the config'}: {sorted(fields)}",
+                f"a key of {path or 'the config'}{near} (its keys: {', '.join(sorted(fields))})",
             )
         if dataclasses.is_dataclass(fields[key]) and isinstance(node[key], DictConfig):
             _check_known_keys(node[key], fields[key], name)
 
 
+def _check_finite(cfg: DictConfig) -> None:
+    """NaN or infinity anywhere a number is expected (free-form nodes such as data.options too)."""
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{path}.{k}" if path else str(k))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{path}[{i}]")
+        elif isinstance(node, float) and not math.isfinite(node):
+            raise ConfigError(path, node, "a finite number (NaN and infinity are not values of any setting)")
+
+    walk(resolved_container(cfg), "")
+
+
 def _check_top(cfg: DictConfig) -> None:
-    _positive_int("seed", cfg.seed, 0)
+    ok = _is_int(cfg.seed) and 0 <= cfg.seed <= SEED_MAX
+    _require(ok, "seed", cfg.seed, f"an integer in [0, {SEED_MAX}] (the random generators' range)")
     _one_of("budget", cfg.budget, BUDGETS)
     _subset("logger.names", cfg.logger.names, LOGGERS)
     if cfg.threads is not None:
@@ -311,14 +348,16 @@ def _check_spectrum(cfg: DictConfig) -> None:
 
 CHECKS: tuple[Callable[[DictConfig], None], ...] = (
     lambda c: _check_known_keys(c, TrainConfig, ""),
+    _check_finite,
     lambda c: _check_data(c.data),
     lambda c: _check_model(c.model),
     lambda c: _check_optim(c.optimizer, c.scheduler),
     lambda c: _check_aug(c.aug, c.eval),
     lambda c: _check_callbacks(c.callbacks, c.eval.variants),
-    lambda c: _check_trainer(c.trainer),
+    lambda c: check_trainer(c.trainer),
     _check_top,
     _check_spectrum,
+    check_geometry,  # last: it builds the network (on the meta device) from checked values
 )
 
 

@@ -205,6 +205,25 @@ def torchvision_download(dataset_class: str, label: str, root: Path) -> bool:
     return True
 
 
+def _missing_dirs(path: Path) -> list[Path]:
+    """``path`` and its ancestors that do not exist yet, deepest first."""
+    out = []
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        out.append(path)
+        path = path.parent
+    return out
+
+
+def _remove_empty(dirs: Sequence[Path]) -> None:
+    """Remove the folders a failed download created, deepest first, while they are empty."""
+    for d in dirs:
+        try:
+            d.rmdir()
+        except OSError:
+            return  # not empty (a partial file to resume) or gone: keep the rest
+
+
 def locate_or_download(
     dataset: str,
     dirs: Sequence[Path],
@@ -232,9 +251,11 @@ def locate_or_download(
             f"{looked}. Download is off (data.download=false). {hint}, "
             f"or set data.download=true on a machine with internet access"
         )
+    created = _missing_dirs(download_dir)
     try:
         fetch_all()
     except DataError as exc:
+        _remove_empty(created)  # a failed download leaves no empty <root>/MNIST/raw behind
         raise DataError(
             f"{looked}. Downloading them into {download_dir} failed: {exc}. {hint}, "
             f"or download them on a machine with internet access and copy them there"

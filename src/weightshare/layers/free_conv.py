@@ -196,7 +196,9 @@ class FreeConv2d(ReferenceKernelMixin):
         # The seed is drawn even without a mask and after the weights, so that for one global seed
         # every connectivity gives the same initial weights and nested masks (the removed set at
         # p is a subset of the one at p' > p): a VCP sweep varies nothing but the pattern.
-        self.mask_seed = int(torch.randint(0, 2**62, (1,)).item()) if mask_seed is None else int(mask_seed)
+        self.mask_seed = (
+            int(torch.randint(0, 2**62, (1,), device="cpu").item()) if mask_seed is None else int(mask_seed)
+        )
         if self.connectivity > 0.0:
             self._draw_mask(device)
             self.apply_mask_()
