@@ -30,6 +30,7 @@ from omegaconf import DictConfig
 
 from weightshare.errors import ConfigError, DivergenceError, WeightshareError
 from weightshare.results import atomic_write_json, read_json, run_identity
+from weightshare.slurm.env import job_record, requeued
 
 log = logging.getLogger("weightshare")
 
@@ -54,7 +55,16 @@ def status_of(exc: BaseException) -> str:
     # SIGTERM (preemption, a time limit) and Ctrl+C: Lightning turns them into SystemExit
     if isinstance(exc, (KeyboardInterrupt, SystemExit)):
         return "interrupted"
+    # submitit's time-limit signal after the last allowed requeue ("not requeued because ...")
+    if type(exc).__name__ == "UncompletedJobError" and type(exc).__module__.startswith("submitit"):
+        return "interrupted"
     return "failed"
+
+
+def wants_resume(cfg: DictConfig) -> bool:
+    """Whether this start continues its run directory: ``ckpt_path=last``, ``resume=true``, or
+    a SLURM job that was requeued (it runs the same command again and must not start over)."""
+    return cfg.ckpt_path == "last" or bool(cfg.resume) or (cfg.ckpt_path is None and requeued())
 
 
 def _writable_dir(out: Path) -> Path:
@@ -94,7 +104,7 @@ class Job:
         self.identity = run_identity(cfg)
         self.prev = read_json(self.results_path) or {}
         prev = self.prev
-        resuming = (cfg.ckpt_path == "last" or cfg.resume) and prev.get("identity") == self.identity
+        resuming = wants_resume(cfg) and prev.get("identity") == self.identity
         # a resumed run keeps counting from its first start
         self.prior_wall_s = float(prev.get("wall_time_s") or 0.0) if resuming else 0.0
         self.summary.update(
@@ -107,6 +117,8 @@ class Job:
             started_unix=self.t0,
             resumed=int(prev.get("resumed", 0)) + 1 if resuming else 0,
         )
+        if slurm_job := job_record():  # where the job ran and its log (None outside SLURM)
+            self.summary["slurm"] = slurm_job
         self.opened = True
         return self
 

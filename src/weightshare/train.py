@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from weightshare.config import register_configs, resolved_container, validate_config
 from weightshare.config.paths import CONF_DIR
 from weightshare.errors import CheckpointError, ConfigError
-from weightshare.job import Job, exit_policy, job_lifecycle
+from weightshare.job import Job, exit_policy, job_lifecycle, wants_resume
 from weightshare.results import atomic_write_text, read_json
 
 log = logging.getLogger("weightshare")
@@ -51,8 +51,8 @@ def _sweep_group(cfg: DictConfig) -> str | None:
 
 
 def _resolve_ckpt_path(cfg: DictConfig, out: Path) -> str | None:
-    """``ckpt_path=last`` (or ``resume=true``) means this run directory's last checkpoint."""
-    want = cfg.ckpt_path if cfg.ckpt_path is not None else ("last" if cfg.resume else None)
+    """``ckpt_path=last`` (``resume=true``, a requeued SLURM job) means this run directory's last checkpoint."""
+    want = cfg.ckpt_path if cfg.ckpt_path is not None else ("last" if wants_resume(cfg) else None)
     if want is None:
         return None
     if want == "last":
