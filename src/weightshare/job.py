@@ -95,6 +95,8 @@ class Job:
         self.prev: dict[str, Any] = {}
         self.identity: dict[str, Any] | None = None
         self.summary: dict[str, Any] = {"status": "running", "error": None, "task": cfg.get("task_name")}
+        if slurm_job := job_record():  # where the job ran and its log, failed or not (None outside SLURM)
+            self.summary["slurm"] = slurm_job
         self.opened = False
 
     def open(self) -> Job:
@@ -117,8 +119,6 @@ class Job:
             started_unix=self.t0,
             resumed=int(prev.get("resumed", 0)) + 1 if resuming else 0,
         )
-        if slurm_job := job_record():  # where the job ran and its log (None outside SLURM)
-            self.summary["slurm"] = slurm_job
         self.opened = True
         return self
 
