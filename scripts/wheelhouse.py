@@ -1,11 +1,11 @@
 """Download a wheel of every dependency of the project except torch, for a node without internet.
 
-    python scripts/wheelhouse.py WHEELHOUSE [--python-version 311] [--platform manylinux2014_x86_64]
-    (or: make wheelhouse PYTHON_VERSION=311 PLATFORM=manylinux2014_x86_64)
+    python scripts/wheelhouse.py WHEELHOUSE [--python-version 311] [--platform manylinux_2_28_x86_64]
+    (or: make wheelhouse PYTHON_VERSION=311 PLATFORM=manylinux_2_28_x86_64)
 
 then, on the offline node, over the torch it already has (README, "Compute nodes without internet"):
 
-    python -m pip install --no-index --find-links WHEELHOUSE "weightshare[wandb]"
+    python -m pip install --no-index --find-links WHEELHOUSE "weightshare[wandb,dev]"
 
 Why not ``pip download -r``: pytorch-lightning and torchmetrics depend on torch, so pip
 would fetch torch and its CUDA libraries (gigabytes) that the node has already, built for
@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("wheelhouse", type=Path)
     parser.add_argument("--python-version", default="", help="the node's Python, e.g. 311 (default: this one)")
-    parser.add_argument("--platform", default="", help="the node's platform tag, e.g. manylinux2014_x86_64")
-    parser.add_argument("--extras", default="wandb", help="extras to include (comma-separated; '' for none)")
+    parser.add_argument("--platform", default="", help="the node's platform tag, e.g. manylinux_2_28_x86_64")
+    parser.add_argument("--extras", default="wandb,dev", help="extras to include (comma-separated; '' for none)")
     args = parser.parse_args(argv)
     house = args.wheelhouse.resolve()
     house.mkdir(parents=True, exist_ok=True)

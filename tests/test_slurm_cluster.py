@@ -139,37 +139,59 @@ def _assert_sweep_end(code: int, out: str, err: str, expected: int) -> None:
     assert code == expected, err[-3000:]
 
 
+def test_settings_the_cluster_cannot_satisfy_stop_before_submission(tmp_path: Path) -> None:
+    """The defaults (1 GPU, 8 CPUs, 32 GB) on a 2-CPU node without GPUs, an unknown partition, a too short
+    time limit: one line each, exit status 2, nothing submitted."""
+
+    def run(*overrides: str) -> list[str]:
+        proc = subprocess.run(
+            [sys.executable, str(REPO / "train.py"), "-m", *overrides, *JOB, f"hydra.sweep.dir={tmp_path}/s"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert not (tmp_path / "s" / ".submitit").exists()
+        return [ln.split(":")[1].strip() for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+
+    # keys named: gpus_per_node=1, cpus_per_task=8, mem_gb=32 (the node has 2 CPUs and no GPU)
+    assert run("hydra/launcher=slurm") == [
+        "hydra.launcher.gpus_per_node=1", "hydra.launcher.cpus_per_task=8", "hydra.launcher.mem_gb=32"
+    ]  # fmt: skip
+    assert run(*LAUNCHERS["packed"], "hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=2") == [
+        "hydra.launcher.timeout_min=2", "hydra.launcher.partition=gpu"
+    ]  # fmt: skip
+
+
 @pytest.mark.parametrize("launcher", ["slurm", "packed"])
 def test_grid_failure_and_preemption_then_resume(launcher: str, tmp_path: Path) -> None:
     """A grid where one job completes, one fails, one is preempted; resume=true finishes the preempted one.
 
-    Jobs: #0 (1 epoch) completes; #1 and #3 (lr=-1) fail at validation; #2 (5 epochs) gets
-    SIGTERM after its first epoch: the sweep ends with its table and exit status 1.
+    Jobs: #0 (1 epoch) completes; #1 (5 epochs) gets SIGTERM after its first epoch; #2
+    (max_epochs=0) fails at validation: the sweep ends with its table and exit status 1.
     """
     sweep = tmp_path / "s"
-    grid = ["trainer.max_epochs=1,5", "optimizer.lr=0.001,-1", *TIMING]
+    grid = ["trainer.max_epochs=1,5,0", *TIMING]
     proc = _start(_command(launcher, sweep, *grid))
-    job_id = _slurm_job_when(sweep / "2", 1, proc)
+    job_id = _slurm_job_when(sweep / "1", 1, proc)
     subprocess.run(["scancel", "--signal=TERM", job_id], check=True)
     code, out, err = _finish(proc)
     _assert_sweep_end(code, out, err, expected=1)
-    status = {k: _results(sweep / str(k))["status"] for k in range(4)}
-    assert status == {0: "completed", 1: "failed", 2: "interrupted", 3: "failed"}
-    assert "3 of 4 jobs did not complete (2 failed, 1 interrupted)" in err
-    assert "optimizer.lr" in out  # the failed jobs' error is listed under the table
+    status = {k: _results(sweep / str(k))["status"] for k in range(3)}
+    assert status == {0: "completed", 1: "interrupted", 2: "failed"}
+    assert "2 of 3 jobs did not complete (1 failed, 1 interrupted)" in err
+    assert "trainer.max_epochs" in out  # the failed job's error is listed under the table
     first = _results(sweep / "0")["slurm"]
     assert first["job_id"] and Path(first["log"]).is_file() and first["restart_count"] == 0
     if launcher == "slurm":  # one array element per job
-        assert [_results(sweep / str(k))["slurm"]["array_index"] for k in range(4)] == [0, 1, 2, 3]
-    done_before = len(_epochs(sweep / "2"))
+        assert [_results(sweep / str(k))["slurm"]["array_index"] for k in range(3)] == [0, 1, 2]
+    done_before = len(_epochs(sweep / "1"))
     assert 1 <= done_before < 5
 
     code, out, err = _finish(_start(_command(launcher, sweep, *grid, "resume=true")))
-    _assert_sweep_end(code, out, err, expected=1)  # #1 and #3 still fail: their config is wrong
-    res = _results(sweep / "2")
+    _assert_sweep_end(code, out, err, expected=1)  # #2 still fails: its config is wrong
+    res = _results(sweep / "1")
     assert res["status"] == "completed" and res["resumed"] == 1
-    assert _epochs(sweep / "2") == [0, 1, 2, 3, 4]  # each epoch once
-    assert "2 of 4 jobs did not complete (2 failed)" in err
+    assert _epochs(sweep / "1") == [0, 1, 2, 3, 4]  # each epoch once
+    assert "1 of 3 jobs did not complete (1 failed)" in err
 
 
 @pytest.mark.parametrize("launcher", ["slurm", "packed"])
