@@ -50,13 +50,13 @@ mutation: setup ## mutation testing of the modules behind the reported numbers (
 	$(VENV)/bin/mutmut results
 
 # Wheels for a compute node without internet (README, "Compute nodes without internet"): the
-# node's Python version (e.g. 311) and platform tag; default: this machine's.
+# node's Python version (e.g. 311) and the platform tags it accepts; default: this machine's.
 WHEELHOUSE ?= wheelhouse
 PYTHON_VERSION ?=
 PLATFORM ?=
-wheelhouse: ## wheels of every dependency but torch into $(WHEELHOUSE)/ (PYTHON_VERSION=311 PLATFORM=manylinux_2_28_x86_64)
+wheelhouse: ## wheels of every dependency but torch into $(WHEELHOUSE)/ (PYTHON_VERSION=311 PLATFORM="manylinux_2_28_x86_64 manylinux2014_x86_64")
 	$(PYTHON) scripts/wheelhouse.py $(WHEELHOUSE) $(if $(PYTHON_VERSION),--python-version $(PYTHON_VERSION)) \
-	  $(if $(PLATFORM),--platform $(PLATFORM))
+	  $(foreach tag,$(PLATFORM),--platform $(tag))
 
 clean: ## remove run outputs, mutants and caches
 	rm -rf outputs multirun mutants wheelhouse .pytest_cache .ruff_cache .hypothesis

@@ -19,7 +19,7 @@
 # ran passed, 1 otherwise.
 #
 # On a GPU node without internet: on a machine with internet, `make wheelhouse
-# PYTHON_VERSION=<the node's, e.g. 311> PLATFORM=manylinux_2_28_x86_64` (a wheel of every
+# PYTHON_VERSION=<the node's, e.g. 311> PLATFORM="manylinux_2_28_x86_64 manylinux2014_x86_64"` (a wheel of every
 # dependency but torch, the dev tools included, and the project's own); copy the checkout
 # with its wheelhouse/ to the node; there, in a virtual environment that has the node's
 # CUDA torch: `python -m pip install --no-index --find-links wheelhouse "weightshare[wandb,dev]"`,

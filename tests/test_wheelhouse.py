@@ -28,13 +28,16 @@ def _wheelhouse_module():
 
 
 def test_everything_but_torch_is_downloaded() -> None:
-    report = {"install": [{"metadata": {"name": n, "version": v}} for n, v in [
-        ("torch", "2.13.0"), ("nvidia-cublas-cu12", "12.4"), ("triton", "3.1"), ("weightshare", "0.1.0"),
-        ("pytorch_lightning", "2.5.0"), ("Jinja2", "3.1.4"), ("hydra-core", "1.3.2"), ("torchmetrics", "1.6"),
+    report = {"install": [{"metadata": {"name": n, "version": v}, "download_info": {"url": f"https://x/{n}-{v}.{e}"}}
+                          for n, v, e in [
+        ("torch", "2.13.0", "whl"), ("nvidia-cublas-cu12", "12.4", "whl"), ("triton", "3.1", "whl"),
+        ("weightshare", "0.1.0", "whl"), ("pytorch_lightning", "2.5.0", "whl"), ("Jinja2", "3.1.4", "whl"),
+        ("hydra-core", "1.3.2", "whl"), ("antlr4-python3-runtime", "4.9.3", "tar.gz"), ("torchmetrics", "1.6", "whl"),
     ]]}  # fmt: skip
-    assert _wheelhouse_module().wanted(report) == [
-        "hydra-core==1.3.2", "jinja2==3.1.4", "pytorch-lightning==2.5.0", "torchmetrics==1.6"
-    ]  # fmt: skip
+    assert _wheelhouse_module().wanted(report) == (
+        ["hydra-core==1.3.2", "jinja2==3.1.4", "pytorch-lightning==2.5.0", "torchmetrics==1.6"],
+        ["antlr4-python3-runtime==4.9.3"],  # no wheel published: built here
+    )
 
 
 @pytest.mark.timeout(300)
