@@ -193,3 +193,28 @@ def test_submitit_not_requeued_is_interrupted() -> None:
 
     assert status_of(UncompletedJobError("Job not requeued because: timed-out too many times.")) == "interrupted"
     assert status_of(RuntimeError("x")) == "failed"
+
+
+def test_the_wait_ends_for_requeued_finished_and_forgotten_jobs(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """No sweep waits forever: a job is waited for while SLURM has it pending, running or requeued; a
+    job SLURM stopped without a result is ``interrupted``; one SLURM forgot (purged) ends as ``failed``."""
+    from types import SimpleNamespace
+
+    from submitit.slurm.slurm import SlurmJob
+
+    class Job(SlurmJob):  # only what wait_for reads: the id and the result/log paths
+        job_id = ""
+        paths = None
+        _cancel_at_deletion = False
+
+        def __init__(self, job_id: str) -> None:
+            self.job_id = job_id
+            self.paths = SimpleNamespace(stdout=tmp_path / f"{job_id}.out", result_pickle=tmp_path / f"{job_id}.pkl")
+
+    polls = iter([{"5_0": "RUNNING", "5_1": "REQUEUED"}, {"5_0": "COMPLETING"}, {"5_0": "TIMEOUT"}, {}])
+    monkeypatch.setattr(wait, "query_states", lambda ids: next(polls))
+    monkeypatch.setattr(wait.time, "sleep", lambda s: None)
+    first, second = wait.wait_for([Job("5_0"), Job("5_1")])
+    assert (first.state, first.status, second.state, second.status) == ("TIMEOUT", "interrupted", "UNKNOWN", "failed")
+    assert first.error == f"SLURM job 5_0 ended TIMEOUT without a result (log: {tmp_path / '5_0.out'})"
+    assert next(polls, "none left") == "none left"  # 5_1 was asked about 3 times after it vanished, then given up

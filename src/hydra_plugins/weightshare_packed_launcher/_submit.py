@@ -72,7 +72,8 @@ def submit_units(launcher: Any, units: Sequence[tuple[str, list[Member]]]) -> li
             if ret is not None and ret.status == JobStatus.COMPLETED:
                 results.append((m.idx, ret))
                 continue
-            error = ended.error or f"{type(ret.return_value).__name__}: {ret.return_value}"  # type: ignore[union-attr]
+            failure = getattr(ret, "_return_value", None)  # a FAILED return raises on .return_value
+            error = ended.error or f"{type(failure).__name__}: {failure}"
             log.error("submitit job %s (%s of jobs %s, %s): %s", job.job_id, kind, [x.idx for x in members],
                       ended.state, error)  # fmt: skip
             ensure_recorded(m, error, ended.status if ended.error else "failed")

@@ -28,7 +28,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides, run_job, setup_globals
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,8 @@ def outcome(overrides: Sequence[str], config: DictConfig | None) -> JobReturn:
     """
     ret = JobReturn(overrides=list(overrides), working_dir=str(Path.cwd()))
     if config is not None:
-        ret.cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
-        ret.hydra_cfg = OmegaConf.create({"hydra": config.hydra}) if "hydra" in config else None
+        ret.cfg = OmegaConf.masked_copy(config, [str(k) for k in config if k != "hydra"])
+        ret.hydra_cfg = OmegaConf.masked_copy(config, ["hydra"]) if "hydra" in config else None
         ret.task_name = str(OmegaConf.select(config, "hydra.job.name", default=""))
     ret.status = JobStatus.COMPLETED
     ret.return_value = None
@@ -142,7 +142,8 @@ class SlurmLauncher(BaseSubmititLauncher):
             if isinstance(ended.result, JobReturn) and ended.result.status == JobStatus.COMPLETED:
                 returns.append(ended.result)
                 continue
-            error = ended.error or f"{type(ended.result.return_value).__name__}: {ended.result.return_value}"
+            failure = getattr(ended.result, "_return_value", None)  # a FAILED return raises on .return_value
+            error = ended.error or f"{type(failure).__name__}: {failure}"
             config = self._job_config(overrides, idx, job.job_id)
             if config is not None:
                 out_dir = Path(str(config.hydra.runtime.output_dir))
@@ -158,11 +159,15 @@ class SlurmLauncher(BaseSubmititLauncher):
         saved = HydraConfig.instance().cfg
         try:
             config = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
-            with open_dict(config.hydra):
+            with open_dict(config):
                 config.hydra.job.num = idx
                 config.hydra.job.id = job_id
-                HydraConfig.instance().set_config(config)
-                out = Path(str(config.hydra.sweep.dir)) / str(OmegaConf.select(config, "hydra.sweep.subdir"))
+            HydraConfig.instance().set_config(config)
+            out = Path(str(config.hydra.sweep.dir))
+            subdir = OmegaConf.select(config, "hydra.sweep.subdir")
+            if subdir is not None:
+                out = out / str(subdir)
+            with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
                 config.hydra.runtime.output_dir = str(out.absolute())
             return config
         except Exception as exc:  # the record stays as the job left it; the sweep still ends

@@ -106,13 +106,14 @@ def query_states(job_ids: Collection[str]) -> dict[str, str]:
         cmd = ["squeue", "--states=all", "-h", "-r", "-o", "%i|%T", "-j", ",".join(mains)]
     try:
         proc = _run(cmd)
+        failure = None if proc.returncode == 0 else proc.stderr.strip()[:200]
     except (OSError, subprocess.SubprocessError) as exc:
-        log.warning("%s failed (%s): will ask again", cmd[0], exc)
-        return {j: "UNKNOWN_QUERY_FAILED" for j in job_ids}
-    if proc.returncode != 0:
-        if "Invalid job id" in proc.stderr:  # every one of them purged
+        failure = str(exc)
+    if failure is not None:
+        if "Invalid job id" in failure:  # every one of them purged
             return {}
-        log.warning("%s failed (%s): will ask again", cmd[0], proc.stderr.strip()[:200])
+        # the controller is down or busy: the jobs may still run, so the sweep keeps waiting
+        log.warning("%s failed (%s): asking again", cmd[0], failure)
         return {j: "UNKNOWN_QUERY_FAILED" for j in job_ids}
     return parse_states(proc.stdout)
 
@@ -135,11 +136,14 @@ def _ended(job: Any, state: str) -> Ended:
     )
 
 
-def wait_for(jobs: Sequence[Any], poll_s: float = 2.0) -> list[Ended]:
+def wait_for(jobs: Sequence[Any], max_poll_s: float = 30.0) -> list[Ended]:
     """Wait until every job has ended; one :class:`Ended` per job, in order.
 
     SLURM jobs end when SLURM says so (a result file alone is not the end: the job may
-    have been requeued); submitit's local jobs when their process ends.
+    have been requeued); submitit's local jobs when their process ends. SLURM is asked
+    every second at first, then less often (``1 + elapsed/10`` seconds, at most
+    ``max_poll_s``), one ``sacct``/``squeue`` call for all jobs, so a long sweep does not
+    load the controller.
     """
     from submitit.slurm.slurm import SlurmJob
 
@@ -152,6 +156,7 @@ def wait_for(jobs: Sequence[Any], poll_s: float = 2.0) -> list[Ended]:
                 done[job.job_id] = Ended(job.job_id, "LOCAL", error=f"{type(exc).__name__}: {exc}")
     waiting = {j.job_id: j for j in jobs if j.job_id not in done}
     unseen: dict[str, int] = {}
+    start = time.time()
     while waiting:
         states = query_states(waiting)
         for jid, job in list(waiting.items()):
@@ -168,5 +173,5 @@ def wait_for(jobs: Sequence[Any], poll_s: float = 2.0) -> list[Ended]:
             del waiting[jid]
             log.info("SLURM job %s ended: %s", jid, state)
         if waiting:
-            time.sleep(poll_s)
+            time.sleep(min(max_poll_s, 1.0 + (time.time() - start) / 10))
     return [done[j.job_id] for j in jobs]
