@@ -172,7 +172,7 @@ class Member:
             )
         if cfg.trial.storage:
             # one reporter per member (the single job's module-level reporter holds one trial)
-            from hydra_plugins.weightshare_optuna_sweeper._protocol import TrialLink, TrialReporter
+            from weightshare.trial_protocol import TrialLink, TrialReporter
 
             link = TrialLink.from_config(cfg.trial)
             if link is not None and link.monitor is not None:
