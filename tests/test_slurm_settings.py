@@ -218,3 +218,21 @@ def test_the_wait_ends_for_requeued_finished_and_forgotten_jobs(monkeypatch: pyt
     assert (first.state, first.status, second.state, second.status) == ("TIMEOUT", "interrupted", "UNKNOWN", "failed")
     assert first.error == f"SLURM job 5_0 ended TIMEOUT without a result (log: {tmp_path / '5_0.out'})"
     assert next(polls, "none left") == "none left"  # 5_1 was asked about 3 times after it vanished, then given up
+
+
+def test_torch_threads_follow_the_cpus_slurm_gave_the_task(compose, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    import torch
+
+    from weightshare.builders import build_run
+
+    before = torch.get_num_threads()
+    cfg = compose(["data=synthetic", "data.options.size=64", "callbacks=minimal", "eval=clean"], output_dir=tmp_path)
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    try:
+        for cpus, threads, expected in [(3, None, 3), (1, None, 1), (3, 2, 2)]:
+            monkeypatch.setenv("SLURM_CPUS_PER_TASK", str(cpus))
+            cfg.threads = threads
+            build_run(cfg, tmp_path, loggers=False)
+            assert torch.get_num_threads() == expected
+    finally:
+        torch.set_num_threads(before)
