@@ -179,6 +179,7 @@ def test_grid_failure_and_preemption_then_resume(launcher: str, tmp_path: Path) 
     _assert_sweep_end(code, out, err, expected=1)
     status = {k: _results(sweep / str(k))["status"] for k in range(3)}
     assert status == {0: "completed", 1: "interrupted", 2: "failed"}
+    assert _results(sweep / "1")["error"] == "SIGTERMException: terminated (SIGTERM)"
     assert "2 of 3 jobs did not complete (1 failed, 1 interrupted)" in err
     assert "trainer.max_epochs" in out  # the failed job's error is listed under the table
     first = _results(sweep / "0")["slurm"]

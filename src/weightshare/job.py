@@ -154,7 +154,7 @@ class Job:
             self.summary.setdefault("identity", self.identity)
             self.save(
                 status=status_of(exc),
-                error=f"{type(exc).__name__}: {exc}",
+                error=f"{type(exc).__name__}: {str(exc) or ('terminated (SIGTERM)' if _is_lightning_sigterm(exc) else '')}",
                 traceback=traceback.format_exc(limit=8),
             )
         except Exception as inner:
