@@ -243,7 +243,8 @@ def test_real_time_limit_and_a_cancelled_job(tmp_path: Path) -> None:
         code, out, err = _finish(proc, timeout=300)
         _assert_sweep_end(code, out, err, expected=1)
         res = _results(tmp_path / name / "0")
-        assert res["status"] == "interrupted", res
+        log = Path(res.get("slurm", {}).get("log") or "/nonexistent")
+        assert res["status"] == "interrupted", (res, log.read_text()[-3000:] if log.is_file() else "no log")
         assert "timed-out too many times" in res["error"]
         assert (tmp_path / name / "0" / "checkpoints" / "last.ckpt").is_file()
 
