@@ -236,7 +236,7 @@ def test_real_time_limit_and_a_cancelled_job(tmp_path: Path) -> None:
     job is ``interrupted`` and the sweep ends with its table and exit status 1. A job whose
     process is SIGKILLed writes no result: the launcher records it ``failed`` with SLURM's state.
     """
-    limit = ["hydra.launcher.timeout_min=2", "hydra.launcher.signal_delay_s=30", "hydra.launcher.max_num_timeout=0"]
+    limit = ["hydra.launcher.timeout_min=2", "hydra.launcher.signal_delay_s=20", "hydra.launcher.max_num_timeout=0"]
     slow = ["trainer.max_epochs=200"]
     procs = {name: _start(_command(name, tmp_path / name, *limit, *slow)) for name in ("slurm", "packed")}
     for name, proc in procs.items():
