@@ -152,9 +152,10 @@ class Job:
             if not self.opened:  # failed before open(): keep what an earlier start recorded
                 self.summary = {**(read_json(self.results_path) or {}), **self.summary}
             self.summary.setdefault("identity", self.identity)
+            message = str(exc) or ("terminated (SIGTERM)" if _is_lightning_sigterm(exc) else "")
             self.save(
                 status=status_of(exc),
-                error=f"{type(exc).__name__}: {str(exc) or ('terminated (SIGTERM)' if _is_lightning_sigterm(exc) else '')}",
+                error=f"{type(exc).__name__}: {message}",
                 traceback=traceback.format_exc(limit=8),
             )
         except Exception as inner:
