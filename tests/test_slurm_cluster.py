@@ -167,11 +167,11 @@ def test_settings_the_cluster_cannot_satisfy_stop_before_submission(tmp_path: Pa
 def test_grid_failure_and_preemption_then_resume(launcher: str, tmp_path: Path) -> None:
     """A grid where one job completes, one fails, one is preempted; resume=true finishes the preempted one.
 
-    Jobs: #0 (1 epoch) completes; #1 (5 epochs) gets SIGTERM after its first epoch; #2
+    Jobs: #0 (1 epoch) completes; #1 (12 epochs) gets SIGTERM after its first epoch; #2
     (max_epochs=0) fails at validation: the sweep ends with its table and exit status 1.
     """
     sweep = tmp_path / "s"
-    grid = ["trainer.max_epochs=1,5,0", *TIMING]
+    grid = ["trainer.max_epochs=1,12,0", *TIMING]
     proc = _start(_command(launcher, sweep, *grid))
     job_id = _slurm_job_when(sweep / "1", 1, proc)
     subprocess.run(["scancel", "--signal=TERM", job_id], check=True)
@@ -187,13 +187,13 @@ def test_grid_failure_and_preemption_then_resume(launcher: str, tmp_path: Path) 
     if launcher == "slurm":  # one array element per job
         assert [_results(sweep / str(k))["slurm"]["array_index"] for k in range(3)] == [0, 1, 2]
     done_before = len(_epochs(sweep / "1"))
-    assert 1 <= done_before < 5
+    assert 1 <= done_before < 12
 
     code, out, err = _finish(_start(_command(launcher, sweep, *grid, "resume=true")))
     _assert_sweep_end(code, out, err, expected=1)  # #2 still fails: its config is wrong
     res = _results(sweep / "1")
     assert res["status"] == "completed" and res["resumed"] == 1
-    assert _epochs(sweep / "1") == [0, 1, 2, 3, 4]  # each epoch once
+    assert _epochs(sweep / "1") == list(range(12))  # each epoch once
     assert "1 of 3 jobs did not complete (1 failed)" in err
 
 
@@ -203,14 +203,13 @@ def test_requeue_resumes_by_itself_until_the_last_allowed_requeue(launcher: str,
     requeue (max_num_timeout=0) leaves the job ``interrupted``; resume=true finishes it.
     """
     sweep = tmp_path / "s"
-    cmd = [*TIMING, "trainer.max_epochs=6", "hydra.launcher.max_num_timeout=0"]
+    cmd = [*TIMING, "trainer.max_epochs=20", "hydra.launcher.max_num_timeout=0"]
     proc = _start(_command(launcher, sweep, *cmd))
     job = sweep / "0"
     job_id = _slurm_job_when(job, 1, proc)
     _requeue_now(job_id)
-    _wait_restart(job, 1, proc)
+    _wait_restart(job, 1, proc)  # submitit has set up its signal handler before the job writes results.json
     assert _results(job)["resumed"] == 1
-    _slurm_job_when(job, len(_epochs(job)) + 1, proc)  # one more epoch after the restart
     subprocess.run(["scancel", "--signal=USR2", job_id], check=True)  # what SLURM sends signal_delay_s before a limit
     code, out, err = _finish(proc)
     _assert_sweep_end(code, out, err, expected=1)
@@ -218,13 +217,13 @@ def test_requeue_resumes_by_itself_until_the_last_allowed_requeue(launcher: str,
     assert res["status"] == "interrupted" and "timed-out too many times" in res["error"]
     assert res["slurm"]["restart_count"] == 1
     epochs = _epochs(job)
-    assert epochs == list(range(len(epochs))) and 2 <= len(epochs) < 6  # resumed, not restarted from 0
+    assert epochs == list(range(len(epochs))) and 1 <= len(epochs) < 20  # resumed, not restarted from 0
 
     code, out, err = _finish(_start(_command(launcher, sweep, *cmd, "resume=true")))
     _assert_sweep_end(code, out, err, expected=0)
     res = _results(job)
     assert res["status"] == "completed" and res["resumed"] == 2
-    assert _epochs(job) == [0, 1, 2, 3, 4, 5]
+    assert _epochs(job) == list(range(20))
     # the wall time counts every start: more than this last start alone
     assert res["wall_time_s"] > res["finished_unix"] - res["started_unix"] + 1.0
 
@@ -237,7 +236,7 @@ def test_real_time_limit_and_a_cancelled_job(tmp_path: Path) -> None:
     process is SIGKILLed writes no result: the launcher records it ``failed`` with SLURM's state.
     """
     limit = ["hydra.launcher.timeout_min=2", "hydra.launcher.signal_delay_s=20", "hydra.launcher.max_num_timeout=0"]
-    slow = ["trainer.max_epochs=200"]
+    slow = ["trainer.max_epochs=100000"]  # longer than the limit on any machine
     procs = {name: _start(_command(name, tmp_path / name, *limit, *slow)) for name in ("slurm", "packed")}
     for name, proc in procs.items():
         code, out, err = _finish(proc, timeout=300)
