@@ -236,3 +236,25 @@ def test_torch_threads_follow_the_cpus_slurm_gave_the_task(compose, monkeypatch:
             assert torch.get_num_threads() == expected
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_time_limit_signal_during_a_checkpoint_load_is_not_a_bad_checkpoint(monkeypatch, tmp_path) -> None:
+    """submitit's handler raises inside whatever runs; inside torch.load that must not read as a corrupt file."""
+    import torch
+    from submitit.core.utils import UncompletedJobError
+
+    from weightshare.checkpoints import load_checkpoint
+    from weightshare.errors import CheckpointError
+
+    path = tmp_path / "last.ckpt"
+    torch.save({"epoch": 1}, path)
+
+    def stopped(*args, **kwargs):
+        raise UncompletedJobError("Job not requeued because: timed-out too many times.")
+
+    monkeypatch.setattr(torch, "load", stopped)
+    with pytest.raises(UncompletedJobError):
+        load_checkpoint(path)
+    monkeypatch.setattr(torch, "load", lambda *a, **k: (_ for _ in ()).throw(EOFError("truncated")))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
