@@ -42,7 +42,8 @@ _PROBLEM = _cluster_problem()
 pytestmark = [pytest.mark.slurm, pytest.mark.skipif(_PROBLEM is not None, reason=str(_PROBLEM))]
 
 #: the tiny synthetic job every sweep runs (one CPU, a few seconds an epoch on a loaded 2-core machine)
-JOB = ["data=synthetic", "data.options.size=2048", "callbacks=minimal", "eval=clean", "test=false"]
+JOB = ["data=synthetic", "data.options.size=2048", "callbacks=minimal", "callbacks.early_stopping.enabled=false",
+       "eval=clean", "test=false"]  # fmt: skip
 #: submitit settings that fit the one-node test cluster (2 CPUs, no GPU)
 LAUNCHERS = {
     "slurm": ["hydra/launcher=slurm_cpu", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2"],
