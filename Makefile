@@ -7,7 +7,7 @@ PYTHON ?= python3
 TORCH ?= torch==2.13.0
 LINT_PATHS := src tests scripts train.py
 
-.PHONY: help setup demo test test-all lint format bench mutation clean
+.PHONY: help setup demo test test-all lint format bench mutation wheelhouse clean
 .DEFAULT_GOAL := help
 
 help: ## list the targets
@@ -49,6 +49,15 @@ mutation: setup ## mutation testing of the modules behind the reported numbers (
 	OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children $(MUTMUT_CHILDREN)
 	$(VENV)/bin/mutmut results
 
+# Wheels for a compute node without internet (README, "Compute nodes without internet"): the
+# node's Python version (e.g. 311) and the platform tags it accepts; default: this machine's.
+WHEELHOUSE ?= wheelhouse
+PYTHON_VERSION ?=
+PLATFORM ?=
+wheelhouse: ## wheels of every dependency but torch into $(WHEELHOUSE)/ (PYTHON_VERSION=311 PLATFORM="manylinux_2_28_x86_64 manylinux2014_x86_64")
+	$(PYTHON) scripts/wheelhouse.py $(WHEELHOUSE) $(if $(PYTHON_VERSION),--python-version $(PYTHON_VERSION)) \
+	  $(foreach tag,$(PLATFORM),--platform $(tag))
+
 clean: ## remove run outputs, mutants and caches
-	rm -rf outputs multirun mutants .pytest_cache .ruff_cache .hypothesis
+	rm -rf outputs multirun mutants wheelhouse .pytest_cache .ruff_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -17,6 +17,13 @@
 # timed-out step does not stop the others, and OUTDIR/summary.json records each step's
 # exit status (124: timed out), time and limit. The exit status is 0 when every step that
 # ran passed, 1 otherwise.
+#
+# On a GPU node without internet: on a machine with internet, `make wheelhouse
+# PYTHON_VERSION=<the node's, e.g. 311> PLATFORM="manylinux_2_28_x86_64 manylinux2014_x86_64"` (a wheel of every
+# dependency but torch, the dev tools included, and the project's own); copy the checkout
+# with its wheelhouse/ to the node; there, in a virtual environment that has the node's
+# CUDA torch: `python -m pip install --no-index --find-links wheelhouse "weightshare[wandb,dev]"`,
+# then `PYTHON=$(command -v python) scripts/gpu_check.sh OUTDIR DATA_ROOT`.
 set -euo pipefail
 
 if [[ $# -lt 1 || $# -gt 2 ]]; then

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -51,22 +52,33 @@ def test_submitit_local_executor_runs_the_sweep(tmp_path) -> None:
     assert (tmp_path / "local_submitit" / ".submitit").is_dir()
 
 
-def test_slurm_launcher_without_slurm_is_one_line_error(tmp_path) -> None:
-    from weightshare.hydra_preflight import slurm_available
-
-    if slurm_available():
-        pytest.skip("this machine has SLURM")
+@pytest.mark.parametrize(
+    ("launcher", "name"),
+    [
+        (["hydra/launcher=slurm"], "hydra/launcher=slurm"),
+        (
+            ["hydra/launcher=packed", "hydra.launcher.executor=slurm"],
+            "hydra/launcher=packed hydra.launcher.executor=slurm",
+        ),
+    ],
+)
+def test_slurm_launchers_without_slurm_are_one_line_errors(tmp_path, launcher: list[str], name: str) -> None:
+    """No sbatch/srun/scontrol on PATH (a laptop): one line naming the launcher and what to use instead."""
+    empty = tmp_path / "bin"
+    empty.mkdir()
     proc = subprocess.run(
-        [sys.executable, str(REPO / "train.py"), "-m", "hydra/launcher=slurm", *JOBS, f"hydra.sweep.dir={tmp_path}/s"],
+        [sys.executable, str(REPO / "train.py"), "-m", *launcher, *JOBS, f"hydra.sweep.dir={tmp_path}/s"],
         capture_output=True,
         text=True,
         timeout=120,
+        env={**os.environ, "PATH": str(empty)},
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert lines == [
-        "error: hydra/launcher=slurm needs SLURM, and this machine has none (no srun); use "
-        "hydra/launcher=local_submitit to run the SLURM code path as local processes, or hydra/launcher=parallel"
+        f"error: {name} needs SLURM, and this machine has none (no sbatch/srun/scontrol); use "
+        "hydra/launcher=local_submitit (or hydra.launcher.executor=submitit_local) to run the SLURM code path "
+        "as local processes, or hydra/launcher=parallel"
     ]
     assert not (tmp_path / "s" / "0").exists()  # no job started

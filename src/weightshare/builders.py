@@ -36,6 +36,7 @@ from weightshare.errors import ConfigError
 from weightshare.fingerprint import FingerprintStamp, run_fingerprint
 from weightshare.loggers import ALLOWED_LOGGERS, get_field
 from weightshare.models.registry import is_free_model, model_entry
+from weightshare.slurm.env import torch_threads
 
 if TYPE_CHECKING:
     from weightshare.data.datamodule import TensorDataModule
@@ -293,8 +294,8 @@ def build_run(
     from weightshare.module import WeightShareModule
 
     out = Path(out)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    if threads := torch_threads(cfg.threads):  # the config's, else the CPUs SLURM gave the task
+        torch.set_num_threads(threads)
     torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = TensorDataModule(

@@ -39,6 +39,7 @@ from weightshare.results import (
     read_json,
     run_identity,
 )
+from weightshare.slurm.env import job_record, requeued
 
 log = logging.getLogger("weightshare")
 
@@ -63,7 +64,16 @@ def status_of(exc: BaseException) -> str:
     # SIGTERM (preemption, a time limit) and Ctrl+C: Lightning turns them into SystemExit
     if isinstance(exc, (KeyboardInterrupt, SystemExit)):
         return "interrupted"
+    # submitit's time-limit signal after the last allowed requeue ("not requeued because ...")
+    if type(exc).__name__ == "UncompletedJobError" and type(exc).__module__.startswith("submitit"):
+        return "interrupted"
     return "failed"
+
+
+def wants_resume(cfg: DictConfig) -> bool:
+    """Whether this start continues its run directory: ``ckpt_path=last``, ``resume=true``, or
+    a SLURM job that was requeued (it runs the same command again and must not start over)."""
+    return cfg.ckpt_path == "last" or bool(cfg.resume) or (cfg.ckpt_path is None and requeued())
 
 
 def _writable_dir(out: Path) -> Path:
@@ -100,6 +110,8 @@ class Job:
         #: whether this start has written results.json yet (a failure before that leaves it as it was)
         self.written = False
         self.summary: dict[str, Any] = {"status": "running", "error": None, "task": cfg.get("task_name")}
+        if slurm_job := job_record():  # where the job ran and its log, failed or not (None outside SLURM)
+            self.summary["slurm"] = slurm_job
         self.opened = False
 
     def open(self) -> Job:
@@ -138,7 +150,7 @@ class Job:
     def resume_asked(self) -> bool:
         """``ckpt_path=last``, ``resume=true``, or ``ckpt_path`` a checkpoint of this run directory (its best.ckpt)."""
         ckpt = self.cfg.ckpt_path
-        if ckpt == "last" or self.cfg.resume:
+        if wants_resume(self.cfg):  # ckpt_path=last, resume=true, a requeued SLURM job
             return True
         return ckpt is not None and Path(str(ckpt)).resolve().is_relative_to(self.out.resolve())
 
@@ -187,7 +199,9 @@ class Job:
             if not self.opened:  # failed before open(): keep what an earlier start recorded
                 self.summary = {**(read_json(self.results_path) or {}), **self.summary}
             self.summary.setdefault("identity", self.identity)
-            self.save(status=status_of(exc), error=error_text(exc), traceback=traceback.format_exc(limit=8))
+            sigterm_without_message = not str(exc) and _is_lightning_sigterm(exc)
+            error = f"{type(exc).__name__}: terminated (SIGTERM)" if sigterm_without_message else error_text(exc)
+            self.save(status=status_of(exc), error=error, traceback=traceback.format_exc(limit=8))
         except Exception as inner:
             self.summary.update(status=status_of(exc), error=error_text(exc))
             if overwrite_json_in_place(self.results_path, self.summary):

@@ -26,7 +26,7 @@ from weightshare.config import register_configs, resolved_container
 from weightshare.config.paths import CONF_DIR
 from weightshare.config.preflight import check_environment, preflight
 from weightshare.errors import CheckpointError, ConfigError, WeightshareError
-from weightshare.job import USER_ERROR_EXIT, Job, exit_policy, job_lifecycle
+from weightshare.job import USER_ERROR_EXIT, Job, exit_policy, job_lifecycle, wants_resume
 from weightshare.results import atomic_write_text, read_json
 
 log = logging.getLogger("weightshare")
@@ -54,7 +54,8 @@ def _sweep_group(cfg: DictConfig) -> str | None:
 
 
 def _resolve_ckpt_path(cfg: DictConfig, out: Path) -> str | None:
-    """The checkpoint to resume from, verified: ``ckpt_path=last`` (or ``resume=true``) means this run directory's.
+    """The checkpoint to resume from, verified: ``ckpt_path=last`` (``resume=true``, a requeued SLURM job) means
+    this run directory's.
 
     The file is read before anything of the run is written: a truncated or corrupt one, one
     that is not weights-only, or one written by a run with another config
@@ -63,7 +64,7 @@ def _resolve_ckpt_path(cfg: DictConfig, out: Path) -> str | None:
     from weightshare.checkpoints import load_checkpoint
     from weightshare.fingerprint import CHECKPOINT_KEY, check_same_run, run_fingerprint
 
-    want = cfg.ckpt_path if cfg.ckpt_path is not None else ("last" if cfg.resume else None)
+    want = cfg.ckpt_path if cfg.ckpt_path is not None else ("last" if wants_resume(cfg) else None)
     if want is None:
         return None
     if want == "last":

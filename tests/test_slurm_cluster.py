@@ -1,0 +1,259 @@
+"""Both SLURM launchers against a real one-node SLURM cluster (``scripts/slurm/start.sh``).
+
+``hydra/launcher=slurm`` and ``hydra/launcher=packed hydra.launcher.executor=slurm`` run
+tiny synthetic sweeps while the tests do to them what a cluster does: a job that fails,
+``scancel --signal=TERM`` (preemption), ``scontrol requeue``, the time-limit signal after
+the last allowed requeue, a real time limit, ``scancel`` of a job outright. What is
+checked is what a user sees: exit status, the sweep's table, ``results.json``,
+``metrics.csv`` (never the engine's internals). Marker ``slurm``: skipped, with the reason,
+when no cluster answers (``.ci/run`` starts one).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cluster_problem() -> str | None:
+    try:
+        proc = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"no SLURM cluster here ({exc}); start one with scripts/slurm/start.sh"
+    if proc.returncode != 0 or not proc.stdout.strip():
+        return f"SLURM does not answer (sinfo: {proc.stderr.strip()[:200]}); start it with scripts/slurm/start.sh"
+    if not any(s.startswith(("idle", "mix", "alloc")) for s in proc.stdout.split()):
+        return f"no SLURM node is up (sinfo: {proc.stdout.split()})"
+    return None
+
+
+_PROBLEM = _cluster_problem()
+pytestmark = [pytest.mark.slurm, pytest.mark.skipif(_PROBLEM is not None, reason=str(_PROBLEM))]
+
+#: the tiny synthetic job every sweep runs (one CPU, a few seconds an epoch on a loaded 2-core machine)
+JOB = ["data=synthetic", "data.options.size=2048", "callbacks=minimal", "callbacks.early_stopping.enabled=false",
+       "eval=clean", "test=false"]  # fmt: skip
+#: submitit settings that fit the one-node test cluster (2 CPUs, no GPU)
+LAUNCHERS = {
+    "slurm": ["hydra/launcher=slurm_cpu", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2"],
+    "packed": [
+        "hydra/launcher=packed",
+        "hydra.launcher.executor=slurm",
+        "hydra.launcher.gpus_per_node=0",
+        "hydra.launcher.cpus_per_task=1",
+        "hydra.launcher.mem_gb=2",
+    ],
+}
+#: timeout_min=3 counts every time-limit signal (USR2) as a time-out (submitit: under 10 minutes)
+TIMING = ["hydra.launcher.timeout_min=3", "hydra.launcher.signal_delay_s=30"]
+
+
+def _command(launcher: str, sweep: Path, *overrides: str) -> list[str]:
+    return [sys.executable, str(REPO / "train.py"), "-m", *LAUNCHERS[launcher], *JOB, *overrides,
+            f"hydra.sweep.dir={sweep}"]  # fmt: skip
+
+
+def _start(cmd: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(proc: subprocess.Popen[str], timeout: float = 240) -> tuple[int, str, str]:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"the sweep did not end in {timeout} s:\n{out[-2000:]}\n{err[-2000:]}")
+    return proc.returncode, out, err
+
+
+def _results(job_dir: Path) -> dict[str, Any]:
+    return json.loads((job_dir / "results.json").read_text())
+
+
+def _epochs(job_dir: Path) -> list[int]:
+    with open(job_dir / "metrics.csv", newline="") as fh:
+        return [int(row["epoch"]) for row in csv.DictReader(fh)]
+
+
+def _slurm_job_when(job_dir: Path, epochs: int, proc: subprocess.Popen[str], timeout: float = 180) -> str:
+    """The SLURM job id of the run in ``job_dir`` once its metrics.csv holds ``epochs`` epochs."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, "the sweep ended before the job got that far"
+        try:
+            res = _results(job_dir)
+            if len(_epochs(job_dir)) >= epochs and res.get("status") == "running" and res.get("slurm"):
+                return str(res["slurm"]["job_id"])
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.3)
+    pytest.fail(f"{job_dir} did not reach {epochs} epoch(s) in {timeout} s")
+
+
+def _state(job_id: str) -> tuple[str, str]:
+    out = subprocess.run(["squeue", "--states=all", "-h", "-j", job_id, "-o", "%T|%r"], capture_output=True,
+                         text=True).stdout.strip()  # fmt: skip
+    state, _, reason = out.partition("|")
+    return state, reason
+
+
+def _requeue_now(job_id: str) -> None:
+    """``scontrol requeue``; then lift the 2 minutes SLURM holds a requeued job back (BeginTime)."""
+    subprocess.run(["scontrol", "requeue", job_id], check=True)
+    for _ in range(100):
+        state, reason = _state(job_id)
+        if state == "PENDING" and reason == "BeginTime":
+            break
+        time.sleep(0.2)
+    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
+
+
+def _wait_restart(job_dir: Path, restarts: int, proc: subprocess.Popen[str], timeout: float = 180) -> None:
+    """Until the run in ``job_dir`` has started again ``restarts`` times (SLURM_RESTART_COUNT) and trains."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, "the sweep ended before the job came back"
+        try:
+            res = _results(job_dir)
+            if res["status"] == "running" and (res.get("slurm") or {}).get("restart_count") == restarts:
+                return
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.3)
+    pytest.fail(f"{job_dir} did not start again in {timeout} s")
+
+
+def _assert_sweep_end(code: int, out: str, err: str, expected: int) -> None:
+    """The sweep ended as a sweep: its table, no traceback, the exit status."""
+    assert "Traceback" not in err and "Traceback" not in out, err[-3000:]
+    assert "sweep " in out and "status" in out, out[-2000:]  # the table
+    assert code == expected, err[-3000:]
+
+
+def test_settings_the_cluster_cannot_satisfy_stop_before_submission(tmp_path: Path) -> None:
+    """The defaults (1 GPU, 8 CPUs, 32 GB) on a 2-CPU node without GPUs, an unknown partition, a too short
+    time limit: one line each, exit status 2, nothing submitted."""
+
+    def run(*overrides: str) -> list[str]:
+        proc = subprocess.run(
+            [sys.executable, str(REPO / "train.py"), "-m", *overrides, *JOB, f"hydra.sweep.dir={tmp_path}/s"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert not (tmp_path / "s" / ".submitit").exists()
+        return [ln.split(":")[1].strip() for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+
+    # keys named: gpus_per_node=1, cpus_per_task=8, mem_gb=32 (the node has 2 CPUs and no GPU)
+    assert run("hydra/launcher=slurm") == [
+        "hydra.launcher.gpus_per_node=1", "hydra.launcher.cpus_per_task=8", "hydra.launcher.mem_gb=32"
+    ]  # fmt: skip
+    assert run(*LAUNCHERS["packed"], "hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=2") == [
+        "hydra.launcher.timeout_min=2", "hydra.launcher.partition=gpu"
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("launcher", ["slurm", "packed"])
+def test_grid_failure_and_preemption_then_resume(launcher: str, tmp_path: Path) -> None:
+    """A grid where one job completes, one fails, one is preempted; resume=true finishes the preempted one.
+
+    Jobs: #0 (1 epoch) completes; #1 (12 epochs) gets SIGTERM after its first epoch; #2
+    (max_epochs=0) fails at validation: the sweep ends with its table and exit status 1.
+    """
+    sweep = tmp_path / "s"
+    grid = ["trainer.max_epochs=1,12,0", *TIMING]
+    proc = _start(_command(launcher, sweep, *grid))
+    job_id = _slurm_job_when(sweep / "1", 1, proc)
+    subprocess.run(["scancel", "--signal=TERM", job_id], check=True)
+    code, out, err = _finish(proc)
+    _assert_sweep_end(code, out, err, expected=1)
+    status = {k: _results(sweep / str(k))["status"] for k in range(3)}
+    assert status == {0: "completed", 1: "interrupted", 2: "failed"}
+    assert _results(sweep / "1")["error"] == "SIGTERMException: terminated (SIGTERM)"
+    assert "2 of 3 jobs did not complete (1 failed, 1 interrupted)" in err
+    assert "trainer.max_epochs" in out  # the failed job's error is listed under the table
+    first = _results(sweep / "0")["slurm"]
+    assert first["job_id"] and Path(first["log"]).is_file() and first["restart_count"] == 0
+    if launcher == "slurm":  # one array element per job
+        assert [_results(sweep / str(k))["slurm"]["array_index"] for k in range(3)] == [0, 1, 2]
+    done_before = len(_epochs(sweep / "1"))
+    assert 1 <= done_before < 12
+
+    code, out, err = _finish(_start(_command(launcher, sweep, *grid, "resume=true")))
+    _assert_sweep_end(code, out, err, expected=1)  # #2 still fails: its config is wrong
+    res = _results(sweep / "1")
+    assert res["status"] == "completed" and res["resumed"] == 1
+    assert _epochs(sweep / "1") == list(range(12))  # each epoch once
+    assert "1 of 3 jobs did not complete (1 failed)" in err
+
+
+@pytest.mark.parametrize("launcher", ["slurm", "packed"])
+def test_requeue_resumes_by_itself_until_the_last_allowed_requeue(launcher: str, tmp_path: Path) -> None:
+    """``scontrol requeue`` resumes from last.ckpt by itself; the time-limit signal after the last allowed
+    requeue (max_num_timeout=0) leaves the job ``interrupted``; resume=true finishes it.
+    """
+    sweep = tmp_path / "s"
+    cmd = [*TIMING, "trainer.max_epochs=20", "hydra.launcher.max_num_timeout=0"]
+    proc = _start(_command(launcher, sweep, *cmd))
+    job = sweep / "0"
+    job_id = _slurm_job_when(job, 1, proc)
+    _requeue_now(job_id)
+    _wait_restart(job, 1, proc)  # submitit has set up its signal handler before the job writes results.json
+    assert _results(job)["resumed"] == 1
+    subprocess.run(["scancel", "--signal=USR2", job_id], check=True)  # what SLURM sends signal_delay_s before a limit
+    code, out, err = _finish(proc)
+    _assert_sweep_end(code, out, err, expected=1)
+    res = _results(job)
+    assert res["status"] == "interrupted" and "timed-out too many times" in res["error"]
+    assert res["slurm"]["restart_count"] == 1
+    epochs = _epochs(job)
+    assert epochs == list(range(len(epochs))) and 1 <= len(epochs) < 20  # resumed, not restarted from 0
+
+    code, out, err = _finish(_start(_command(launcher, sweep, *cmd, "resume=true")))
+    _assert_sweep_end(code, out, err, expected=0)
+    res = _results(job)
+    assert res["status"] == "completed" and res["resumed"] == 2
+    assert _epochs(job) == list(range(20))
+    # the wall time counts every start: more than this last start alone
+    assert res["wall_time_s"] > res["finished_unix"] - res["started_unix"] + 1.0
+
+
+def test_real_time_limit_and_a_cancelled_job(tmp_path: Path) -> None:
+    """A real SLURM time limit (timeout_min=2) on both launchers at once, and a job killed without a word.
+
+    The time limit's signal comes signal_delay_s before the limit; with max_num_timeout=0 the
+    job is ``interrupted`` and the sweep ends with its table and exit status 1. A job whose
+    process is SIGKILLed writes no result: the launcher records it ``failed`` with SLURM's state.
+    """
+    limit = ["hydra.launcher.timeout_min=2", "hydra.launcher.signal_delay_s=20", "hydra.launcher.max_num_timeout=0"]
+    slow = ["trainer.max_epochs=100000"]  # longer than the limit on any machine
+    procs = {name: _start(_command(name, tmp_path / name, *limit, *slow)) for name in ("slurm", "packed")}
+    for name, proc in procs.items():
+        code, out, err = _finish(proc, timeout=300)
+        _assert_sweep_end(code, out, err, expected=1)
+        res = _results(tmp_path / name / "0")
+        log = Path(res.get("slurm", {}).get("log") or "/nonexistent")
+        assert res["status"] == "interrupted", (res, log.read_text()[-3000:] if log.is_file() else "no log")
+        assert "timed-out too many times" in res["error"]
+        assert (tmp_path / name / "0" / "checkpoints" / "last.ckpt").is_file()
+
+    sweep = tmp_path / "killed"
+    proc = _start(_command("slurm", sweep, *TIMING, "trainer.max_epochs=50"))
+    _slurm_job_when(sweep / "0", 1, proc)
+    os.kill(_results(sweep / "0")["pid"], signal.SIGKILL)  # as the out-of-memory killer would: no word
+    code, out, err = _finish(proc)
+    _assert_sweep_end(code, out, err, expected=1)
+    res = _results(sweep / "0")
+    assert res["status"] == "failed", res
+    assert "without a result" in res["error"] and res["slurm"]["state"] == "FAILED"
