@@ -247,13 +247,19 @@ class MemberCallbacks(pl.Callback):
         self.epoch_t0 = time.perf_counter()
 
     def _each(self, hook: str, trainer: pl.Trainer, ids: list[int] | None = None, *args: Any, **kw: Any) -> None:
+        """Run ``hook`` of members ``ids`` (default: all in the pack); one failing fails only itself."""
         for k in list(self.pack.active) if ids is None else ids:
             m = self.members[k]
             view = self.views.setdefault(k, MemberTrainer(trainer, self.pack, m))
             m.module._current_fx_name = self.pack._current_fx_name
             with speaking(m):
-                for cb in m.callbacks:
-                    getattr(cb, hook)(view, m.module, *args, **kw)
+                try:
+                    for cb in m.callbacks:
+                        getattr(cb, hook)(view, m.module, *args, **kw)
+                except Exception as exc:  # a full disk, a broken logger: this member ends as failed
+                    log.error("%s: member failed: %s: %s", m.out, type(exc).__name__, exc)
+                    m.fail(exc)
+                    self.pack.leave(k)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, idx: int) -> None:
         x, y, ids = batch
@@ -271,7 +277,7 @@ class MemberCallbacks(pl.Callback):
         share = (time.perf_counter() - self.epoch_t0) / max(len(active), 1)
         for k in active:
             self.members[k].job.share_s += share
-            if self.views[k].should_stop and trainer.current_epoch + 1 >= (trainer.min_epochs or 0):
+            if k in self.pack.active and self.views[k].should_stop and trainer.current_epoch + 1 >= (trainer.min_epochs or 0):
                 self.leave(trainer, k)
         if not self.pack.active:
             trainer.should_stop = True
