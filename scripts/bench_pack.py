@@ -40,11 +40,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from weightshare.packed.adam import StackedAdam
+from weightshare.packed.stacked_net import StackedPaperNet
 
 from weightshare.data.dataset import DataInfo
 from weightshare.models.paper_nets import PaperNet
-from weightshare.packed.adam import StackedAdam
-from weightshare.packed.stacked_net import StackedPaperNet
 
 NETS = {"mnist": (DataInfo("mnist", 1, 28, 28, 10), 256), "cifar10": (DataInfo("cifar10", 3, 32, 32, 10), 128)}
 

@@ -74,8 +74,8 @@ def test_model_penalty_kinds_and_masks():
 def test_training_step_uses_the_chosen_kind():
     from omegaconf import OmegaConf
 
-    from weightshare.data.dataset import DataInfo
     from weightshare.builders import build_module
+    from weightshare.data.dataset import DataInfo
 
     cfg = load_config(
         ["data=synthetic", "model=fcn", "model.share_penalty=0.1", "model.share_penalty_kind=l1_all_pairs"]

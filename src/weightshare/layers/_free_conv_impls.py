@@ -257,9 +257,7 @@ def _autocast_dtype(device_type: str) -> torch.dtype | None:
     return None
 
 
-def _autocast_operands(
-    x: Tensor, w: Tensor, b: Tensor | None
-) -> tuple[Tensor, Tensor, Tensor | None]:
+def _autocast_operands(x: Tensor, w: Tensor, b: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
     """Cast to the autocast dtype (see :func:`_autocast_dtype`), or check that the dtypes agree."""
     dtype = _autocast_dtype(x.device.type)
     if dtype is not None:
@@ -269,7 +267,9 @@ def _autocast_operands(
     return x, w, b
 
 
-def members_free_conv(x: Tensor, weight: Tensor, bias: Tensor | None, g: FreeConvGeometry, save_patches: bool) -> Tensor:
+def members_free_conv(
+    x: Tensor, weight: Tensor, bias: Tensor | None, g: FreeConvGeometry, save_patches: bool
+) -> Tensor:
     """M networks' free convolutions in one gather and one batched matmul (the ``bmm`` impl).
 
     ``x`` is (M, B, C, H, W), ``weight`` (M, oh, ow, out, in, kh, kw), ``bias`` (M, oh, ow, out)

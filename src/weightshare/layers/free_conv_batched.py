@@ -62,7 +62,9 @@ class FreeConvFunction(torch.autograd.Function):
         return (*vjp(grad), None, None)
 
     @staticmethod
-    def vmap(info: Any, in_dims: tuple, x: Tensor, weight: Tensor, bias: Tensor | None, g: FreeConvGeometry, impl: str) -> tuple[Tensor, int]:  # type: ignore[override]
+    def vmap(
+        info: Any, in_dims: tuple, x: Tensor, weight: Tensor, bias: Tensor | None, g: FreeConvGeometry, impl: str
+    ) -> tuple[Tensor, int]:  # type: ignore[override]
         k = info.batch_size
         xs, ws, bs = (_batched(t, d, k) for t, d in zip((x, weight, bias), in_dims[:3]))
         assert xs is not None and ws is not None

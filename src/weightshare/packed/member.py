@@ -277,7 +277,11 @@ class MemberCallbacks(pl.Callback):
         share = (time.perf_counter() - self.epoch_t0) / max(len(active), 1)
         for k in active:
             self.members[k].job.share_s += share
-            if k in self.pack.active and self.views[k].should_stop and trainer.current_epoch + 1 >= (trainer.min_epochs or 0):
+            if (
+                k in self.pack.active
+                and self.views[k].should_stop
+                and trainer.current_epoch + 1 >= (trainer.min_epochs or 0)
+            ):
                 self.leave(trainer, k)
         if not self.pack.active:
             trainer.should_stop = True

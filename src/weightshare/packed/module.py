@@ -33,7 +33,7 @@ from torch.func import functional_call, vmap
 from weightshare.errors import DivergenceError
 from weightshare.module import WeightShareModule
 
-__all__ = ["PackModule", "merge_states", "member_state"]
+__all__ = ["PackModule", "member_state", "merge_states"]
 
 #: buffers a member may lack where another has them; such a member computes with ones there
 #: (a mask of ones is no mask, exactly: ``w * 1 == w``); ``reference_kernel`` is not used in forward

@@ -179,7 +179,9 @@ def _resume_checkpoint(members: list[Member]) -> str | None:
     pack = {key: first[key] for key in ("epoch", "global_step", "pytorch-lightning_version", "loops")}
     pack["state_dict"] = {f"members.{k}.{n}": v for k, c in enumerate(ckpts) for n, v in c["state_dict"].items()}
     pack["optimizer_states"] = [merge_states([c["optimizer_states"][0] for c in ckpts])]
-    pack["lr_schedulers"] = [merge_states([c["lr_schedulers"][i] for c in ckpts]) for i in range(len(first["lr_schedulers"]))]
+    pack["lr_schedulers"] = [
+        merge_states([c["lr_schedulers"][i] for c in ckpts]) for i in range(len(first["lr_schedulers"]))
+    ]
     pack["callbacks"] = {MemberCallbacks.__qualname__: {k: c.get("callbacks", {}) for k, c in enumerate(ckpts)}}
     path = members[0].out / "checkpoints" / ".pack-resume.ckpt"
     torch.save(pack, path)
