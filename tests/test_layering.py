@@ -103,3 +103,28 @@ def test_the_import_graph_is_read_and_a_back_up_import_would_be_found() -> None:
 def test_no_source_file_is_over_the_line_limit() -> None:
     long = {str(p.relative_to(SRC)): n for p in PKG.rglob("*.py") if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert long == {}
+
+
+def _plugin_imports(source: str) -> list[str]:
+    """Names of ``hydra_plugins`` modules a source imports (lazy imports in functions included)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names if a.name.split(".")[0] == "hydra_plugins"]
+        elif (
+            isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").split(".")[0] == "hydra_plugins"
+        ):
+            found.append(str(node.module))
+    return found
+
+
+def test_the_library_never_imports_a_plugin() -> None:
+    """Plugins build on ``weightshare``, never the reverse: what both sides need (the Optuna trial
+    protocol) lives in the library (``weightshare.trial_protocol``)."""
+    found = {m: names for m, p in MODULES.items() if (names := _plugin_imports(p.read_text()))}
+    assert found == {}
+
+
+def test_a_plugin_import_would_be_found() -> None:
+    source = "def f():\n    from hydra_plugins.weightshare_optuna_sweeper._impl import X\nimport hydra_plugins.x\n"
+    assert sorted(_plugin_imports(source)) == ["hydra_plugins.weightshare_optuna_sweeper._impl", "hydra_plugins.x"]

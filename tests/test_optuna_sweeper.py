@@ -28,9 +28,17 @@ from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from hydra_plugins.weightshare_optuna_sweeper._impl import TooManyFailedTrialsError, derived_study_name
+from hydra_plugins.weightshare_optuna_sweeper._impl import TooManyFailedTrialsError
 from hydra_plugins.weightshare_optuna_sweeper._outcome import NONE_MESSAGE, job_error, objective_values
-from hydra_plugins.weightshare_optuna_sweeper._protocol import (
+from hydra_plugins.weightshare_optuna_sweeper._search_space import format_value, parse_search_space
+from hydra_plugins.weightshare_optuna_sweeper._study import (
+    derived_study_name,
+    resume_command,
+    study_name,
+    sweep_dir_is_stable,
+)
+from weightshare.errors import ConfigError
+from weightshare.trial_protocol import (
     ATTR_ERROR,
     ATTR_INTERRUPTED,
     ATTR_PRUNED,
@@ -38,8 +46,6 @@ from hydra_plugins.weightshare_optuna_sweeper._protocol import (
     ATTR_RETRY_OF,
     open_storage,
 )
-from hydra_plugins.weightshare_optuna_sweeper._search_space import format_value, parse_search_space
-from weightshare.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 APP_DIR = REPO / "tests" / "apps" / "toy_objective"
@@ -199,6 +205,34 @@ def test_study_name_is_stable_and_tracks_the_command() -> None:
     assert derived_study_name("train", a, ["maximize"]) == derived_study_name("train", b, ["maximize"])
     assert derived_study_name("train", a, ["maximize"]) != derived_study_name("train", c, ["maximize"])
     assert derived_study_name("train", a, ["maximize"]) != derived_study_name("train", a, ["minimize"])
+
+
+def test_resume_true_keeps_the_study_name_and_a_given_name_is_a_directory_name() -> None:
+    params = {"optimizer.lr": "tag(log, interval(1e-5, 1e-1))", "model.depth": "choice(2, 3)"}
+    name = study_name("train", None, "maximize", params, ["hparams_search=tpe", "data=synthetic"])
+    for extra in ("resume=true", "logger=wandb", "logger.wandb.offline=true", "tags=[a]"):
+        assert name == study_name("train", None, "maximize", params, ["hparams_search=tpe", "data=synthetic", extra])
+    assert name != study_name("train", None, "maximize", params, ["hparams_search=tpe", "data=synthetic", "seed=1"])
+    assert name != study_name("train", None, "maximize", params, ["hparams_search=tpe", "data=mnist"])
+    assert study_name("train", "my-study_2", "maximize", params, []) == "my-study_2"
+    for bad in ("a/b", "..", "", "a=b"):
+        with pytest.raises(ConfigError, match=r"hydra\.sweeper\.study_name"):
+            study_name("train", bad, "maximize", params, [])
+
+
+def test_search_directory_is_the_studys_and_the_resume_command_names_a_timestamped_one(monkeypatch: Any) -> None:
+    cfg = compose_train(["hparams_search=tpe", "data=synthetic"])
+    params = OmegaConf.to_container(cfg.hydra.sweeper.params)
+    expected = study_name(cfg.hydra.job.name, None, "maximize", params, ["hparams_search=tpe", "data=synthetic"])
+    assert Path(cfg.hydra.sweep.dir).parts[-3:] == ("hparams_tpe", "search", expected)
+    named = compose_train(["hparams_search=tpe", "hydra.sweeper.study_name=second"])
+    assert Path(named.hydra.sweep.dir).parts[-2:] == ("search", "second")
+    assert sweep_dir_is_stable(cfg)
+    monkeypatch.setattr(sys, "argv", ["train.py", "hparams_search=tpe", "model=fcn"])
+    assert resume_command(cfg, Path("/x")) == "python train.py hparams_search=tpe model=fcn"
+    plain = compose_train(["model=fcn"])  # the default sweep dir: time-stamped
+    assert not sweep_dir_is_stable(plain)
+    assert resume_command(plain, Path("/o/2026")).endswith("model=fcn hydra.sweep.dir=/o/2026")
 
 
 def compose_train(overrides: list[str]) -> Any:
@@ -492,8 +526,8 @@ def test_lightning_callback_prunes_through_the_storage(tmp_path: Path) -> None:
     import pytorch_lightning as pl
     import torch
 
-    from hydra_plugins.weightshare_optuna_sweeper._protocol import STUDY_ATTR_PRUNER
     from weightshare.callbacks.optuna_pruning import OptunaPruningCallback
+    from weightshare.trial_protocol import STUDY_ATTR_PRUNER
 
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     study = optuna.create_study(study_name="cb", storage=open_storage(url), direction="maximize")

@@ -158,7 +158,7 @@ def test_each_member_has_its_own_wandb_run(tmp_path, monkeypatch):
 def test_optuna_pruning_per_member(tmp_path):
     """Each member reports to its own trial; a pruned member stops as ``pruned``, the other trains on."""
     optuna = pytest.importorskip("optuna")
-    from hydra_plugins.weightshare_optuna_sweeper._protocol import STUDY_ATTR_PRUNER, open_storage
+    from weightshare.trial_protocol import STUDY_ATTR_PRUNER, open_storage
 
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     study = optuna.create_study(study_name="pk", storage=open_storage(url), direction="maximize")

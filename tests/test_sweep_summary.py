@@ -107,3 +107,34 @@ def test_multirun_with_failed_jobs_goes_on_and_exits_1(tmp_path: Path) -> None:
         "error: 4 of 4 jobs did not complete (4 failed); their errors are listed under the table"
     )
     assert "Traceback" not in proc.stderr
+
+
+def test_an_interrupted_job_counts_as_done_only_when_its_retry_is(tmp_path: Path, capsys) -> None:
+    """The Optuna sweeper re-runs a killed trial as a new job and names it in the killed job's
+    record (``retried_as``): the sweep did that work once, so the sweep exits 0 when the retry did."""
+    from weightshare.job import RETRIED_AS, record_killed
+
+    root = tmp_path / "sweep"
+    fs.write_job(root / "0", "cnn", 0.0, 0, "translate")
+    fs.write_job(root / "1", "cnn", 0.1, 0, "translate", status="running")  # SIGKILL: no word
+    fs.write_job(root / "2", "cnn", 0.1, 0, "translate")  # its retry
+    assert record_killed(root / "1", "its sweeper (pid 7 on h) is gone")
+    record = json.loads((root / "1" / "results.json").read_text())
+    assert (record["status"], record["error"]) == ("interrupted", "killed: its sweeper (pid 7 on h) is gone")
+    with pytest.raises(SystemExit):  # interrupted, no retry named yet: not done
+        _end_of_multirun(root)
+    assert record_killed(root / "1", "its sweeper (pid 7 on h) is gone", retried_as="2")
+    assert not record_killed(root / "1", "again", retried_as="2")  # nothing left to change
+    assert not record_killed(root / "0", "a finished job keeps its record")
+    assert json.loads((root / "0" / "results.json").read_text())["status"] == "completed"
+    capsys.readouterr()
+    _end_of_multirun(root)  # no SystemExit
+    out, err = capsys.readouterr()
+    assert "interrupted, retried as 2" in out and err == ""
+    assert json.loads((root / "1" / "results.json").read_text())[RETRIED_AS] == "2"
+    # a retry that failed leaves the work undone: both count
+    fs.write_job(root / "2", "cnn", 0.1, 0, "translate", status="failed", error="RuntimeError: boom")
+    rows = sweep_rows(root)
+    assert sweep_failure(rows) == (
+        "2 of 3 jobs did not complete (1 failed, 1 interrupted); their errors are listed under the table"
+    )

@@ -24,6 +24,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from weightshare.augment.validate import EVAL_VARIANTS
+from weightshare.job import RETRIED_AS
 from weightshare.results import find_jobs, read_json, read_overrides
 
 log = logging.getLogger("weightshare")
@@ -31,6 +32,8 @@ log = logging.getLogger("weightshare")
 #: the statuses of a job that did its work (a pruned trial was stopped by the sweeper on purpose);
 #: any other makes the multirun exit 1: failed, diverged, interrupted (SIGTERM), running (killed
 #: without a word), corrupt (results.json does not parse), missing (a job dir without one)
+#: A job whose record names a retry (``retried_as``, written by the Optuna sweeper for a trial it
+#: re-ran) counts as done when that retry is done: the work was done once, by the retry.
 DONE_STATUSES = ("completed", "pruned")
 # the order of the verdict's counts; a status outside this list (none today) is counted last
 _STATUS_ORDER = ("failed", "diverged", "interrupted", "running", "corrupt", "missing")
@@ -84,9 +87,19 @@ def sweep_rows(sweep_dir: Path) -> list[dict[str, Any]]:
                 "epochs": res.get("epochs_completed", ""),
                 **{c: final.get(c) for c in COLUMNS},
                 "overrides": _overrides(path.parent),
+                RETRIED_AS: res.get(RETRIED_AS),
             }
         )
     return rows
+
+
+def not_done(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows whose work was not done: a status outside :data:`DONE_STATUSES`, unless a retry
+    that is in :data:`DONE_STATUSES` did it (``retried_as``)."""
+    status = {r["job"]: r["status"] for r in rows}
+    return [
+        r for r in rows if r["status"] not in DONE_STATUSES and status.get(r.get(RETRIED_AS) or "") not in DONE_STATUSES
+    ]
 
 
 def varying_overrides(rows: list[dict[str, Any]]) -> list[str]:
@@ -104,10 +117,9 @@ def error_list(rows: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
     A failed job without a recorded message counts as the error ``"<status>, no error recorded"``.
     """
     errors: dict[str, list[str]] = {}
-    for r in rows:
-        if r["status"] not in DONE_STATUSES:
-            message = " ".join(str(r.get("error") or f"{r['status']}, no error recorded").split())
-            errors.setdefault(message, []).append(r["job"])
+    for r in not_done(rows):
+        message = " ".join(str(r.get("error") or f"{r['status']}, no error recorded").split())
+        errors.setdefault(message, []).append(r["job"])
     return list(errors.items())
 
 
@@ -131,6 +143,8 @@ def print_sweep_table(sweep_dir: Path) -> list[dict[str, Any]]:
         table.add_column(k.replace("val/", "").replace("/acc", " acc"), justify="right" if k in COLUMNS else "left")
     for row in rows:
         r = {**row, "status": f"{row['status']} [{number[row['job']]}]"} if row["job"] in number else row
+        if row.get(RETRIED_AS) and row["job"] not in number:
+            r = {**r, "status": f"{row['status']}, retried as {row[RETRIED_AS]}"}
         cells = [f"{r[k]:.4f}" if isinstance(r[k], float) else str(r[k] if r[k] is not None else "-") for k in keys]
         table.add_row(*cells)
     # a log file or pipe gets the full width rather than an 80-column squeeze
@@ -145,7 +159,7 @@ def print_sweep_table(sweep_dir: Path) -> list[dict[str, Any]]:
 
 def sweep_failure(rows: list[dict[str, Any]]) -> str | None:
     """The one-line verdict of a sweep with failed jobs; None when every job is :data:`DONE_STATUSES`."""
-    failed = [r for r in rows if r["status"] not in DONE_STATUSES]
+    failed = not_done(rows)
     if not failed:
         return None
     counts = Counter(r["status"] for r in failed)

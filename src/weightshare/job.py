@@ -156,6 +156,15 @@ def _safe_identity(cfg: DictConfig) -> dict[str, Any]:
         return {}
 
 
+def _resume_hint(cfg: DictConfig, out: Path) -> str:
+    """How to resume a job stopped by SIGTERM: a trial of a search is the sweeper's to re-run."""
+    trial = cfg.get("trial")
+    if trial is not None and trial.get("storage"):
+        number = trial.get("trial_number")
+        return f"trial {number} is re-run when the search's command runs again (the sweeper prints it)"
+    return f"resume with ckpt_path=last in {out}"
+
+
 @contextmanager
 def job_lifecycle(cfg: DictConfig, *, record_unopened: bool = True) -> Iterator[Job]:
     """Own one job's ``results.json``: whatever ends the block, the file says how.
@@ -177,11 +186,40 @@ def job_lifecycle(cfg: DictConfig, *, record_unopened: bool = True) -> Iterator[
     except BaseException as exc:
         job.record_failure(exc, unopened=record_unopened)
         if _is_lightning_sigterm(exc):
-            log.error("terminated (SIGTERM): resume with ckpt_path=last in %s", job.out)
+            log.error("terminated (SIGTERM): %s", _resume_hint(cfg, job.out))
             raise SystemExit(SIGTERM_EXIT) from None
         raise
     finally:
         finish_wandb(exit_code=exit_code)
+
+
+#: ``results.json`` key of a job that a retry replaced: the retry's job directory, relative to the sweep's
+RETRIED_AS = "retried_as"
+
+
+def record_killed(job_dir: str | Path, reason: str, *, retried_as: str | None = None) -> bool:
+    """Record, on behalf of a job that died without a word (SIGKILL, the OOM killer, a lost
+    node), that it was ``interrupted``; returns True when the record changed.
+
+    Only its sweeper knows such a job is dead (its record still says ``running``, or it died
+    before writing one), so the sweeper calls this. A record that says anything else (the job
+    finished, or recorded its own SIGTERM) keeps its status and error. ``retried_as`` names
+    the job that re-ran it, so the end-of-sweep table can count the work as done.
+    """
+    path = Path(job_dir) / "results.json"
+    record = read_json(path)
+    status = (record or {}).get("status")
+    if status not in (None, "running", "interrupted"):
+        return False
+    new = dict(record or {})
+    if status != "interrupted":
+        new.update(status="interrupted", error=f"killed: {reason}")
+    if retried_as is not None:
+        new[RETRIED_AS] = retried_as
+    if new == record:
+        return False
+    atomic_write_json(path, new)
+    return True
 
 
 def exit_policy(run: Callable[[], T], *, multirun: bool) -> T | None:

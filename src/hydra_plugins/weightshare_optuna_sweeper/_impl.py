@@ -6,12 +6,13 @@ RUNNING are marked FAIL ``interrupted``, not counted, and their parameters re-ru
 new trial (``retry_of``), so no grid point is lost and none runs twice (see ``_resume``).
 Trials RUNNING under a live sweeper elsewhere count towards ``n_trials``: several sweeps on
 several hosts share one study and stop together (each may overshoot by at most ``n_jobs - 1``).
+The same command finds the same study without ``hydra.sweep.dir`` because the
+``hparams_search`` configs key the directory by the study's name (``_study``), and the records of
+killed jobs are set right (``_records``), so a rerun that finishes the study exits 0.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import os
@@ -30,13 +31,11 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import get_class, get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
-from optuna.distributions import distribution_to_json
+from omegaconf.errors import InterpolationResolutionError
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from weightshare.errors import ConfigError, WeightshareError
-
-from ._outcome import MAX_ERROR_CHARS, BadReturnError, job_error, objective_values
-from ._protocol import (
+from weightshare.trial_protocol import (
     ATTR_ERROR,
     ATTR_OUTPUT_DIR,
     ATTR_OVERRIDES,
@@ -45,50 +44,24 @@ from ._protocol import (
     ATTR_RETURNED,
     STUDY_ATTR_PRUNER,
     TrialLink,
-    absolute_sqlite_url,
     open_storage,
     pruner_from_config,
     safe_url,
 )
+
+from ._outcome import MAX_ERROR_CHARS, BadReturnError, job_error, objective_values
+from ._records import record_interrupted
 from ._resume import Heartbeat, interrupt, is_counted, recover_interrupted
-from ._search_space import SearchSpace, parse_search_space, trial_override_lines
+from ._search_space import SearchSpace, format_override, parse_search_space, trial_override_lines
+from ._study import absolute_sqlite_url, normalize_directions, resume_command, study_name
 
 log = logging.getLogger(__name__)
 
-DIRECTIONS = ("minimize", "maximize")
 RESULTS_FILE = "optimization_results.yaml"
 
 
 class TooManyFailedTrialsError(WeightshareError, RuntimeError):
     """More trials failed than ``max_failure_rate`` allows; names the last errors."""
-
-
-def normalize_directions(direction: Any) -> list[str]:
-    """``minimize``/``maximize`` or a list of them (several objectives) -> list of names."""
-    items = list(direction) if isinstance(direction, (list, tuple)) or OmegaConf.is_list(direction) else [direction]
-    names = []
-    for item in items:
-        name = getattr(item, "name", item)
-        name = str(name).lower()
-        if name not in DIRECTIONS:
-            raise ConfigError("hydra.sweeper.direction", direction, "minimize, maximize or a list of them")
-        names.append(name)
-    if not names:
-        raise ConfigError("hydra.sweeper.direction", direction, "minimize, maximize or a list of them")
-    return names
-
-
-def derived_study_name(job_name: str, space: SearchSpace, directions: Sequence[str]) -> str:
-    """``<job>-<hash>``: the same command gives the same name, so a rerun resumes the study."""
-    payload = json.dumps(
-        {
-            "space": {k: distribution_to_json(d) for k, d in sorted(space.distributions.items())},
-            "fixed": sorted(space.fixed.values()),
-            "directions": list(directions),
-        },
-        sort_keys=True,
-    )
-    return f"{job_name}-{hashlib.sha1(payload.encode()).hexdigest()[:10]}"
 
 
 def _consecutive_runs(trials: Sequence[Trial]) -> Iterator[list[Trial]]:
@@ -159,7 +132,15 @@ class OptunaSweeperImpl:
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=task_function
         )
-        self.sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
+        try:
+            self.sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
+        except InterpolationResolutionError as exc:  # ${optuna_study:...} refused a study name
+            cause: BaseException | None = exc
+            while cause is not None and not isinstance(cause, WeightshareError):
+                cause = cause.__cause__ or cause.__context__
+            if cause is not None:
+                raise cause from None
+            raise
 
     def _storage(self) -> tuple[str, optuna.storages.RDBStorage]:
         assert self.sweep_dir is not None
@@ -237,7 +218,7 @@ class OptunaSweeperImpl:
             log.info("GridSampler: %d grid points, n_trials=%d", space.grid_size(), n_trials)
         pruner = pruner_from_config(self.pruner_cfg)  # fail early on a bad pruner config
         url, storage = self._storage()
-        name = self.study_name or derived_study_name(str(self.config.hydra.job.name), space, self.directions)
+        name = study_name(str(self.config.hydra.job.name), self.study_name, self.directions, self.params, arguments)
         study = self._open_study(url, storage, name)
         study.set_user_attr(STUDY_ATTR_PRUNER, self.pruner_cfg)
         study.pruner = pruner
@@ -250,6 +231,10 @@ class OptunaSweeperImpl:
             type(pruner).__name__, n_trials, self.n_jobs,
         )  # fmt: skip
 
+        self._announce(study, grid, n_trials)
+        recover_interrupted(study, storage, self.owner, space.distributions)
+        # once here and once at the end: each reads every job directory's overrides
+        record_interrupted(study, self.sweep_dir, self.trial_node)
         waiting_for: set[int] = set()
         while True:
             recover_interrupted(study, storage, self.owner, space.distributions)
@@ -278,7 +263,21 @@ class OptunaSweeperImpl:
                 except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as exc:
                     # finished meanwhile: another host took it for a dead sweeper's trial
                     log.warning("trial %d was finished elsewhere, its result is dropped: %s", trial.number, exc)
+        record_interrupted(study, self.sweep_dir, self.trial_node)  # name the retries that ran
         self._write_results(study, url, n_trials)
+
+    def _announce(self, study: optuna.Study, grid: dict[str, list[Any]] | None, n_trials: int) -> None:
+        """Say whether this run starts the study or resumes it, and how far it got."""
+        assert self.sweep_dir is not None
+        trials = study.get_trials(deepcopy=False)
+        if not trials:
+            log.info("new study %s in %s: %d trials to run", study.study_name, self.sweep_dir, n_trials)
+            return
+        done = sum(is_counted(t, grid) for t in trials)
+        log.info(
+            "resuming study %s: %d of %d trials done (in %s; a new study: hydra.sweeper.study_name=<new name>)",
+            study.study_name, min(done, n_trials), n_trials, self.sweep_dir,
+        )  # fmt: skip
 
     @staticmethod
     def _ask(study: optuna.Study, space: SearchSpace) -> Trial:
@@ -309,7 +308,7 @@ class OptunaSweeperImpl:
         trial.set_user_attr(ATTR_OVERRIDES, lines)
         if self.trial_node:
             link = TrialLink(url, name, trial.number, monitor, self.directions[0])
-            lines = lines + link.overrides(self.trial_node)
+            lines = lines + _link_overrides(link, self.trial_node)
         return lines
 
     def _launch(
@@ -328,9 +327,17 @@ class OptunaSweeperImpl:
                 for run in _consecutive_runs(batch):
                     jobs = [by_number[t.number] for t in run]
                     returns.extend(self.launcher.launch(jobs, initial_job_idx=run[0].number))
-        except BaseException:
-            for trial in batch[len(returns) :]:
+        except BaseException as exc:
+            stopped = batch[len(returns) :]
+            for trial in stopped:
                 interrupt(study, storage, trial.number, "the sweep was stopped while the job ran")
+            if isinstance(exc, (SystemExit, KeyboardInterrupt)):  # SIGTERM (exit 143), Ctrl+C
+                assert self.config is not None and self.sweep_dir is not None
+                log.error(
+                    "sweep stopped while trial(s) %s ran; they are recorded interrupted and re-run when "
+                    "the sweep resumes. Resume the study %s (finished trials are kept): %s",
+                    [t.number for t in stopped], study.study_name, resume_command(self.config, self.sweep_dir),
+                )  # fmt: skip
             raise
         return returns
 
@@ -409,6 +416,18 @@ class OptunaSweeperImpl:
             ]
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.create(results), self.sweep_dir / RESULTS_FILE)
+
+
+def _link_overrides(link: TrialLink, node: str) -> list[str]:
+    """Override lines setting ``<node>.*`` in the job (``++``: the node may be absent)."""
+    values = {
+        "storage": link.storage,
+        "study_name": link.study_name,
+        "trial_number": link.trial_number,
+        "monitor": link.monitor,
+        "direction": link.direction,
+    }
+    return [format_override(f"++{node}.{key}", value) for key, value in values.items()]
 
 
 def _container(cfg: Any, key: str) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from ._protocol import ATTR_ERROR, ATTR_INTERRUPTED, ATTR_OWNER, ATTR_RETRY_OF
+from weightshare.trial_protocol import ATTR_ERROR, ATTR_INTERRUPTED, ATTR_OWNER, ATTR_RETRY_OF
 
 log = logging.getLogger(__name__)
 

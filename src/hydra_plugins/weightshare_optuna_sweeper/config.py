@@ -135,7 +135,10 @@ class OptunaSweeperConf:
       (several hosts can share one study). It is passed to every job as an override, so put
       no password in it (use ~/.pgpass or the driver's environment variables).
     - ``study_name``: null derives ``<job name>-<hash of search space, fixed overrides and
-      directions>``, the same for the same command.
+      directions>``, the same for the same command (``resume=true`` is left out of it). The
+      ``hparams_search`` configs put the sweep in ``outputs/<task>/search/<study name>/``, so
+      the same command resumes its study there; a name given here starts (or resumes) that
+      study, in its own directory.
     - ``max_failure_rate``: share of ``n_trials`` that may fail (job raised or returned no
       number) before the sweep stops with an error; 0 stops at the first failure.
     - ``monitor``: metric the jobs report each epoch for pruning (null: ``optimized_metric``).

@@ -11,7 +11,7 @@ sweeper tells Optuna PRUNED. Outside an Optuna sweep (``trial.storage`` null) it
 Optuna's own ``PyTorchLightningPruningCallback`` lives in the separate optuna-integration
 package and takes a live ``Trial`` object, which a Hydra job launched in another process
 does not have; the protocol here goes through the storage instead
-(:mod:`hydra_plugins.weightshare_optuna_sweeper`).
+(:mod:`weightshare.trial_protocol`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from hydra_plugins.weightshare_optuna_sweeper._protocol import TrialLink, report_and_maybe_prune
+from weightshare.trial_protocol import TrialLink, report_and_maybe_prune
 
 __all__ = ["OptunaPruningCallback", "report_and_maybe_prune"]
 

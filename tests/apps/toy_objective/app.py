@@ -18,7 +18,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from hydra_plugins.weightshare_optuna_sweeper._protocol import report_and_maybe_prune
+from weightshare.trial_protocol import report_and_maybe_prune
 
 
 def quality(lr: float, depth: int, model: str) -> float:

@@ -10,7 +10,12 @@ training and returns its objective normally. Collecting results, the sweeper tel
 when ``pruned`` is set, COMPLETE otherwise. All of this works across processes and hosts
 because nothing but the storage is shared.
 
-This module imports only Optuna (not Lightning): jobs without a Trainer use it directly.
+Why here, in ``weightshare``: both sides need it. The sweeper plugin
+(``hydra_plugins.weightshare_optuna_sweeper``) writes trials and the jobs (the Lightning
+callback :mod:`weightshare.callbacks.optuna_pruning`, pack members) read and report them; the
+library must never import a plugin's private module, so the contract lives in the library and
+the plugin imports it. This module imports only Optuna (not Lightning): jobs without a Trainer
+use it directly.
 """
 
 from __future__ import annotations
@@ -21,7 +26,6 @@ import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -71,17 +75,6 @@ def open_storage(url: str, *, heartbeat_interval: int | None = None, grace_perio
 def job_storage(url: str) -> RDBStorage:
     """One storage per URL and process: opening one checks the schema (about a second)."""
     return open_storage(url)
-
-
-def absolute_sqlite_url(url: str, base_dir: Path) -> str:
-    """Make a relative ``sqlite:///file`` absolute, so jobs that change directory find it."""
-    prefix = "sqlite:///"
-    if not url.startswith(prefix):
-        return url
-    path = url[len(prefix) :]
-    if not path or path.startswith("/") or path == ":memory:":
-        return url
-    return prefix + str((base_dir / path).resolve())
 
 
 def safe_url(url: str) -> str:
@@ -153,19 +146,6 @@ class TrialLink:
             monitor=None if monitor is None else str(monitor),
             direction=str(get("direction") or "maximize"),
         )
-
-    def overrides(self, node: str) -> list[str]:
-        """Override lines setting ``<node>.*`` in the job (``++``: the node may be absent)."""
-        from ._search_space import format_override
-
-        values = {
-            "storage": self.storage,
-            "study_name": self.study_name,
-            "trial_number": self.trial_number,
-            "monitor": self.monitor,
-            "direction": self.direction,
-        }
-        return [format_override(f"++{node}.{key}", value) for key, value in values.items()]
 
 
 class TrialReporter:
