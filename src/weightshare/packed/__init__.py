@@ -7,10 +7,9 @@ Public API (used by the ``hydra/launcher=packed`` plugin):
 - :func:`train_pack` (``cfgs -> list[float | None]``): train a pack, each member writing
   exactly what its single job writes (:mod:`.train`).
 
-Modules: :mod:`.key` (grouping), :mod:`.module` (the members' single-run modules as one
-LightningModule under ``torch.func``), :mod:`.data` (the members' batches side by side),
+Modules: :mod:`.key` (grouping), :mod:`.data` (the members' batches side by side),
 :mod:`.member` (a member's job, its single-run callbacks and loggers), :mod:`.train` (the
-Trainer and sub-packs).
+Trainer and sub-packs). The pack's LightningModule is :mod:`weightshare.pack_module`.
 """
 
 from __future__ import annotations

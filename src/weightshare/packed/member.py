@@ -22,11 +22,10 @@ from typing import Any
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import Logger
 
 from weightshare.job import Job
-from weightshare.packed.module import PackModule
+from weightshare.pack_module import PackModule
 
 log = logging.getLogger("weightshare.packed")
 
@@ -209,18 +208,6 @@ class MemberTrainer:
     def optimizers(self) -> list[Any]:
         return [_MemberOptimizer(o, self._member.position) for o in self._trainer.optimizers]
 
-    @property
-    def checkpoint_callbacks(self) -> list[ModelCheckpoint]:
-        return [c for c in self._member.callbacks if isinstance(c, ModelCheckpoint)]
-
-    @property
-    def checkpoint_callback(self) -> ModelCheckpoint | None:
-        return next(iter(self.checkpoint_callbacks), None)
-
-    @property
-    def early_stopping_callback(self) -> EarlyStopping | None:
-        return next((c for c in self._member.callbacks if isinstance(c, EarlyStopping)), None)
-
     def save_checkpoint(self, filepath: str | Path, weights_only: bool = False, storage_options: Any = None) -> None:
         """The member's checkpoint in the single-run format, through the pack's checkpoint I/O."""
         states = {cb.state_key: cb.state_dict() for cb in self._member.callbacks}
@@ -283,6 +270,9 @@ class MemberCallbacks(pl.Callback):
                 and trainer.current_epoch + 1 >= (trainer.min_epochs or 0)
             ):
                 self.leave(trainer, k)
+        rate = self.pack._images / max(time.perf_counter() - self.epoch_t0, 1e-9)
+        log.info("pack epoch %d: %d of %d members still training, %.0f member-images/s",
+                 trainer.current_epoch, len(self.pack.active), len(self.members), rate)  # fmt: skip
         if not self.pack.active:
             trainer.should_stop = True
 
@@ -294,9 +284,6 @@ class MemberCallbacks(pl.Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
         for k in list(self.pack.active):
             self.leave(trainer, k)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """A resumed pack: each member's callbacks get the states its checkpoint holds."""

@@ -1,4 +1,4 @@
-"""``train_pack``: K jobs trained as one :class:`~weightshare.packed.module.PackModule` by one Trainer.
+"""``train_pack``: K jobs trained as one :class:`~weightshare.pack_module.PackModule` by one Trainer.
 
 The Trainer is built as a single run's (:func:`weightshare.builders.build_trainer_kwargs`:
 precision, devices, checkpoint I/O plugins, determinism), with a pack's progress bar and
@@ -75,6 +75,7 @@ def _run(members: list[Member]) -> None:
     from weightshare.data.datamodule import TensorDataModule
     from weightshare.job import _is_lightning_sigterm
     from weightshare.loggers import finish_wandb
+    from weightshare.train import _sweep_group
 
     cfg0 = members[0].cfg
     if any("wandb" in m.cfg.logger.names for m in members):
@@ -88,7 +89,7 @@ def _run(members: list[Member]) -> None:
         for m in members:
             try:
                 with speaking(m):
-                    dm, module = m.build(dataset, _group(m.cfg))
+                    dm, module = m.build(dataset, _sweep_group(m.cfg))
                     start = _start_epoch(m)
             except Exception as exc:  # this member only (a broken logger, a foreign checkpoint)
                 log.error("%s: member failed at start: %s: %s", m.out, type(exc).__name__, exc)
@@ -129,8 +130,8 @@ def _fit(group: list[tuple[Member, Any, Any]]) -> None:
     import pytorch_lightning as pl
 
     from weightshare.builders import build_progress_bar, build_trainer_kwargs
+    from weightshare.pack_module import PackModule
     from weightshare.packed.data import PackData
-    from weightshare.packed.module import PackModule
 
     members = [m for m, _, _ in group]
     for k, m in enumerate(members):
@@ -170,7 +171,7 @@ def _fit(group: list[tuple[Member, Any, Any]]) -> None:
 
 def _resume_checkpoint(members: list[Member]) -> str | None:
     """The members' last checkpoints as one pack checkpoint (a file Lightning resumes from)."""
-    from weightshare.packed.module import merge_states
+    from weightshare.pack_module import merge_states
 
     ckpts = [getattr(m, "resume_ckpt", None) for m in members]
     if ckpts[0] is None:
@@ -188,13 +189,3 @@ def _resume_checkpoint(members: list[Member]) -> str | None:
     for m in members:
         m.resume_ckpt = None
     return str(path)
-
-
-def _group(cfg: DictConfig) -> str | None:
-    """The W&B group of a multirun job (as the single job's ``_sweep_group``), None outside Hydra."""
-    try:
-        from weightshare.train import _sweep_group
-
-        return _sweep_group(cfg)
-    except Exception:
-        return None
