@@ -22,7 +22,7 @@ __all__ = ["PACKABLE_PRECISIONS", "pack_key", "unpackable_reason"]
 
 #: precisions a pack runs. Not 16-mixed: its gradient scaler skips a step for the whole pack
 #: when one member's gradients overflow, so a member would not train as it does alone.
-PACKABLE_PRECISIONS = ("32-true", "32", "64-true", "64", "bf16-mixed", "bf16-true")
+PACKABLE_PRECISIONS = ("32-true", "32", "64-true", "64", "bf16-mixed")
 
 
 def _get(cfg: DictConfig, key: str, default: Any = None) -> Any:

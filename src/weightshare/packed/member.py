@@ -71,10 +71,10 @@ class PackJob(Job):
         self.share_s = 0.0
 
     def save(self, **updates: Any) -> None:
-        super().save(pack={**self.pack, "elapsed_s": round(time.time() - self.t0, 3)}, **updates)
-        self.summary["wall_time_s"] = round(self.prior_wall_s + self.share_s, 3)
         from weightshare.results import atomic_write_json
 
+        self.summary.update(updates, pack={**self.pack, "elapsed_s": round(time.time() - self.t0, 3)})
+        self.summary["wall_time_s"] = round(self.prior_wall_s + self.share_s, 3)
         atomic_write_json(self.results_path, self.summary)
 
 
