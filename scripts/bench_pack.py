@@ -256,7 +256,7 @@ def _config(args: argparse.Namespace, old: OldEngine | None, dev: str, net: str,
         rate = k * b / statistics.median(times[("pack", k)])
         row = {**base, "k": k, "batch": b, "sequential_member_img_s": seq_rate, "pack_member_img_s": rate,
                "pack_vs_sequential": rate / seq_rate, "peak_mem_mb": mem[("pack", k)] / 2**20,
-               "peak_mem_kind": "max_memory_allocated above the engines built before" if device.type == "cuda" else "state_bytes",
+               "peak_mem_kind": "max_memory_allocated (above)" if device.type == "cuda" else "state_bytes",
                "timed_steps": len(times[("pack", k)])}  # fmt: skip
         if ("old", k) in times:
             old_rate = k * b / statistics.median(times[("old", k)])
