@@ -101,9 +101,10 @@ class PackModule(pl.LightningModule):
         buffers = {}
         for name, (shape, dtype) in self._shapes.items():
             ts = [_buffer(net, name) for net in nets]
-            dev = next(t for t in params.values()).device
-            ones = torch.ones(shape, dtype=dtype, device=dev)
-            buffers[name] = torch.stack([t if t is not None else ones for t in ts])
+            if any(t is None for t in ts):  # a member without this mask computes with ones
+                ones = torch.ones(shape, dtype=dtype, device=next(iter(params.values())).device)
+                ts = [ones if t is None else t for t in ts]
+            buffers[name] = torch.stack(ts)  # type: ignore[arg-type]
         return params, buffers
 
     def forward_members(self, x: torch.Tensor, ids: Sequence[int]) -> torch.Tensor:
