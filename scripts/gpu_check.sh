@@ -8,7 +8,9 @@
 #   env           torch / device facts                        -> OUTDIR/env.json
 #   cuda_tests    the tests that need CUDA (pytest -m "" -k cuda) -> OUTDIR/cuda_tests.xml
 #   bench_layers  scripts/bench_layers.py on CUDA, fp32 and bf16 -> OUTDIR/bench_layers.json
-#   bench_pack    scripts/bench_pack.py on CUDA, fp32 and bf16   -> OUTDIR/bench_pack.json
+#   bench_pack    scripts/bench_pack.py on CUDA: K = 1..32, MNIST and CIFAR-10, CNN and FCN,
+#                 fp32 and bf16, peak memory per K, and the JAX ConvLocal anchor if JAX
+#                 imports                                     -> OUTDIR/bench_pack.json
 #   sweep         packed `experiment=paper_translate budget=small` on real MNIST, trainer=gpu
 #                                                             -> OUTDIR/paper_translate_small/
 #   report        weightshare-report of that sweep            -> OUTDIR/report/
@@ -99,10 +101,10 @@ if [[ $CUDA == 1 ]]; then
     step cuda_tests 60 "$PYTHON" -m pytest -m "" -k cuda -q -p no:cacheprovider --junitxml="$OUT/cuda_tests.xml" tests
     step bench_layers 50 "$PYTHON" scripts/bench_layers.py --device cuda --dtypes fp32 bf16 --rounds 5 \
         --json "$OUT/bench_layers.json"
-    # MNIST and CIFAR-10, CNN and FCN, fp32 and bf16, K = 1..32: 8 configurations of at most 12 s each
-    step bench_pack 150 "$PYTHON" scripts/bench_pack.py --device cuda --dtypes fp32 bf16 --budget-s 12 \
-        --json "$OUT/bench_pack.json"
-    step sweep 170 "$PYTHON" "${SWEEP[@]}" trainer=gpu
+    # MNIST and CIFAR-10, CNN and FCN, fp32 and bf16, K = 1..32: 8 configurations, 3 rounds of 2 steps
+    step bench_pack 180 "$PYTHON" scripts/bench_pack.py --device cuda --dtypes fp32 bf16 --rounds 3 --steps 2 \
+        --warmup 1 --jax --json "$OUT/bench_pack.json"
+    step sweep 150 "$PYTHON" "${SWEEP[@]}" trainer=gpu
 else
     echo "no CUDA device: running the smallest case of each step on CPU (the GPU numbers need a CUDA machine)"
     skip cuda_tests "no CUDA device"

@@ -4,6 +4,8 @@
 (``weightshare.X``) that itself depends, directly or through other modules, on ``P`` again
 (``weightshare.plots`` importing ``weightshare.report.collect`` while the report imported
 ``weightshare.plots`` was one). Every module is parsed, lazy imports inside functions included.
+The Hydra plugins (``src/hydra_plugins``) are held to the same rule, and the arrows between
+the two trees point one way: a plugin imports the library, the library never a plugin.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 PKG = SRC / "weightshare"
+PLUGINS = SRC / "hydra_plugins"
 MAX_LINES = 450
 
 
@@ -24,7 +27,7 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-MODULES = {_module_name(p): p for p in PKG.rglob("*.py")}
+MODULES = {_module_name(p): p for root in (PKG, PLUGINS) for p in root.rglob("*.py")}
 
 
 def _resolve(name: str) -> str | None:
@@ -77,10 +80,10 @@ def _reaches(start: str, prefix: str) -> list[str] | None:
 def test_no_module_imports_back_up_into_its_own_package() -> None:
     problems = []
     for module, targets in GRAPH.items():
-        rel = MODULES[module].relative_to(PKG)
-        if len(rel.parts) < 2:  # a module of weightshare itself (top level)
+        top, *rest = module.split(".")
+        if not rest or (len(rest) < 2 and MODULES[module].name != "__init__.py"):  # a top-level module
             continue
-        package = f"weightshare.{rel.parts[0]}"  # its subpackage (the __init__ included)
+        package = f"{top}.{rest[0]}"  # its subpackage (the __init__ included)
         for target in targets:
             if target.startswith(package + ".") or target == package:
                 continue  # inside its own package
@@ -90,9 +93,30 @@ def test_no_module_imports_back_up_into_its_own_package() -> None:
     assert problems == []
 
 
+def test_the_library_imports_no_plugin_and_no_plugin_another_plugins_private_module() -> None:
+    library = [f"{m} imports {t}" for m, ts in GRAPH.items() if m.startswith("weightshare") for t in ts
+               if t.startswith("hydra_plugins")]  # fmt: skip
+    assert library == []
+    private = [
+        f"{m} imports {t}"
+        for m, ts in GRAPH.items()
+        if m.startswith("hydra_plugins.")
+        for t in ts
+        if t.startswith("hydra_plugins.") and t.split(".")[1] != m.split(".")[1] and "._" in t
+    ]
+    assert private == []
+
+
+def test_construction_has_one_owner_the_builders() -> None:
+    """The module gets its network and factories: it never calls back into the builders."""
+    assert "weightshare.module" in GRAPH["weightshare.builders"]
+    assert _reaches("weightshare.module", "weightshare.builders") is None
+
+
 def test_the_import_graph_is_read_and_a_back_up_import_would_be_found() -> None:
-    assert "weightshare.builders" in GRAPH["weightshare.module"]  # top-level from-imports are read
+    assert "weightshare.errors" in GRAPH["weightshare.module"]  # top-level from-imports are read
     assert "weightshare.data.datamodule" in GRAPH["weightshare.builders"]  # lazy imports too
+    assert "weightshare.packed" in GRAPH["hydra_plugins.weightshare_packed_launcher._plan"]  # plugins too
     GRAPH["weightshare.errors"].add("weightshare.report.write")  # a made-up back-up edge
     try:
         assert _reaches("weightshare.errors", "weightshare.report") is not None

@@ -150,7 +150,9 @@ def test_packed_sweep_writes_the_basic_launchers_run_directories(two_sweeps) -> 
         assert _hydra_yaml(pack / i) == _hydra_yaml(basic / i)
         hydra = yaml.safe_load((pack / i / ".hydra" / "hydra.yaml").read_text())["hydra"]
         assert hydra["runtime"]["output_dir"] == str(pack / i) and hydra["job"]["num"] == int(i)
-        assert "pack of 2: jobs #0, #1" in (pack / i / "train.log").read_text()
+        text = (pack / i / "train.log").read_text()
+        assert "pack of 2: jobs #0, #1" in text  # the pack's lines, in every member's log
+        assert text.count("done: val/acc") == 1 and f"-> {pack / i / 'results.json'}" in text  # its own, only
     for a, b in zip(_results(basic, 2), _results(pack, 2)):
         assert b["status"] == "completed" and b["identity"] == a["identity"]
         assert b["output_dir"] == str(pack / str(a["identity"]["seed"]))

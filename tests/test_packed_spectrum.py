@@ -82,25 +82,27 @@ def test_spectrum_pack_equals_single_runs(tmp_path, case):
 
 def test_dynamic_sharing_pack_resumes_on_the_single_run_steps(tmp_path, monkeypatch):
     """Interrupted after epoch 0 and resumed, a pack shares at the same global steps as an uninterrupted one."""
-    from weightshare.packed.member import Member
+    from weightshare.packed.member import MemberCallbacks
 
     members = [[*MEMBERS[0], "model.dynamic_sharing.strength=0.5"], MEMBERS[1]]
     common = [*DYN, "trainer.max_epochs=3"]
     train_pack([make_cfg(tmp_path / f"ref{i}", [*common, *m]) for i, m in enumerate(members)])
-    save = Member.save_checkpoints
+    end = MemberCallbacks.on_train_epoch_end
 
-    def save_then_stop(self, net, state, epoch, step, row):
-        save(self, net, state, epoch, step, row)
-        if epoch == 0 and self.position == len(members) - 1:
-            raise KeyboardInterrupt
+    def end_then_stop(self, trainer, pl_module):
+        end(self, trainer, pl_module)  # every member's row and checkpoints of the epoch
+        if trainer.current_epoch == 0:
+            raise RuntimeError("killed")
 
-    monkeypatch.setattr(Member, "save_checkpoints", save_then_stop)
-    with pytest.raises(KeyboardInterrupt):
+    monkeypatch.setattr(MemberCallbacks, "on_train_epoch_end", end_then_stop)
+    with pytest.raises(RuntimeError, match="killed"):
         train_pack([make_cfg(tmp_path / f"run{i}", [*common, *m]) for i, m in enumerate(members)])
-    monkeypatch.setattr(Member, "save_checkpoints", save)
+    monkeypatch.setattr(MemberCallbacks, "on_train_epoch_end", end)
     train_pack([make_cfg(tmp_path / f"run{i}", [*common, *m, "resume=true"]) for i, m in enumerate(members)])
     for i in range(len(members)):
         rows = read_metrics_csv(tmp_path / f"run{i}" / "metrics.csv")
         assert [r["train/dynamic_sharing_steps"] for r in rows] == [2.0, 5.0, 8.0]  # global steps 8, 16, 24
         assert read_json(tmp_path / f"run{i}" / "results.json")["resumed"] == 1
-        assert_same_runs(tmp_path / f"ref{i}", tmp_path / f"run{i}")
+        # Lightning's resume is not bit-exact (a single run killed and resumed differs from an
+        # uninterrupted one by ~2e-8 in float64 weights, and a pack member by the same amount)
+        assert_same_runs(tmp_path / f"ref{i}", tmp_path / f"run{i}", tol=1e-7)

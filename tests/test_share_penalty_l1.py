@@ -74,13 +74,13 @@ def test_model_penalty_kinds_and_masks():
 def test_training_step_uses_the_chosen_kind():
     from omegaconf import OmegaConf
 
+    from weightshare.builders import build_module
     from weightshare.data.dataset import DataInfo
-    from weightshare.module import WeightShareModule
 
     cfg = load_config(
         ["data=synthetic", "model=fcn", "model.share_penalty=0.1", "model.share_penalty_kind=l1_all_pairs"]
     )
-    module = WeightShareModule(cfg.model, cfg.optimizer, cfg.scheduler, DataInfo("synthetic", 1, 28, 28, 10), ["clean"])
+    module = build_module(cfg, DataInfo("synthetic", 1, 28, 28, 10))
     expected = sum(all_pairs_l1(getattr(module.net, n).effective_kernel()) for n in module.net.conv_names)
     torch.testing.assert_close(module.share_penalty(), expected)
     assert OmegaConf.select(cfg, "model.share_penalty_kind") == "l1_all_pairs"

@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from weightshare.augment.keyed_rng import SampleKeys, train_key
-from weightshare.builders import build_optimizer, build_scheduler
+from weightshare.builders import build_module, build_optimizer, build_scheduler
 from weightshare.data import ArrayDataset, load_dataset
 from weightshare.data.datamodule import EpochBatchSampler, TensorDataModule, mix_seed
 from weightshare.data.dataset import DataInfo
@@ -270,16 +270,10 @@ class Tiny(nn.Module):
 def make_module(compose, tmp_path, overrides=(), variants=("translate",), **kw) -> tuple[WeightShareModule, list]:
     cfg = compose(["data=synthetic", *overrides], output_dir=tmp_path)
     torch.manual_seed(0)
-    module = WeightShareModule(
-        cfg.model,
-        cfg.optimizer,
-        cfg.scheduler,
-        DataInfo("synthetic", 1, 2, 2, 3),
-        list(variants),
-        max_epochs=cfg.trainer.max_epochs,
-        net=Tiny(),
-        **kw,
-    )
+    cfg.eval.variants = list(variants)
+    for key, value in kw.items():  # module options that come from the config
+        OmegaConf.update(cfg, {"nan_guard": "callbacks.nan_guard"}[key], value)
+    module = build_module(cfg, DataInfo("synthetic", 1, 2, 2, 3), net=Tiny())
     logged: list = []
     module.log = lambda name, value, **k: logged.append((name, value, k))  # type: ignore[method-assign]
     return module, logged
@@ -298,14 +292,14 @@ def test_module_scores_clean_first_and_counts_parameters(compose, tmp_path) -> N
     )
     assert module.param_count == 4 * 3 + 3
     assert module.penalty_weight == 0.0 and module.nan_guard is True
-    assert module.max_epochs_for_schedule == 20
+    assert module.scheduler_factory.keywords["max_epochs"] == 20
 
 
 def test_module_builds_the_configured_network(compose, tmp_path) -> None:
     cfg = compose(["model=cnn"], output_dir=tmp_path)
-    module = WeightShareModule(cfg.model, cfg.optimizer, cfg.scheduler, DataInfo("mnist", 1, 28, 28, 10), ["clean"])
+    module = build_module(cfg, DataInfo("mnist", 1, 28, 28, 10))
     assert module.param_count == 2_201_098  # the paper's MNIST CNN (Table A.1)
-    assert module.max_epochs_for_schedule == 1
+    assert module.scheduler_factory.keywords["max_epochs"] == cfg.trainer.max_epochs
     penalty = module.share_penalty()  # a CNN has no free positions: a zero scalar
     assert penalty.shape == () and float(penalty) == 0.0
     x = torch.rand(2, 1, 28, 28)
@@ -319,9 +313,7 @@ def test_share_penalty_uses_the_configured_radius(compose, tmp_path) -> None:
     cfg = compose(["model=fcn", "model.share_penalty=0.1", "model.penalty_radius=2"], output_dir=tmp_path)
     torch.manual_seed(0)
     net = nn.Sequential(FreeConv2d(1, 2, 3, input_size=(8, 8)), nn.Flatten(), nn.Linear(2 * 6 * 6, 3))
-    module = WeightShareModule(
-        cfg.model, cfg.optimizer, cfg.scheduler, DataInfo("synthetic", 1, 8, 8, 3), ["clean"], net=net
-    )
+    module = build_module(cfg, DataInfo("synthetic", 1, 8, 8, 3), net=net)
     with torch.no_grad():
         at2, at1 = float(model_share_penalty(net, radius=2)), float(model_share_penalty(net, radius=1))
         assert at2 != pytest.approx(at1, rel=1e-3)

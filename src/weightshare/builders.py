@@ -12,6 +12,7 @@ once its CSV row exists (a kill in between is undone by the resume, which drops 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, ProgressBar
 from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
 from torch import nn
 
@@ -88,6 +89,33 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: DictConfig, max_epoch
         return 0.5 * (1.0 + math.cos(math.pi * (epoch - warm) / (total - warm)))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def build_module(cfg: DictConfig, info: DataInfo, net: nn.Module | None = None) -> WeightShareModule:
+    """The Lightning module of ``cfg``: its network (``net``, or built from ``cfg.model``) and factories.
+
+    The module gets an optimizer factory and a scheduler factory (``functools.partial`` of
+    :func:`build_optimizer` and :func:`build_scheduler`, lightning-hydra-template's ``_partial_``)
+    and the share penalty, so it never reads a config group or calls back into this module.
+    """
+    from weightshare.layers.share_penalty import model_share_penalty
+    from weightshare.module import WeightShareModule
+
+    m = cfg.model
+    penalty = functools.partial(
+        model_share_penalty, radius=m.penalty_radius, kind=m.get("share_penalty_kind", "l2_neighbours")
+    )
+    return WeightShareModule(
+        net if net is not None else build_model(m, info),
+        functools.partial(build_optimizer, cfg=cfg.optimizer),
+        functools.partial(build_scheduler, cfg=cfg.scheduler, max_epochs=cfg.trainer.max_epochs),
+        num_classes=info.num_classes,
+        variants=list(cfg.eval.variants),
+        share_penalty=penalty,
+        penalty_weight=float(m.share_penalty),
+        nan_guard=bool(cfg.callbacks.nan_guard),
+        compile=bool(m.compile),
+    )
 
 
 # ------------------------------------------------------------------------------ trainer
@@ -269,6 +297,48 @@ class Run:
         return self.datamodule.info
 
 
+def build_parts(
+    cfg: DictConfig,
+    out: str | Path,
+    *,
+    dataset: ArrayDataset | None = None,
+    resolved_config: dict[str, Any] | None = None,
+    group: str | None = None,
+    loggers: bool = True,
+    progress_bar: bool = True,
+) -> tuple[TensorDataModule, WeightShareModule, list[pl.Callback], list[Logger]]:
+    """Data module (set up), Lightning module, callbacks and loggers of ``cfg``'s run in ``out``.
+
+    What :func:`build_run` builds but the Trainer: a pack (:mod:`weightshare.packed`) builds
+    its members with this, so each member is its single run (``progress_bar=False`` leaves
+    out the progress bar: the pack has one). Seeds torch (``cfg.seed``) before the network is
+    built, so a run's initial weights are a function of its seed alone.
+    """
+    from weightshare.data.datamodule import TensorDataModule
+    from weightshare.loggers import make_run_name
+
+    out = Path(out)
+    if threads := torch_threads(cfg.threads):  # the config's, else the CPUs SLURM gave the task
+        torch.set_num_threads(threads)
+    torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = TensorDataModule(
+        cfg.data, cfg.aug, cfg.eval, seed=cfg.seed, dataset=dataset, precision=str(cfg.trainer.precision)
+    )
+    datamodule.setup("fit")
+    module = build_module(cfg, datamodule.info)
+    callbacks = build_callbacks(cfg, out)
+    if not progress_bar:
+        callbacks = [cb for cb in callbacks if not isinstance(cb, ProgressBar)]
+    built_loggers: list[Logger] = []
+    if loggers:
+        logger_cfg = cfg.logger.copy()
+        logger_cfg.wandb.tags = list(dict.fromkeys([*cfg.logger.wandb.tags, *cfg.tags]))  # experiment tags too
+        config = resolved_config if resolved_config is not None else OmegaConf.to_container(cfg, resolve=True)
+        built_loggers = build_loggers(logger_cfg, out, make_run_name(cfg), config, group=group)
+    return datamodule, module, callbacks, built_loggers
+
+
 def build_run(
     cfg: DictConfig,
     out: str | Path,
@@ -286,38 +356,13 @@ def build_run(
     the run config the loggers record (default: ``cfg`` resolved); ``group`` the W&B group
     when ``logger.wandb.group`` is null (the sweep); ``loggers=False`` builds none;
     ``trainer_overrides`` replace Trainer arguments of ``cfg.trainer`` (benchmarks).
-    Seeds torch (``cfg.seed``) before the network is built, so a run's initial weights are a
-    function of its seed alone.
+    The parts come from :func:`build_parts` (seeded by ``cfg.seed``).
     """
-    from weightshare.data.datamodule import TensorDataModule
-    from weightshare.loggers import make_run_name
-    from weightshare.module import WeightShareModule
-
     out = Path(out)
-    if threads := torch_threads(cfg.threads):  # the config's, else the CPUs SLURM gave the task
-        torch.set_num_threads(threads)
-    torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = TensorDataModule(
-        cfg.data, cfg.aug, cfg.eval, seed=cfg.seed, dataset=dataset, precision=str(cfg.trainer.precision)
+    datamodule, module, callbacks, built_loggers = build_parts(
+        cfg, out, dataset=dataset, resolved_config=resolved_config, group=group, loggers=loggers
     )
-    datamodule.setup("fit")
-    module = WeightShareModule(
-        cfg.model,
-        cfg.optimizer,
-        cfg.scheduler,
-        datamodule.info,
-        list(cfg.eval.variants),
-        max_epochs=cfg.trainer.max_epochs,
-        nan_guard=cfg.callbacks.nan_guard,
-    )
-    callbacks = [*build_callbacks(cfg, out), *(extra_callbacks or [])]
-    built_loggers: list[Logger] = []
-    if loggers:
-        logger_cfg = cfg.logger.copy()
-        logger_cfg.wandb.tags = list(dict.fromkeys([*cfg.logger.wandb.tags, *cfg.tags]))  # experiment tags too
-        config = resolved_config if resolved_config is not None else OmegaConf.to_container(cfg, resolve=True)
-        built_loggers = build_loggers(logger_cfg, out, make_run_name(cfg), config, group=group)
+    callbacks = [*callbacks, *(extra_callbacks or [])]
     kwargs = {**build_trainer_kwargs(cfg, out), **trainer_overrides}
     quiet_lightning(kwargs.get("devices", 1), kwargs.get("num_nodes", 1))
     trainer = pl.Trainer(**kwargs, callbacks=callbacks, logger=built_loggers or False)

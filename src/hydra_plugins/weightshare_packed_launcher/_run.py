@@ -13,7 +13,7 @@ import copy
 import logging
 import os
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -126,18 +126,22 @@ def start_member(member: Member) -> JobReturn:
     return ret
 
 
-def member_log_files(members: Sequence[Member]) -> list[logging.Handler]:
+def member_log_files(members: Sequence[Member]) -> Callable[[], None]:
     """Give every member its job log file (``<run dir>/<job name>.log``), as a single job has.
 
     Hydra's job logging is configured for the first member; each file handler it opened in
-    that member's directory is repeated in every other member's directory. The pack's lines
-    (all members train together) go to every member's log.
+    that member's directory is repeated in every other member's directory. Each file holds
+    its member's own lines and the pack's (``weightshare.packed.member.MemberLogFilter``),
+    never another member's. Returns the function that undoes all of it.
     """
+    from weightshare.packed.member import MemberLogFilter
+
     first = members[0]
     with hydra_config_of(first.config):
         configure_log(first.config.hydra.job_logging, first.config.hydra.verbose)
     root = logging.getLogger()
     added: list[logging.Handler] = []
+    added_filters: list[tuple[logging.Handler, logging.Filter]] = []
     for handler in list(root.handlers):
         if not isinstance(handler, logging.FileHandler):
             continue
@@ -145,22 +149,35 @@ def member_log_files(members: Sequence[Member]) -> list[logging.Handler]:
             rel = Path(handler.baseFilename).relative_to(first.output_dir)
         except ValueError:
             continue  # a log file outside the run directory: shared already
+        own = MemberLogFilter(first.output_dir)
+        handler.addFilter(own)
+        added_filters.append((handler, own))
         for m in members[1:]:
             extra = logging.FileHandler(m.output_dir / rel, mode=handler.mode, encoding=handler.encoding)
             extra.setLevel(handler.level)
             extra.setFormatter(handler.formatter)
             for f in handler.filters:
-                extra.addFilter(f)
+                if f is not own:
+                    extra.addFilter(f)
+            extra.addFilter(MemberLogFilter(m.output_dir))
             root.addHandler(extra)
             added.append(extra)
-    return added
+
+    def close() -> None:
+        for h in added:
+            root.removeHandler(h)
+            h.close()
+        for handler, own in added_filters:
+            handler.removeFilter(own)
+
+    return close
 
 
 def run_pack(launcher: Any, members: list[Member]) -> list[tuple[int, JobReturn]]:
     """Train the members as one pack in this process; every member ends with a results.json."""
     callbacks = launcher.hydra_context.callbacks
     rets = [start_member(m) for m in members]
-    handlers = member_log_files(members)
+    close_logs = member_log_files(members)
     log.info("pack of %d: jobs %s", len(members), ", ".join(f"#{m.idx}" for m in members))
     values: list[Any] = [None] * len(members)
     error: str | None = None
@@ -185,9 +202,7 @@ def run_pack(launcher: Any, members: list[Member]) -> list[tuple[int, JobReturn]
     finally:
         for m in members:  # nothing is dropped silently, not even on SIGTERM
             ensure_recorded(m, error if finished else "the pack was stopped", "failed" if finished else "interrupted")
-        for h in handlers:
-            logging.getLogger().removeHandler(h)
-            h.close()
+        close_logs()
     task_name = JobRuntime.instance().get("name")
     for m, ret, value in zip(members, rets, values):
         ret.return_value = value

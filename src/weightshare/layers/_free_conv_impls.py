@@ -58,6 +58,7 @@ class Spec(NamedTuple):
     oh: int
     ow: int
     batch_inner: bool  # patches gathered batch-innermost (see _prepare_input)
+    members: int = 1  # K networks' batches side by side in the input (see members_free_conv)
 
 
 # Inputs with fewer channels are gathered batch-innermost (see _prepare_input).
@@ -69,8 +70,8 @@ def weight_to_pko(weight: Tensor, g: FreeConvGeometry) -> Tensor:
     return weight.permute(0, 1, 4, 5, 3, 2).reshape(g.positions, g.fan, g.out_channels)
 
 
-def _spec(g: FreeConvGeometry, batch_inner: bool) -> Spec:
-    return Spec(g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.out_h, g.out_w, batch_inner)
+def _spec(g: FreeConvGeometry, batch_inner: bool, members: int = 1) -> Spec:
+    return Spec(g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.out_h, g.out_w, batch_inner, members)
 
 
 def _window(spec: Spec, i: int, j: int) -> tuple[slice, slice]:
@@ -113,7 +114,7 @@ def _patch_view(x: Tensor, spec: Spec) -> Tensor:
     Built from view ops only (``Tensor.unfold`` makes sliding windows without copying), so
     ``torch.compile`` traces it; the dilation is a step slice of each window.
     """
-    kh, kw, sh, sw, dh, dw, oh, ow, _ = spec  # a NamedTuple unpacks in field order
+    kh, kw, sh, sw, dh, dw, oh, ow, *_ = spec  # a NamedTuple unpacks in field order
     v = x.permute(2, 3, 0, 1).unfold(0, dh * (kh - 1) + 1, sh).unfold(1, dw * (kw - 1) + 1, sw)
     return v[:oh, :ow, :, :, ::dh, ::dw].permute(0, 1, 2, 4, 5, 3)
 
@@ -123,13 +124,19 @@ def _gather(x: Tensor, spec: Spec) -> Tensor:
 
     Stored contiguously either as ``(P, B, K)`` or, when ``spec`` asks for batch-innermost, as
     ``(P, K, B)`` and returned transposed (a view): ``bmm`` takes either without a copy.
+    With ``spec.members`` = M networks, the batch holds M member batches one after the other
+    and the result is ``(P*M, B/M, K)``: one matrix per position and member.
     """
     kh, kw, oh, ow, batch_inner = spec.kh, spec.kw, spec.oh, spec.ow, spec.batch_inner
     B, K = x.shape[0], kh * kw * x.shape[1]
     v = _patch_view(x, spec)
     if batch_inner:
-        return v.permute(0, 1, 3, 4, 5, 2).reshape(oh * ow, K, B).transpose(1, 2)
-    return v.reshape(oh * ow, B, K)
+        out = v.permute(0, 1, 3, 4, 5, 2).reshape(oh * ow, K, B).transpose(1, 2)
+    else:
+        out = v.reshape(oh * ow, B, K)
+    if spec.members > 1:  # (P, M*b, K) -> (P*M, b, K); a copy only for the batch-innermost layout
+        out = out.reshape(oh * ow * spec.members, B // spec.members, K)
+    return out
 
 
 def _offset_slice(x: Tensor, spec: Spec, i: int, j: int) -> Tensor:
@@ -180,7 +187,9 @@ class _GatherBmm(torch.autograd.Function):
         g = g.contiguous()
         dx = dw = db = None
         if ctx.needs_input_grad[0]:
-            dx = _scatter_input_grad(torch.bmm(g, w.transpose(1, 2)), ctx.x_shape, ctx.spec)
+            dpatches = torch.bmm(g, w.transpose(1, 2))  # (P*M, b, K) -> (P, M*b, K)
+            dpatches = dpatches.view(ctx.spec.oh * ctx.spec.ow, ctx.x_shape[0], dpatches.shape[-1])
+            dx = _scatter_input_grad(dpatches, ctx.x_shape, ctx.spec)
         if ctx.needs_input_grad[1]:
             patches = saved if ctx.save_patches else _gather(saved, ctx.spec)
             dw = torch.bmm(patches.transpose(1, 2), g)
@@ -248,18 +257,45 @@ def _autocast_dtype(device_type: str) -> torch.dtype | None:
     return None
 
 
+def _autocast_operands(x: Tensor, w: Tensor, b: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Cast to the autocast dtype (see :func:`_autocast_dtype`), or check that the dtypes agree."""
+    dtype = _autocast_dtype(x.device.type)
+    if dtype is not None:
+        return x.to(dtype), w.to(dtype), None if b is None else b.to(dtype)
+    if x.dtype != w.dtype:
+        raise TypeError(f"free_conv2d: input dtype {x.dtype} != weight dtype {w.dtype} (outside autocast)")
+    return x, w, b
+
+
+def members_free_conv(
+    x: Tensor, weight: Tensor, bias: Tensor | None, g: FreeConvGeometry, save_patches: bool
+) -> Tensor:
+    """M networks' free convolutions in one gather and one batched matmul (the ``bmm`` impl).
+
+    ``x`` is (M, B, C, H, W), ``weight`` (M, oh, ow, out, in, kh, kw), ``bias`` (M, oh, ow, out)
+    or None; returns (M, B, out, oh, ow). The M batches are gathered as one batch of M*B
+    images; the matmul has one (B, K) x (K, out) product per position and member. This is the
+    batching rule of :func:`weightshare.layers.free_conv.free_conv2d` under ``torch.func.vmap``
+    (:mod:`weightshare.layers.free_conv_batched`), what a pack of networks runs.
+    """
+    M, B = x.shape[0], x.shape[1]
+    P, F_, O = g.positions, g.fan, g.out_channels
+    # (M, oh, ow, O, C, kh, kw) -> (P, M, kh*kw*C, O) -> (P*M, K, O): position-major, like the patches
+    w = weight.permute(0, 1, 2, 5, 6, 4, 3).reshape(M, P, F_, O).transpose(0, 1).reshape(P * M, F_, O)
+    b = None if bias is None else bias.reshape(M, P, O).transpose(0, 1).reshape(P * M, O)
+    xm, w, b = _autocast_operands(x.reshape(M * B, *x.shape[2:]), w, b)
+    xs, batch_inner = _prepare_input(xm, g)
+    out = _GatherBmm.apply(xs, w, b, _spec(g, batch_inner, M), save_patches)  # (P*M, B, O)
+    return out.view(g.out_h, g.out_w, M, B, O).permute(2, 3, 4, 0, 1)
+
+
 def _function_impl(name: str, fn: type[torch.autograd.Function], *extra: object) -> Callable[..., Tensor]:
     """The ``IMPLS`` entry running ``fn`` (``extra``: its trailing non-tensor arguments)."""
 
     def run(x: Tensor, weight: Tensor, bias: Tensor | None, g: FreeConvGeometry) -> Tensor:
         w = weight_to_pko(weight, g)
         b = None if bias is None else bias.reshape(g.positions, g.out_channels)
-        dtype = _autocast_dtype(x.device.type)
-        if dtype is not None:
-            x, w = x.to(dtype), w.to(dtype)
-            b = None if b is None else b.to(dtype)
-        elif x.dtype != w.dtype:
-            raise TypeError(f"free_conv2d: input dtype {x.dtype} != weight dtype {w.dtype} (outside autocast)")
+        x, w, b = _autocast_operands(x, w, b)
         xs, batch_inner = _prepare_input(x, g)
         out = fn.apply(xs, w, b, _spec(g, batch_inner), *extra)
         # (P, B, O) -> (B, O, oh, ow) as a view of position-major memory.

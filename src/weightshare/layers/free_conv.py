@@ -72,8 +72,9 @@ def free_conv2d(
     ``(B, out_channels, out_h, out_w)``; with the fast implementations this is a view of
     position-major memory, so use ``reshape``/``flatten`` rather than ``view`` on it.
 
-    Under ``torch.func`` transforms (``grad``, ``vmap``, ...) the ``unfold`` implementation is
-    used, because it is built from ordinary differentiable ops that every transform supports.
+    Under ``torch.func.vmap`` (a pack of networks) the members run as one gather and batched
+    matmul (:mod:`weightshare.layers.free_conv_batched`); under other ``torch.func`` transforms
+    (``grad``, ``jvp``) the ``unfold`` implementation is used.
     """
     if weight.dim() != 6:
         raise ValueError(f"free_conv2d: weight must be (oh, ow, out, in, kh, kw), got shape {tuple(weight.shape)}")
@@ -93,7 +94,11 @@ def free_conv2d(
 
 def _apply(x: Tensor, weight: Tensor, bias: Tensor | None, g: FreeConvGeometry, impl: str) -> Tensor:
     if _functorch_active():
-        impl = "unfold"
+        if impl == "unfold":
+            return IMPLS[impl](x, weight, bias, g)
+        from weightshare.layers.free_conv_batched import FreeConvFunction
+
+        return FreeConvFunction.apply(x, weight, bias, g, impl)
     return IMPLS[impl](x, weight, bias, g)
 
 

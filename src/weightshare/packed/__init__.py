@@ -1,19 +1,15 @@
-"""Packed sweeps: many jobs of a multirun trained as one stacked network in one process.
+"""Packed sweeps: many jobs of a multirun trained as one network by one Lightning Trainer.
 
 Public API (used by the ``hydra/launcher=packed`` plugin):
 
 - :func:`unpackable_reason` (``cfg -> str | None``) and :func:`pack_key` (``cfg -> tuple``):
   which jobs can share a pack (:mod:`.key`);
 - :func:`train_pack` (``cfgs -> list[float | None]``): train a pack, each member writing
-  exactly what its single job writes (:mod:`.trainer`).
+  exactly what its single job writes (:mod:`.train`).
 
-Modules: :mod:`.key` (grouping), :mod:`.stacked_free_conv` (the free convolution of K
-members as one batched matmul), :mod:`.stacked_lowrank` (the low-rank layer of K members),
-:mod:`.stacked_net` (the paper networks of K members), :mod:`.stacked_sharing` (dynamic
-weight sharing on the stacked weights),
-:mod:`.adam` (per-member Adam), :mod:`.data` (the members' batches), :mod:`.member`
-(per-member outputs and control), :mod:`.trainer` (the loop), :mod:`.runtime` (SIGTERM flag,
-device, schedule factors).
+Modules: :mod:`.key` (grouping), :mod:`.data` (the members' batches side by side),
+:mod:`.member` (a member's job, its single-run callbacks and loggers), :mod:`.train` (the
+Trainer and sub-packs). The pack's LightningModule is :mod:`weightshare.pack_module`.
 """
 
 from __future__ import annotations
@@ -31,7 +27,7 @@ __all__ = ["pack_key", "train_pack", "unpackable_reason"]
 
 
 def train_pack(cfgs: Sequence[DictConfig]) -> list[float | None]:
-    """Train the members as one pack (see :func:`weightshare.packed.trainer.train_pack`)."""
-    from weightshare.packed.trainer import train_pack as _train_pack
+    """Train the members as one pack (see :func:`weightshare.packed.train.train_pack`)."""
+    from weightshare.packed.train import train_pack as _train_pack
 
     return _train_pack(cfgs)

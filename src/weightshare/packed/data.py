@@ -1,111 +1,77 @@
-"""The batches of a pack: each member's own index batches, gathered and augmented together.
+"""The batches of a pack: each member's own single-run data module, batches side by side.
 
-Member ``k``'s batches are exactly its single run's: its own train/val split
-(:class:`~weightshare.data.datamodule.TensorDataModule` with the shared dataset), its own
-shuffle (:class:`~weightshare.data.datamodule.EpochBatchSampler` seeded by ``mix_seed(seed,
-fold)`` and the epoch), its own augmentation levels and draws (keyed by ``(seed, fold,
-epoch, sample index)``, :mod:`weightshare.augment.keyed_rng`), and the evaluation
-perturbations keyed by sample index. The K members' batches of a step are stacked member-
-major into one (K*B, C, H, W) batch: one gather, one augmentation call, no loop over
-members in the step (the per-epoch shuffles are K small ``randperm`` calls on the CPU).
+Member ``k``'s batches are exactly its single run's, because they come from its single run's
+:class:`~weightshare.data.datamodule.TensorDataModule` (built from its ``data``, ``aug`` and
+``eval`` config by the same constructor, with the checks that constructor makes): its split,
+its shuffle of each epoch, its augmentation levels and keyed draws, its evaluation
+perturbations. One copy of the images serves every member. A step's batch holds the batches
+of the members still training (:attr:`PackData.active`), stacked as (M, B, ...), and their
+ids, so a member that has left costs nothing, not even its augmentation.
 """
 
 from __future__ import annotations
 
-import torch
-from omegaconf import DictConfig
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
-from weightshare.augment import EvalVariants
-from weightshare.augment.keyed import keyed_train_augment
-from weightshare.augment.keyed_rng import SampleKeys, train_key
-from weightshare.data import ArrayDataset
-from weightshare.data.datamodule import PRECISION_BATCH_DTYPES, EpochBatchSampler, TensorDataModule, mix_seed
+import pytorch_lightning as pl
+import torch
+
+from weightshare.data.datamodule import TensorDataModule
 
 __all__ = ["PackData"]
 
-_LEVELS = ("translate", "rotate", "noise", "edge_noise")
+
+class _Zipped:
+    """The members' loaders of one kind, zipped over the members active when an epoch starts."""
+
+    def __init__(self, data: PackData, loaders: list[Any]) -> None:
+        self.data, self.loaders = data, loaders
+
+    def __len__(self) -> int:
+        return len(self.loaders[0])
+
+    def __iter__(self) -> Iterator[tuple[list[torch.Tensor], list[int]]]:
+        ids = list(self.data.active())
+        trainer = self.data.trainer
+        for k in ids:  # Lightning sets the epoch of the loader it knows; these are inside this one
+            self.loaders[k].sampler.set_epoch(trainer.current_epoch if trainer is not None else 0)
+        for batches in zip(*(self.loaders[k] for k in ids)):
+            yield list(batches), ids
 
 
-class PackData:
-    """Images on the device, the members' splits, and the stacked train/eval batches."""
+class PackData(pl.LightningDataModule):
+    """The members' data modules as one; ``active`` returns the ids of the members training."""
 
-    def __init__(self, cfgs: list[DictConfig], dataset: ArrayDataset, device: torch.device) -> None:
-        self.cfgs = cfgs
-        self.device = device
-        # the single run's batch dtype (augmentation in float32, then cast), see TensorDataModule
-        self.dtype = PRECISION_BATCH_DTYPES[str(cfgs[0].trainer.precision)]
-        self.images = dataset.images.to(device)
-        self.labels = dataset.labels.to(device)
-        self.splits: list[tuple[torch.Tensor, torch.Tensor]] = []
-        for cfg in cfgs:
-            dm = TensorDataModule(cfg.data, cfg.aug, cfg.eval, seed=cfg.seed, dataset=dataset)
-            dm.setup("fit")
-            assert dm.train_idx is not None and dm.val_idx is not None
-            self.splits.append((dm.train_idx, dm.val_idx))
-        c0 = cfgs[0]
-        self.batch_size = int(c0.data.batch_size)
-        self.eval_batch_size = int(c0.data.eval_batch_size or c0.data.batch_size)
-        self.shuffle = bool(c0.data.shuffle)
-        self.eval_variants = EvalVariants(c0.eval)
-        a = c0.aug
-        self.aug_settings = {
-            "edge_width": int(a.edge_width),
-            "faithful_edge_noise": bool(a.faithful_edge_noise),
-            "crop_padding": int(a.crop_padding),
-            "hflip": bool(a.hflip),
-        }
-        self.levels = {name: torch.tensor([float(c.aug[name]) for c in cfgs], dtype=torch.float64) for name in _LEVELS}
+    def __init__(self, members: Sequence[TensorDataModule], active: Callable[[], Sequence[int]]) -> None:
+        super().__init__()
+        self.members = list(members)
+        self.active = active
+        sizes = {(len(m.train_idx), len(m.val_idx)) for m in self.members}  # type: ignore[arg-type]
+        if len(sizes) > 1:
+            raise ValueError(f"pack members have different train/val sizes {sorted(sizes)}: they cannot step together")
 
-    def sizes(self, k: int) -> tuple[int, int]:
-        return len(self.splits[k][0]), len(self.splits[k][1])
+    def train_dataloader(self) -> _Zipped:
+        return _Zipped(self, [m.train_dataloader() for m in self.members])
 
-    def _to_dtype(self, x: torch.Tensor) -> torch.Tensor:
-        return x.to(self.dtype)
+    def val_dataloader(self) -> _Zipped:
+        return _Zipped(self, [m.val_dataloader() for m in self.members])
 
-    # ------------------------------------------------------------------ train
-    def train_batches(self, members: list[int], epoch: int) -> list[torch.Tensor]:
-        """The epoch's index batches of ``members``: a list of (K, B) tensors (members' sizes agree)."""
-        per_member = []
-        for k in members:
-            cfg = self.cfgs[k]
-            sampler = EpochBatchSampler(
-                self.splits[k][0], self.batch_size, shuffle=self.shuffle, seed=mix_seed(cfg.seed, cfg.data.fold)
-            )
-            sampler.set_epoch(epoch)
-            per_member.append(list(sampler))
-        return [torch.stack(step).to(self.device) for step in zip(*per_member)]
+    def test_dataloader(self) -> _Zipped:
+        return _Zipped(self, [m.test_dataloader() for m in self.members])
 
-    def epoch_keys(self, members: list[int], epoch: int) -> torch.Tensor:
-        """(K,) int64 augmentation keys of ``members`` in ``epoch``."""
-        keys = [train_key(self.cfgs[k].seed, self.cfgs[k].data.fold, epoch) for k in members]
-        return torch.tensor(keys, dtype=torch.int64, device=self.device)
-
-    def train_batch(
-        self, index: torch.Tensor, keys: torch.Tensor, members: list[int]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Stacked (K*B, C, H, W) augmented images and (K*B,) labels of the (K, B) ``index``."""
-        B = index.shape[1]
-        flat = index.reshape(-1)
-        x = self.images[flat].float().div_(255.0)
-        y = self.labels[flat]
-        sel = torch.tensor(members, dtype=torch.long)
-        levels = {n: lv.index_select(0, sel) for n, lv in self.levels.items()}
-        active = any(bool((lv > 0).any()) for lv in levels.values())
-        if active or self.aug_settings["crop_padding"] > 0 or self.aug_settings["hflip"]:
-            per_sample = {n: lv.to(self.device).repeat_interleave(B) for n, lv in levels.items()}
-            sk = SampleKeys(keys.repeat_interleave(B), flat)
-            x = keyed_train_augment(x, sk, **per_sample, **self.aug_settings, member_batch=B)
-        return self._to_dtype(x), y
-
-    # ------------------------------------------------------------------ eval
-    def eval_batches(self, members: list[int]) -> list[torch.Tensor]:
-        """The validation index batches of ``members`` (unshuffled): a list of (K, Bv) tensors."""
-        per_member = [torch.split(self.splits[k][1], self.eval_batch_size) for k in members]
-        return [torch.stack(step).to(self.device) for step in zip(*per_member)]
-
-    def eval_batch(self, index: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Every evaluation variant of the (K, Bv) ``index`` as (K*Bv, C, H, W), and the labels."""
-        flat = index.reshape(-1)
-        x = self.images[flat].float().div_(255.0)
-        variants = self.eval_variants(x, flat)
-        return {name: self._to_dtype(v) for name, v in variants.items()}, self.labels[flat]
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Each member's own ``on_after_batch_transfer`` (gather, augment, cast), stacked."""
+        index, ids = batch
+        first = self.members[ids[0]]
+        images, labels = first._on_device(index[0].device)
+        parts = []
+        for k, idx in zip(ids, index):
+            m = self.members[k]
+            m.trainer = self.trainer
+            m._images, m._labels = images, labels  # one copy of the data set on the device
+            parts.append(m.on_after_batch_transfer(idx, dataloader_idx))
+        if isinstance(parts[0], dict):
+            xs = {v: torch.stack([p["x"][v] for p in parts]) for v in parts[0]["x"]}
+            return {"x": xs, "y": torch.stack([p["y"] for p in parts]), "ids": ids}
+        return torch.stack([p[0] for p in parts]), torch.stack([p[1] for p in parts]), ids

@@ -1,11 +1,12 @@
 """Which jobs can be trained as one pack: :func:`unpackable_reason` and :func:`pack_key`.
 
-A pack trains its members as one stacked network with one data pipeline, one step and one
-per-member Adam, so the members must agree on everything that shapes that shared work
-(the pack key), and may differ only in what lives in per-member tensors: fold and seed
-(index batches and initial weights), augmentation levels (per-sample level tensors),
-connection masks (per-member mask tensors), share-penalty weight, dynamic-sharing strength,
-FCN init scale and learning rate (per-member Adam).
+A pack runs its members' networks as one (``torch.func.vmap`` over the single run's
+network) with one data loop, one Trainer and one optimizer with a parameter group per
+member, so the members must agree on everything that shapes that shared work (the pack key:
+architecture, batch size, epochs, precision, optimizer kind, schedule, evaluation...), and
+may differ in everything that lives in a member's own tensors or its own parameter group:
+fold and seed, augmentation levels, connection masks, share-penalty weight,
+dynamic-sharing strength, FCN init and ``init_from``, learning rate.
 
 Both functions read only the composed config (nothing is loaded), so a launcher can group
 a sweep's jobs before any of them starts.
@@ -19,14 +20,9 @@ from omegaconf import DictConfig, OmegaConf
 
 __all__ = ["PACKABLE_PRECISIONS", "pack_key", "unpackable_reason"]
 
-#: precisions the packed trainer runs (16-mixed needs a gradient scaler, not implemented)
+#: precisions a pack runs. Not 16-mixed: its gradient scaler skips a step for the whole pack
+#: when one member's gradients overflow, so a member would not train as it does alone.
 PACKABLE_PRECISIONS = ("32-true", "32", "64-true", "64", "bf16-mixed")
-#: models the stacked network builds (:class:`~weightshare.packed.stacked_net.StackedPaperNet`)
-PACKABLE_MODELS = ("cnn", "fcn", "lowrank")
-#: optimizers with an elementwise update that a stacked per-member step reproduces
-PACKABLE_OPTIMIZERS = ("adam",)
-#: share-penalty kinds the stacked network computes per member (``StackedPaperNet.share_penalty``)
-PACKABLE_PENALTY_KINDS = ("l2_neighbours", "l1_all_pairs")
 
 
 def _get(cfg: DictConfig, key: str, default: Any = None) -> Any:
@@ -37,32 +33,20 @@ def _get(cfg: DictConfig, key: str, default: Any = None) -> Any:
 
 
 def unpackable_reason(cfg: DictConfig) -> str | None:
-    """None if the packed trainer supports this job's config, else a one-line reason.
+    """None if a pack can train this job's config, else a one-line reason.
 
-    Supported: the paper networks (``model=cnn``/``fcn``/``lowrank``, with VCP masks in both
-    modes, ``share_tile``, the ``share_penalty`` of either kind, ``l2_neighbours`` or
-    ``l1_all_pairs``, and ``model.dynamic_sharing``; low-rank layers with full or factorized
-    combining) trained with Adam on one device, in fp32, fp64 or
-    bf16 autocast, with any scheduler, augmentation and evaluation variants. Everything
-    else (residual networks, the two-stage divergence experiment, CNN-initialised FCNs,
-    SGD, gradient clipping or accumulation, fractional epochs, multi-device runs) is a
-    reason: the launcher runs such a job as an ordinary single job.
+    Every model, optimizer, scheduler, share penalty, dynamic sharing, ``init_from``,
+    augmentation and evaluation packs. What does not: the two-stage divergence experiment
+    (two trainings in a row), ``model.compile`` (one compiled graph per network, not per
+    pack), 16-mixed precision (see :data:`PACKABLE_PRECISIONS`), gradient clipping or
+    accumulation, fractional epochs or limits, validation less often than every epoch,
+    multi-device runs, test-only jobs and foreign checkpoints: the launcher runs such a job
+    as an ordinary single job.
     """
-    name = _get(cfg, "model.name")
-    if name not in PACKABLE_MODELS:
-        return f"model={name} is not packable (only the paper networks {'/'.join(PACKABLE_MODELS)} are)"
-    kind = _get(cfg, "model.share_penalty_kind", "l2_neighbours")
-    if kind not in PACKABLE_PENALTY_KINDS:
-        return f"model.share_penalty_kind={kind} is not packable (one of {', '.join(PACKABLE_PENALTY_KINDS)})"
     if int(_get(cfg, "divergence.cnn_epochs", 0) or 0) > 0:
         return "the two-stage divergence experiment (divergence.cnn_epochs > 0) is not packable"
-    if _get(cfg, "model.init_from"):
-        return "model.init_from (an FCN started from a CNN checkpoint) is not packable"
     if _get(cfg, "model.compile"):
-        return "model.compile=true is not packable"
-    opt = _get(cfg, "optimizer.name")
-    if opt not in PACKABLE_OPTIMIZERS:
-        return f"optimizer={opt} is not packable (only {', '.join(PACKABLE_OPTIMIZERS)})"
+        return "model.compile=true is not packable (torch.compile compiles one network, not a pack)"
     precision = str(_get(cfg, "trainer.precision"))
     if precision not in PACKABLE_PRECISIONS:
         return f"trainer.precision={precision} is not packable (one of {', '.join(PACKABLE_PRECISIONS)})"
@@ -104,21 +88,6 @@ SHARED_KEYS: tuple[str, ...] = (
     "data.limit_val",
     "data.shuffle",
     "data.options",
-    # architecture
-    "model.name",
-    "model.depth",
-    "model.hidden",
-    "model.impl",
-    "model.share_tile",
-    "model.penalty_radius",
-    "model.share_penalty_kind",
-    "model.dynamic_sharing.every",
-    "model.dynamic_sharing.radius",
-    "model.arch",
-    "model.rank",
-    "model.combining",
-    "model.filter_bias",
-    "model.spatial_bias",
     # epochs, patience, early stopping, checkpoints, per-epoch metrics
     "trainer.max_epochs",
     "trainer.min_epochs",
@@ -136,6 +105,9 @@ SHARED_KEYS: tuple[str, ...] = (
     "optimizer.betas",
     "optimizer.eps",
     "optimizer.weight_decay",
+    "optimizer.momentum",
+    "optimizer.nesterov",
+    "optimizer.fused",
     "scheduler",
     # augmentation settings other than the four levels
     "aug.edge_width",
@@ -150,22 +122,29 @@ SHARED_KEYS: tuple[str, ...] = (
 )
 
 
+#: ``model`` keys in which members may differ (everything else in ``model`` is shared: the architecture)
+MEMBER_MODEL_KEYS = ("connectivity", "connectivity_mode", "mask_seed", "share_penalty", "fcn_init", "init_from")
+
+
 def pack_key(cfg: DictConfig) -> tuple:
     """Jobs with equal keys may share one pack.
 
-    The key is the tuple of ``(key, value)`` for every entry of :data:`SHARED_KEYS`
+    The key is the tuple of ``(key, value)`` for every entry of :data:`SHARED_KEYS` and the
+    whole ``model`` node but :data:`MEMBER_MODEL_KEYS` and the dynamic-sharing strength
     (values resolved, lists and mappings as sorted tuples so the key is hashable). Members
-    share: data set and split kind, architecture (model name, depth, hidden, tile size,
-    arch, impl, low-rank rank, combining and biases, share-penalty kind and radius, dynamic-sharing
-    period and radius), batch
+    share: data set and split kind, the architecture (every other ``model`` key), batch
     size, epochs and patience (all early-stopping, checkpoint and filter metric settings),
     precision, device/accelerator, optimizer kind and its other settings (not lr),
     scheduler, evaluation variants and eval settings. Members may differ in: fold, seed,
     augmentation type and level, VCP connectivity/mode/mask seed, share-penalty weight,
-    dynamic-sharing strength, FCN init and low-rank basis init, learning rate (and task name, tags, loggers,
-    output directory).
+    dynamic-sharing strength, FCN init, ``init_from``, learning rate (and task name, tags,
+    loggers, output directory).
     """
-    return tuple((key, _freeze(_get(cfg, key))) for key in SHARED_KEYS)
+    model = _get(cfg, "model") or {}
+    model = {k: v for k, v in model.items() if k not in MEMBER_MODEL_KEYS}
+    if isinstance(model.get("dynamic_sharing"), dict):
+        model["dynamic_sharing"] = {k: v for k, v in model["dynamic_sharing"].items() if k != "strength"}
+    return (*((key, _freeze(_get(cfg, key))) for key in SHARED_KEYS), ("model", _freeze(model)))
 
 
 def _freeze(value: Any) -> Any:

@@ -1,291 +1,149 @@
-"""One member of a pack: its run directory, control state and everything it writes.
+"""One member of a pack: its job, its single-run callbacks and loggers, its log lines.
 
-A member writes what its single job writes, through the single job's own code: the
-:class:`~weightshare.job.Job` (``results.json``, identity, resume counter,
-``skip_completed``, :meth:`~weightshare.job.Job.record_failure` for the statuses of a
-failed member; not the :func:`~weightshare.job.job_lifecycle` context manager itself, because
-members end at different times and one member's exception must not unwind the others),
-:class:`~weightshare.results.EpochTable` (``metrics.csv``), the
-project's loggers (:func:`weightshare.builders.build_loggers`), filter metrics
-(:func:`~weightshare.metrics.filter_distance.layer_filter_metrics`) and filter images
-(:class:`~weightshare.callbacks.filter_images.FilterImageCallback`).
-
-Control follows the single run's callbacks: :class:`EarlyStop` is Lightning's
-``EarlyStopping`` rule (monitor, mode, patience, min_delta, no restore), the best
-checkpoint is ``ModelCheckpoint``'s (strict improvement, the first epoch always), and
-Lightning's ``min_epochs`` keeps a signalled stop waiting. Checkpoints are Lightning-style
-dicts (``epoch``, ``global_step``, ``state_dict`` with ``net.*`` keys and
-``val_acc_best.max_value``, ``optimizer_states``), plus a ``packed`` entry with the control
-state, so ``init_from``, the report tools and a resumed pack read them.
+A member is its single run: the parts come from :func:`weightshare.builders.build_parts`
+(data module, module, the callbacks of ``build_callbacks`` and the loggers), and it ends
+like ``weightshare.train`` ends a job. Per-member control is those callbacks, unchanged:
+Lightning's ``EarlyStopping`` and ``ModelCheckpoint`` (best/last in the single-run format),
+the CSV writer, the pruning, filter metrics, filter images and dynamic-sharing callbacks.
+:class:`MemberCallbacks` runs them for every member still training, each through a
+:class:`MemberTrainer`; :class:`MemberLoggers` hands each member's logged metrics to its
+own loggers; :class:`MemberLogFilter` keeps other members' lines out of its ``train.log``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
-import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
-import torch
-from omegaconf import DictConfig, OmegaConf
+import pytorch_lightning as pl
+from omegaconf import DictConfig
+from pytorch_lightning.loggers import Logger
 
-from weightshare.results import EpochTable, atomic_write_text, best_and_final, read_json
+from weightshare.job import Job
+from weightshare.pack_module import PackModule
 
 log = logging.getLogger("weightshare.packed")
 
-__all__ = ["EarlyStop", "Member", "f32"]
+__all__ = ["Member", "MemberCallbacks", "MemberLogFilter", "MemberLoggers", "MemberTrainer"]
+
+#: the run directory of the member whose code is running (None: the pack's own lines)
+_CURRENT: contextvars.ContextVar[str | None] = contextvars.ContextVar("pack_member", default=None)
 
 
-def f32(value: float | torch.Tensor) -> float:
-    """``value`` as the single run logs it: Lightning stores logged scalars as float32."""
-    return float(torch.tensor(float(value), dtype=torch.float32))
+@contextlib.contextmanager
+def speaking(member: Member) -> Iterator[None]:
+    """Log records emitted in this block belong to ``member`` (see :class:`MemberLogFilter`)."""
+    token = _CURRENT.set(str(member.out))
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)
 
 
-class EarlyStop:
-    """Lightning's ``EarlyStopping`` decision (``check_finite``, no stopping threshold)."""
+class MemberLogFilter(logging.Filter):
+    """On a member's log file: its own lines and the pack's, not the other members'."""
 
-    def __init__(self, cfg: Any) -> None:
-        self.enabled = bool(cfg.enabled)
-        self.monitor = str(cfg.monitor)
-        self.mode = str(cfg.mode)
-        self.patience = int(cfg.patience)
-        self.min_delta = abs(float(cfg.min_delta)) * (1.0 if self.mode == "max" else -1.0)
-        self.best = -math.inf if self.mode == "max" else math.inf
-        self.wait = 0
+    def __init__(self, out: str | Path) -> None:
+        super().__init__()
+        self.out = str(Path(out).absolute())
 
-    def update(self, current: float) -> bool:
-        """Feed the epoch's monitored value; True when the run should stop."""
-        if not self.enabled:
-            return False
-        if not math.isfinite(current):
-            return True
-        better = current - self.min_delta > self.best if self.mode == "max" else current - self.min_delta < self.best
-        if better:
-            self.best, self.wait = current, 0
-            return False
-        self.wait += 1
-        return self.wait >= self.patience
+    def filter(self, record: logging.LogRecord) -> bool:
+        owner = _CURRENT.get()
+        return owner is None or str(Path(owner).absolute()) == self.out
 
-    def state(self) -> dict[str, Any]:
-        return {"best": self.best, "wait": self.wait}
 
-    def load(self, state: dict[str, Any]) -> None:
-        self.best, self.wait = float(state["best"]), int(state["wait"])
+class PackJob(Job):
+    """The member's :class:`~weightshare.job.Job`, whose record says it trained in a pack.
+
+    ``wall_time_s`` is the member's share of the pack's time (each stretch of the pack divided
+    among the members training in it, :attr:`share_s`); the pack's own elapsed time is
+    ``pack.elapsed_s``, never read as the member's cost.
+    """
+
+    def __init__(self, cfg: DictConfig, pack_id: str, size: int) -> None:
+        super().__init__(cfg)
+        self.pack = {"id": pack_id, "size": size}
+        self.share_s = 0.0
+
+    def save(self, **updates: Any) -> None:
+        from weightshare.results import atomic_write_json
+
+        self.summary.update(updates, pack={**self.pack, "elapsed_s": round(time.time() - self.t0, 3)})
+        self.summary["wall_time_s"] = round(self.prior_wall_s + self.share_s, 3)
+        atomic_write_json(self.results_path, self.summary)
 
 
 class Member:
-    """A pack member: config, run directory (``Job``), per-epoch table, loggers, control state."""
+    """A pack member: config, job, and the single run's parts once :meth:`build` ran."""
 
-    def __init__(self, cfg: DictConfig, position: int) -> None:
-        from weightshare.job import Job
-
-        self.cfg = cfg
-        self.position = position
-        self.job = Job(cfg)
+    def __init__(self, cfg: DictConfig, position: int, pack_id: str, size: int) -> None:
+        self.cfg, self.position = cfg, position
+        self.job = PackJob(cfg, pack_id, size)
         self.job.open()
         self.out = self.job.out
-        self.table = EpochTable(self.out / "metrics.csv")
-        self.early = EarlyStop(cfg.callbacks.early_stopping)
-        self.ckpt_cfg = cfg.callbacks.checkpoint
-        self.best_score: float | None = None  # ModelCheckpoint's best monitored value
-        self.val_acc_best = -math.inf
-        self.init_metrics: dict[str, float] = {}
-        self.should_stop = False
-        self.pruned = False
-        self.status = "pending"
         self.value: float | None = None
-        self.start_epoch = 0
-        self.resume_ckpt: dict[str, Any] | None = None
-        self.loggers: list[Any] = []
-        self.last_val: dict[str, float] = {}
-        self.images: Any = None
-        self.trial: Any = None
-        self.lr = float(cfg.optimizer.lr)
-        self.penalty = float(cfg.model.share_penalty)
+        self.status = "pending"
+        self.ckpt_path: str | None = None
+        self.callbacks: list[pl.Callback] = []
+        self.loggers: list[Logger] = []
 
-    # ------------------------------------------------------------------ start
-    def prepare(self) -> float | bool | None:
-        """``skip_completed``: the stored objective of a completed run, else False (train it)."""
-        from weightshare.train import _objective
+    def build(self, dataset: Any, group: str | None) -> tuple[Any, Any]:
+        """The member's data module and module (seeded as its single run); writes config and record."""
+        from omegaconf import OmegaConf
 
-        cfg = self.cfg
-        if cfg.skip_completed and cfg.ckpt_path is None and not cfg.resume and self.job.completed_before:
-            log.info("job already completed (%s): skipping; set skip_completed=false to rerun", self.job.results_path)
-            self.job.summary = self.job.prev  # the record stays as it was
-            self.status = "skipped"
-            return _objective(cfg, self.job.prev)
-        return False
-
-    def load_resume(self) -> None:
-        """With ``resume=true`` / ``ckpt_path=last``: read ``checkpoints/last.ckpt`` if present."""
-        from weightshare.checkpoints import load_checkpoint
-        from weightshare.train import _resolve_ckpt_path
-
-        path = _resolve_ckpt_path(self.cfg, self.out)
-        if path is None:
-            return
-        ckpt = load_checkpoint(path)
-        if "packed" not in ckpt:
-            from weightshare.errors import CheckpointError
-
-            raise CheckpointError(f"{path} was written by a single run; resume it with the single trainer")
-        self.resume_ckpt = ckpt
-        self.start_epoch = int(ckpt["epoch"]) + 1
-        state = ckpt["packed"]
-        self.early.load(state["early_stopping"])
-        self.best_score = state.get("best_score")
-        self.val_acc_best = float(state.get("val_acc_best", -math.inf))
-        self.init_metrics = dict(state.get("init_metrics") or {})
-        self.should_stop = bool(state.get("should_stop", False))
-        self.pruned = bool(state.get("pruned", False))
-        log.info("resuming %s from %s (epoch %d)", self.out, path, self.start_epoch)
-
-    def start(self, param_count: int, data_info: dict[str, Any]) -> None:
-        """Write ``config.yaml`` and ``results.json`` (running), open loggers and metrics.csv."""
-        from weightshare.builders import build_loggers
+        from weightshare.builders import build_parts
         from weightshare.config import resolved_container
-        from weightshare.loggers import make_run_name
-        from weightshare.models.registry import is_free_model
+        from weightshare.results import atomic_write_text
 
         cfg = self.cfg
         atomic_write_text(self.out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         self.job.summary["config"] = resolved_container(cfg)
-        self.job.summary["packed"] = True
-        self.job.save(param_count=param_count, data_info=data_info)
-        self.param_count = param_count
-        logger_cfg = cfg.logger.copy()
-        logger_cfg.wandb.tags = list(dict.fromkeys([*cfg.logger.wandb.tags, *cfg.tags]))
-        self.loggers = build_loggers(logger_cfg, self.out, make_run_name(cfg), self.job.summary["config"], _group(cfg))
-        self.table.load()
-        self.table.truncate(self.start_epoch)
-        if self.table.rows:  # resumed: the last validation so far (a member already stopped is tested on it)
-            self.last_val = {k: v for k, v in self.table.rows[-1].items() if k.startswith("val/")}
-        fi = cfg.callbacks.filter_images
-        if fi.enabled and is_free_model(str(cfg.model.name)):  # as build_callbacks
-            from weightshare.callbacks.filter_images import FilterImageCallback
-
-            layers = list(fi.layers) if fi.layers else None
-            self.images = FilterImageCallback(
-                epochs=list(fi.epochs), last=fi.last, filter_index=fi.filter_index, layers=layers, out_dir=self.out
-            )
-        if cfg.trial.storage:
-            # one reporter per member (the single job's module-level reporter holds one trial)
-            from weightshare.trial_protocol import TrialLink, TrialReporter
-
-            link = TrialLink.from_config(cfg.trial)
-            if link is not None and link.monitor is not None:
-                self.trial = TrialReporter(link)
-            elif link is not None:
-                log.warning("trial %d: no metric to monitor, pruning is off", link.trial_number)
+        dm, module, self.callbacks, self.loggers = build_parts(
+            cfg, self.out, dataset=dataset, resolved_config=self.job.summary["config"], group=group, progress_bar=False
+        )
+        self.module = module
+        self.job.save(param_count=module.param_count, data_info=dm.info.__dict__)
         self.status = "running"
+        return dm, module
 
-    # ------------------------------------------------------------------ epochs
-    def draw_filters(self, net: torch.nn.Module, epoch: int, step: int) -> None:
-        """The filter images after ``epoch`` (``-1``: the init), as ``FilterImageCallback`` draws them."""
-        if self.images is not None:
-            stub = SimpleNamespace(is_global_zero=True, global_step=step, loggers=self.loggers)
-            self.images.draw(stub, net, epoch)  # type: ignore[arg-type]
-
-    @property
-    def last_epoch(self) -> int | None:
-        """The last epoch this member trained (its last ``metrics.csv`` row), None before any."""
-        return int(self.table.rows[-1]["epoch"]) if self.table.rows else None
-
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        for lg in self.loggers:
-            lg.log_metrics(dict(metrics), step=step)
-
-    def end_epoch(self, epoch: int, step: int, row: dict[str, float]) -> None:
-        """Control (pruning, early stopping) and the epoch's row, like the single run's callbacks."""
-        self.last_val = {k: v for k, v in row.items() if k.startswith("val/")}
-        if self.trial is not None and not self.pruned and self.trial.report(epoch, row.get(self.trial.link.monitor)):
-            self.pruned = self.should_stop = True
-        self.table.append({"epoch": epoch, "step": step, **row})
-        self.log_metrics({**row, "epoch": float(epoch)}, step)
-        if self.early.monitor in row and self.early.update(row[self.early.monitor]):
-            self.should_stop = True
-
-    def improved(self, row: dict[str, float]) -> bool:
-        """``ModelCheckpoint(save_top_k=1)``: save best when the monitored value strictly improves."""
-        value = row.get(str(self.ckpt_cfg.monitor))
-        if value is None:
-            return False
-        if self.best_score is None:
-            return True
-        return value > self.best_score if self.ckpt_cfg.mode == "max" else value < self.best_score
-
-    def save_checkpoints(
-        self, net: torch.nn.Module, optimizer_state: dict[str, Any], epoch: int, step: int, row: dict[str, float]
-    ) -> None:
-        import pytorch_lightning as pl
-
-        if not self.ckpt_cfg.enabled:
-            return
-        best = self.improved(row)
-        if best:
-            self.best_score = row[str(self.ckpt_cfg.monitor)]
-        state = {f"net.{k}": v.detach().cpu().clone() for k, v in net.state_dict().items()}
-        state["val_acc_best.max_value"] = torch.tensor(self.val_acc_best, dtype=torch.float32)
-        ckpt = {
-            "epoch": epoch,
-            "global_step": step,
-            "pytorch-lightning_version": pl.__version__,
-            "state_dict": state,
-            "optimizer_states": [optimizer_state],
-            "lr_schedulers": [],
-            "packed": {
-                "early_stopping": self.early.state(),
-                "best_score": self.best_score,
-                "val_acc_best": self.val_acc_best,
-                "init_metrics": dict(self.init_metrics),
-                "should_stop": self.should_stop,
-                "pruned": self.pruned,
-            },
-        }
-        ckpt_dir = self.out / "checkpoints"
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        if best:
-            _atomic_save(ckpt, ckpt_dir / "best.ckpt")
-        if self.ckpt_cfg.save_last:
-            _atomic_save(ckpt, ckpt_dir / "last.ckpt")
-
-    # ------------------------------------------------------------------ end
-    def finish(self, status: str, error: str | None = None, step: int = 0) -> None:
-        """End the member like ``weightshare.train`` ends a job (summary, test pass, objective)."""
+    def finish(self, trainer: pl.Trainer, test: dict[str, float]) -> None:
+        """End the member as ``weightshare.train`` ends a job (summary, test scores, objective)."""
+        from weightshare.results import best_and_final, read_metrics_csv
         from weightshare.train import _objective
 
-        self.status = status
-        try:
-            if status in ("completed", "pruned"):
-                self.job.save()
-                end = {"param_count": float(self.param_count), "time/wall_s": self.job.summary["wall_time_s"]}
-                if self.last_epoch is not None:
-                    end["epoch"] = float(self.last_epoch)
-                self.log_metrics(end, step)
-                rows = self.table.rows
-                es = self.cfg.callbacks.early_stopping
-                best, final = best_and_final(rows, es.monitor, es.mode, es.min_delta)
-                # the test stage scores the held-out fold with the final weights: exactly the
-                # last validation pass (same weights, same samples, same perturbations)
-                test = {k.removeprefix("val/"): v for k, v in self.last_val.items() if k != "val/acc_best"}
-                self.job.save(
-                    epochs_completed=len(rows), stopped_epoch=final.get("epoch"), best=best, final=final,
-                    init=dict(self.init_metrics),
-                )  # fmt: skip
-                self.job.save(
-                    status=status,
-                    test=test if self.cfg.test else {},
-                    finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
-                    finished_unix=time.time(),
-                )
-                self.value = _objective(self.cfg, self.job.summary)
-                log.info("%s done: val/acc=%s -> %s", self.out.name, final.get("val/acc"), self.job.results_path)
-            else:
-                self.job.save(status=status, error=error)
-        finally:
-            self.close_loggers(0 if status in ("completed", "pruned") else 1)
+        self.job.save()
+        for lg in self.loggers:  # end-of-run values beside the curves
+            lg.log_metrics(
+                {"param_count": float(self.module.param_count), "time/wall_s": self.job.summary["wall_time_s"]},
+                step=trainer.global_step,
+            )
+        rows = read_metrics_csv(self.out / "metrics.csv")
+        es = self.cfg.callbacks.early_stopping
+        best, final = best_and_final(rows, es.monitor, es.mode, es.min_delta)
+        pruned = any(getattr(cb, "pruned", False) for cb in self.callbacks)
+        init = next((cb.init_metrics for cb in self.callbacks if getattr(cb, "init_metrics", None)), {})
+        self.job.save(epochs_completed=len(rows), stopped_epoch=final.get("epoch"), best=best, final=final, init=init)
+        self.status = "pruned" if pruned else "completed"
+        self.job.save(
+            status=self.status,
+            test=test if self.cfg.test else {},
+            finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
+            finished_unix=time.time(),
+        )
+        self.value = _objective(self.cfg, self.job.summary)
+        log.info("done: val/acc=%s best=%s -> %s", final.get("val/acc"), best.get("val/acc"), self.job.results_path)
+        self.close_loggers(0)
+
+    def fail(self, exc: BaseException) -> None:
+        """Record ``exc`` as the member's end (``diverged``, ``failed``, ``interrupted``)."""
+        self.close_loggers(1)
+        self.job.record_failure(exc)
+        self.status = str(self.job.summary.get("status", "failed"))
 
     def close_loggers(self, exit_code: int) -> None:
         for lg in self.loggers:
@@ -294,26 +152,182 @@ class Member:
                 if type(lg).__name__ == "WandbLogger":
                     lg.experiment.finish(exit_code=exit_code)
             except Exception as exc:  # a logger failing at the end must not fail the member
-                log.warning("%s: closing logger %s failed: %s", self.out, type(lg).__name__, exc)
+                log.warning("closing logger %s failed: %s", type(lg).__name__, exc)
         self.loggers = []
 
 
-def _group(cfg: DictConfig) -> str | None:
-    """The W&B group of a multirun job (as the single job's ``_sweep_group``), None outside Hydra."""
-    try:
-        from weightshare.train import _sweep_group
+class _MemberOptimizer:
+    """The pack optimizer as a member's callbacks read it: its own parameter group only."""
 
-        return _sweep_group(cfg)
-    except Exception:
-        return None
+    def __init__(self, optimizer: Any, k: int) -> None:
+        self.param_groups = [optimizer.param_groups[k]]
 
 
-def _atomic_save(obj: dict[str, Any], path: Path) -> None:
-    from weightshare.checkpoints import atomic_torch_save
+class MemberTrainer:
+    """The pack's Trainer as one member's callbacks see it.
 
-    atomic_torch_save(obj, path)
+    A Trainer has one ``callback_metrics``, one ``should_stop``, one set of loggers, and saves
+    the whole module; a member's early stopping, checkpoints and CSV writer must see the
+    member's own. Those are this view's; everything else (epoch, step, strategy, precision,
+    ``sanity_checking`` ...) is read from the pack's Trainer.
+    """
+
+    def __init__(self, trainer: pl.Trainer, pack: PackModule, member: Member) -> None:
+        self._trainer, self._pack, self._member = trainer, pack, member
+        self._prefix = f"m{member.position}/"
+        self.should_stop = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._trainer, name)
+
+    def _mine(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        n = len(self._prefix)
+        return {k[n:]: v for k, v in metrics.items() if k.startswith(self._prefix)}
+
+    @property
+    def callback_metrics(self) -> dict[str, Any]:
+        return self._mine(self._trainer.callback_metrics)
+
+    @property
+    def logged_metrics(self) -> dict[str, Any]:
+        return self._mine(self._trainer.logged_metrics)
+
+    @property
+    def lightning_module(self) -> pl.LightningModule:
+        return self._member.module
+
+    @property
+    def loggers(self) -> list[Logger]:
+        return self._member.loggers
+
+    @property
+    def logger(self) -> Logger | None:
+        return self._member.loggers[0] if self._member.loggers else None
+
+    @property
+    def optimizers(self) -> list[Any]:
+        return [_MemberOptimizer(o, self._member.position) for o in self._trainer.optimizers]
+
+    def save_checkpoint(self, filepath: str | Path, weights_only: bool = False, storage_options: Any = None) -> None:
+        """The member's checkpoint in the single-run format, through the pack's checkpoint I/O."""
+        states = {cb.state_key: cb.state_dict() for cb in self._member.callbacks}
+        ckpt = self._pack.member_checkpoint(self._member.position, {k: v for k, v in states.items() if v}, weights_only)
+        self._trainer.strategy.save_checkpoint(ckpt, filepath, storage_options=storage_options)
 
 
-def previous_status(cfg: DictConfig) -> str | None:
-    """The status in the member's existing ``results.json`` (None if there is none)."""
-    return (read_json(Path(cfg.paths.output_dir) / "results.json") or {}).get("status")
+#: hooks passed on to every member still in the pack, as they are
+_HOOKS = ("setup", "on_fit_start", "on_train_start", "on_validation_start", "on_validation_epoch_end",
+          "on_validation_end")  # fmt: skip
+
+
+class MemberCallbacks(pl.Callback):
+    """Run every member's single-run callbacks on that member, while it is in the pack.
+
+    At the end of each training epoch, a member whose callbacks asked to stop (early
+    stopping, pruning) leaves the pack, once ``trainer.min_epochs`` allows it, as the single
+    run's Trainer would stop; the pack stops when no member is left.
+    """
+
+    def __init__(self, pack: PackModule, members: list[Member]) -> None:
+        self.pack, self.members = pack, members
+        self.views: dict[int, MemberTrainer] = {}
+        self.epoch_t0 = time.perf_counter()
+
+    def _each(self, hook: str, trainer: pl.Trainer, ids: list[int] | None = None, *args: Any, **kw: Any) -> None:
+        """Run ``hook`` of members ``ids`` (default: all in the pack); one failing fails only itself."""
+        for k in list(self.pack.active) if ids is None else ids:
+            m = self.members[k]
+            view = self.views.setdefault(k, MemberTrainer(trainer, self.pack, m))
+            m.module._current_fx_name = self.pack._current_fx_name
+            with speaking(m):
+                try:
+                    for cb in m.callbacks:
+                        getattr(cb, hook)(view, m.module, *args, **kw)
+                except Exception as exc:  # a full disk, a broken logger: this member ends as failed
+                    log.error("%s: member failed: %s: %s", m.out, type(exc).__name__, exc)
+                    m.fail(exc)
+                    self.pack.leave(k)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, idx: int) -> None:
+        x, y, ids = batch
+        for i, k in enumerate(ids):
+            if k in self.pack.active:
+                self._each("on_train_batch_end", trainer, [k], outputs, (x[i], y[i]), idx)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        self.epoch_t0 = time.perf_counter()
+        self._each("on_train_epoch_start", trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        active = list(self.pack.active)
+        self._each("on_train_epoch_end", trainer, active)
+        share = (time.perf_counter() - self.epoch_t0) / max(len(active), 1)
+        for k in active:
+            self.members[k].job.share_s += share
+            if (
+                k in self.pack.active
+                and self.views[k].should_stop
+                and trainer.current_epoch + 1 >= (trainer.min_epochs or 0)
+            ):
+                self.leave(trainer, k)
+        rate = self.pack._images / max(time.perf_counter() - self.epoch_t0, 1e-9)
+        log.info("pack epoch %d: %d of %d members still training, %.0f member-images/s",
+                 trainer.current_epoch, len(self.pack.active), len(self.members), rate)  # fmt: skip
+        if not self.pack.active:
+            trainer.should_stop = True
+
+    def leave(self, trainer: pl.Trainer, k: int) -> None:
+        """Member ``k`` stops training: its ``on_train_end`` (last filter images), then out."""
+        self._each("on_train_end", trainer, [k])
+        self.pack.leave(k)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        for k in list(self.pack.active):
+            self.leave(trainer, k)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """A resumed pack: each member's callbacks get the states its checkpoint holds."""
+        for k, states in state_dict.items():
+            for cb in self.members[int(k)].callbacks:
+                if cb.state_key in states:
+                    cb.load_state_dict(states[cb.state_key])
+
+
+def _forward(hook: str) -> Any:
+    def run(self: MemberCallbacks, trainer: pl.Trainer, pl_module: Any, *args: Any, **kw: Any) -> None:
+        self._each(hook, trainer, None, *args, **kw)
+
+    run.__name__ = hook
+    return run
+
+
+for _hook in _HOOKS:
+    setattr(MemberCallbacks, _hook, _forward(_hook))
+
+
+class MemberLoggers(Logger):
+    """The pack's one Lightning logger: each member's logged metrics go to its own loggers."""
+
+    def __init__(self, members: list[Member]) -> None:
+        super().__init__()
+        self.members = members
+
+    @property
+    def name(self) -> str:
+        return "pack"
+
+    @property
+    def version(self) -> int:
+        return 0
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        """Nothing: each member's loggers got that member's config when they were built."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        for m in self.members:
+            prefix = f"m{m.position}/"
+            mine = {k[len(prefix) :]: v for k, v in metrics.items() if k.startswith(prefix)}
+            if mine and "epoch" in metrics:
+                mine["epoch"] = metrics["epoch"]
+            for lg in m.loggers if mine else ():
+                lg.log_metrics(mine, step=step)
