@@ -235,17 +235,31 @@ def _check_known_keys(node: Any, schema: type, path: str) -> None:
 def _check_finite(cfg: DictConfig) -> None:
     """NaN or infinity anywhere a number is expected (free-form nodes such as data.options too)."""
 
+    from omegaconf import DictConfig as _Dict
+    from omegaconf import ListConfig
+    from omegaconf.errors import InterpolationResolutionError
+
+    def value(container: Any, key: Any) -> Any:
+        try:
+            return container[key]
+        except InterpolationResolutionError as exc:
+            # ${hydra:...} outside a Hydra run (a config composed by load_config): the output
+            # locations, never a number
+            if "HydraConfig was not set" in str(exc):
+                return None
+            raise
+
     def walk(node: Any, path: str) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(v, f"{path}.{k}" if path else str(k))
-        elif isinstance(node, list):
-            for i, v in enumerate(node):
-                walk(v, f"{path}[{i}]")
+        if isinstance(node, _Dict):
+            for k in node:
+                walk(value(node, k), f"{path}.{k}" if path else str(k))
+        elif isinstance(node, ListConfig):
+            for i in range(len(node)):
+                walk(value(node, i), f"{path}[{i}]")
         elif isinstance(node, float) and not math.isfinite(node):
             raise ConfigError(path, node, "a finite number (NaN and infinity are not values of any setting)")
 
-    walk(resolved_container(cfg), "")
+    walk(cfg, "")
 
 
 def _check_top(cfg: DictConfig) -> None:
