@@ -147,7 +147,7 @@ def _fit(group: list[tuple[Member, Any, Any]]) -> None:
 
     pack.on_leave = leave
     cfg0 = members[0].cfg
-    bar = build_progress_bar(cfg0)
+    bar = build_progress_bar(cfg0.callbacks.progress_bar)
     kwargs = {**build_trainer_kwargs(cfg0, members[0].out), "enable_checkpointing": False}
     trainer = pl.Trainer(**kwargs, callbacks=[control, *([bar] if bar else [])], logger=MemberLoggers(members))
     log.info("pack %s: %d members, %s", members[0].job.pack["id"], len(members), ", ".join(m.out.name for m in members))
