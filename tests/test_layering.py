@@ -145,8 +145,10 @@ def _plugin_imports(source: str) -> list[str]:
 def test_the_library_never_imports_a_plugin() -> None:
     """Plugins build on ``weightshare``, never the reverse: what both sides need (the Optuna trial
     protocol) lives in the library (``weightshare.trial_protocol``)."""
-    found = {m: names for m, p in MODULES.items() if (names := _plugin_imports(p.read_text()))}
-    assert found == {}
+    library = {m: p for m, p in MODULES.items() if m.startswith("weightshare")}
+    assert library, "no library module found"
+    found = {m: names for m, p in library.items() if (names := _plugin_imports(p.read_text()))}
+    assert found == {}  # (a plugin may build on another plugin: the slurm launcher on hydra-submitit's)
 
 
 def test_a_plugin_import_would_be_found() -> None:
