@@ -49,7 +49,7 @@ mutation: setup ## mutation testing of the modules behind the reported numbers (
 	OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children $(MUTMUT_CHILDREN)
 	$(VENV)/bin/mutmut results
 
-# Wheels for a compute node without internet (README, "Compute nodes without internet"): the
+# Wheels for a compute node without internet (README, "SLURM", compute nodes without internet): the
 # node's Python version (e.g. 311) and the platform tags it accepts; default: this machine's.
 WHEELHOUSE ?= wheelhouse
 PYTHON_VERSION ?=

@@ -7,7 +7,7 @@ A platform tag matches only wheels built for it (and, for ``manylinux2014``, the
 ``manylinux2010``/``manylinux1``): give every tag the node's glibc accepts that the
 packages use, e.g. ``manylinux_2_28_x86_64 manylinux2014_x86_64`` for a glibc >= 2.28 node.
 
-then, on the offline node, over the torch it already has (README, "Compute nodes without internet"):
+then, on the offline node, over the torch it already has (README, "SLURM", compute nodes without internet):
 
     python -m pip install --no-index --find-links WHEELHOUSE "weightshare[wandb,dev]"
 

@@ -11,11 +11,12 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
 from weightshare.config import register_configs
+from weightshare.config.validate import MODEL_OPTION_USERS
 from weightshare.results import read_json, read_metrics_csv
 
 REPO = Path(__file__).resolve().parents[1]
 
-#: tiny synthetic runs: 5 folds of 64 images, batch 32 (8 steps), hidden 32, float64
+#: tiny synthetic runs: 5 folds of 64 images, batch 32 (8 steps), hidden 32 (models that have it), float64
 BASE = [
     "data=synthetic",
     "data.options.size=320",
@@ -33,11 +34,13 @@ BASE = [
 
 
 def make_cfg(out: Path, overrides: list[str]) -> DictConfig:
+    model = next((o.split("=", 1)[1] for o in overrides if o.startswith("model=")), "cnn")
+    base = BASE if model in MODEL_OPTION_USERS["hidden"] else [o for o in BASE if not o.startswith("model.hidden=")]
     register_configs()
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-            return compose(config_name="train", overrides=[*BASE, *overrides, f"paths.output_dir={out}"])
+            return compose(config_name="train", overrides=[*base, *overrides, f"paths.output_dir={out}"])
     finally:
         GlobalHydra.instance().clear()
 

@@ -135,6 +135,17 @@ def _wait_restart(job_dir: Path, restarts: int, proc: subprocess.Popen[str], tim
     pytest.fail(f"{job_dir} did not start again in {timeout} s")
 
 
+#: ``scancel``'s exit status when a step it signals has ended meanwhile (ESLURM_ALREADY_DONE 2021 % 256):
+#: the job caught the signal and finished before scancel reached its other steps
+SCANCEL_ALREADY_DONE = 229
+
+
+def _signal(job_id: str, signal: str) -> None:
+    """Send ``signal`` to every step of ``job_id`` (what preemption and a time limit do)."""
+    proc = subprocess.run(["scancel", f"--signal={signal}", job_id], capture_output=True, text=True)
+    assert proc.returncode in (0, SCANCEL_ALREADY_DONE), proc.stderr
+
+
 def _assert_sweep_end(code: int, out: str, err: str, expected: int) -> None:
     """The sweep ended as a sweep: its table, no traceback, the exit status."""
     assert "Traceback" not in err and "Traceback" not in out, err[-3000:]
@@ -166,36 +177,40 @@ def test_settings_the_cluster_cannot_satisfy_stop_before_submission(tmp_path: Pa
 
 @pytest.mark.parametrize("launcher", ["slurm", "packed"])
 def test_grid_failure_and_preemption_then_resume(launcher: str, tmp_path: Path) -> None:
-    """A grid where one job completes, one fails, one is preempted; resume=true finishes the preempted one.
+    """A grid where one job completes, one is preempted and two fail; resume=true finishes the preempted one.
 
-    Jobs: #0 (1 epoch) completes; #1 (12 epochs) gets SIGTERM after its first epoch; #2
-    (max_epochs=0) fails at validation: the sweep ends with its table and exit status 1.
+    Jobs: #0 (1 epoch) completes; #1 (12 epochs) gets SIGTERM after its first epoch; #2 and #3
+    name a checkpoint file that does not exist (a bad value would be refused before submission;
+    a missing file is each job's own start check), so they fail: the sweep ends with its table
+    and exit status 1.
     """
     sweep = tmp_path / "s"
-    grid = ["trainer.max_epochs=1,12,0", *TIMING]
+    missing = tmp_path / "missing.ckpt"
+    grid = [f"ckpt_path=null,{missing}", "trainer.max_epochs=1,12", *TIMING]
     proc = _start(_command(launcher, sweep, *grid))
     job_id = _slurm_job_when(sweep / "1", 1, proc)
-    subprocess.run(["scancel", "--signal=TERM", job_id], check=True)
+    _signal(job_id, "TERM")
     code, out, err = _finish(proc)
     _assert_sweep_end(code, out, err, expected=1)
-    status = {k: _results(sweep / str(k))["status"] for k in range(3)}
-    assert status == {0: "completed", 1: "interrupted", 2: "failed"}
+    status = {k: _results(sweep / str(k))["status"] for k in range(4)}
+    assert status == {0: "completed", 1: "interrupted", 2: "failed", 3: "failed"}
     assert _results(sweep / "1")["error"] == "SIGTERMException: terminated (SIGTERM)"
-    assert "2 of 3 jobs did not complete (1 failed, 1 interrupted)" in err
-    assert "trainer.max_epochs" in out  # the failed job's error is listed under the table
+    assert "3 of 4 jobs did not complete (2 failed, 1 interrupted)" in err
+    assert "missing.ckpt" in out  # the failed jobs' error is listed under the table
     first = _results(sweep / "0")["slurm"]
     assert first["job_id"] and Path(first["log"]).is_file() and first["restart_count"] == 0
     if launcher == "slurm":  # one array element per job
-        assert [_results(sweep / str(k))["slurm"]["array_index"] for k in range(3)] == [0, 1, 2]
+        assert [_results(sweep / str(k))["slurm"]["array_index"] for k in range(4)] == [0, 1, 2, 3]
     done_before = len(_epochs(sweep / "1"))
     assert 1 <= done_before < 12
 
     code, out, err = _finish(_start(_command(launcher, sweep, *grid, "resume=true")))
-    _assert_sweep_end(code, out, err, expected=1)  # #2 still fails: its config is wrong
+    _assert_sweep_end(code, out, err, expected=1)  # #2 and #3 still fail: their checkpoint is still missing
     res = _results(sweep / "1")
     assert res["status"] == "completed" and res["resumed"] == 1
     assert _epochs(sweep / "1") == list(range(12))  # each epoch once
-    assert "1 of 3 jobs did not complete (1 failed)" in err
+    # a start check that fails where a record exists keeps that record and marks it refused
+    assert "2 of 4 jobs did not complete (2 refused)" in err
 
 
 @pytest.mark.parametrize("launcher", ["slurm", "packed"])
@@ -211,7 +226,7 @@ def test_requeue_resumes_by_itself_until_the_last_allowed_requeue(launcher: str,
     _requeue_now(job_id)
     _wait_restart(job, 1, proc)  # submitit has set up its signal handler before the job writes results.json
     assert _results(job)["resumed"] == 1
-    subprocess.run(["scancel", "--signal=USR2", job_id], check=True)  # what SLURM sends signal_delay_s before a limit
+    _signal(job_id, "USR2")  # what SLURM sends signal_delay_s before a limit
     code, out, err = _finish(proc)
     _assert_sweep_end(code, out, err, expected=1)
     res = _results(job)

@@ -170,14 +170,16 @@ def test_what_a_job_reads_from_slurm(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_a_requeued_job_resumes_its_run_directory(compose, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     """SLURM_RESTART_COUNT > 0 means ckpt_path=last; an explicit ckpt_path still wins."""
+    from weightshare.checkpoints import atomic_torch_save
+    from weightshare.fingerprint import CHECKPOINT_KEY, run_fingerprint
     from weightshare.job import wants_resume
     from weightshare.train import _resolve_ckpt_path
 
     monkeypatch.setenv("SLURM_JOB_ID", "7")
     monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
     cfg = compose(["data=synthetic"], output_dir=tmp_path)
-    (tmp_path / "checkpoints").mkdir()
-    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    (tmp_path / "checkpoints").mkdir()  # this run's own last.ckpt (the resume verifies its fingerprint)
+    atomic_torch_save({CHECKPOINT_KEY: dict(run_fingerprint(cfg))}, tmp_path / "checkpoints" / "last.ckpt")
     assert not wants_resume(cfg) and _resolve_ckpt_path(cfg, tmp_path) is None
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
     assert wants_resume(cfg) and _resolve_ckpt_path(cfg, tmp_path) == str(tmp_path / "checkpoints" / "last.ckpt")

@@ -135,7 +135,8 @@ def test_a_sweep_takes_over_a_stale_lock_and_releases_it_even_when_a_job_fails(t
     sweep = tmp_path / "sweep"
     dead = _dead_pid()
     _write_lock(sweep, pid=dead)
-    proc = _sweep(["optimizer.lr=1e-3,-1", f"hydra.sweep.dir={sweep}"])
+    # job 1 fails its start check (a missing checkpoint: a bad value would be refused before the sweep)
+    proc = _sweep([f"ckpt_path=null,{tmp_path / 'missing.ckpt'}", f"hydra.sweep.dir={sweep}"])
     assert proc.returncode == 1, proc.stderr[-3000:]  # job 1 failed: the summary's exit status
     assert "taking over the stale sweep lock" in proc.stdout + proc.stderr and f"pid {dead}" in proc.stdout
     assert json.loads((sweep / "0" / "results.json").read_text())["status"] == "completed"
@@ -150,7 +151,9 @@ def test_read_only_run_directory_is_one_line_exit_2_before_anything_starts(read_
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr[-3000:]
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error: hydra.run.dir={run} is not a writable directory (")
+    # the config's own check of paths.output_dir (hydra.run.dir) answers before Hydra creates anything
+    assert len(lines) == 1 and lines[0].startswith(f"error: config error: paths.output_dir='{run}' is not allowed")
+    assert "expected a writable directory" in lines[0]
     assert "Traceback" not in proc.stderr and list(read_only_dir.iterdir()) == []
 
 

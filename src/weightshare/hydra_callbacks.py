@@ -199,14 +199,17 @@ def sweep_failure(rows: list[dict[str, Any]]) -> str | None:
 
 
 class SweepSummary(Callback):
-    """Print every job's status and final accuracies, then the report command; exit 1 if any job failed."""
+    """Print every job's status and final accuracies, then the report command (when a job completed);
+    exit 1 if any job failed."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
-        verdict = sweep_failure(print_sweep_table(sweep_dir))
-        print(f"tables and figures of this sweep: weightshare-report {sweep_dir}", flush=True)
+        rows = print_sweep_table(sweep_dir)
+        verdict = sweep_failure(rows)
+        if any(r["status"] == "completed" for r in rows):  # a report of no completed job is empty
+            print(f"tables and figures of this sweep: weightshare-report {sweep_dir}", flush=True)
         if verdict is not None:
             sys.stdout.flush()
             print(f"error: {verdict}", file=sys.stderr)

@@ -123,7 +123,15 @@ SHARED_KEYS: tuple[str, ...] = (
 
 
 #: ``model`` keys in which members may differ (everything else in ``model`` is shared: the architecture)
-MEMBER_MODEL_KEYS = ("connectivity", "connectivity_mode", "mask_seed", "share_penalty", "fcn_init", "init_from")
+MEMBER_MODEL_KEYS = (
+    "connectivity",
+    "connectivity_mode",
+    "mask_seed",
+    "share_penalty",
+    "fcn_init",
+    "basis_init",
+    "init_from",
+)
 
 
 def pack_key(cfg: DictConfig) -> tuple:
@@ -137,7 +145,7 @@ def pack_key(cfg: DictConfig) -> tuple:
     precision, device/accelerator, optimizer kind and its other settings (not lr),
     scheduler, evaluation variants and eval settings. Members may differ in: fold, seed,
     augmentation type and level, VCP connectivity/mode/mask seed, share-penalty weight,
-    dynamic-sharing strength, FCN init, ``init_from``, learning rate (and task name, tags,
+    dynamic-sharing strength, FCN init, low-rank basis init, ``init_from``, learning rate (and task name, tags,
     loggers, output directory).
     """
     model = _get(cfg, "model") or {}
