@@ -125,6 +125,26 @@ def finished_run(compose, tmp_path) -> Path:
     return out
 
 
+def test_last_checkpoint_is_the_last_epoch_even_when_it_did_not_improve(compose, tmp_path) -> None:
+    """last.ckpt holds the final epoch and best.ckpt the monitor's best, also when they differ.
+
+    Lightning's own ``save_last`` rewrote last.ckpt only on improving epochs, so a resume went back
+    to the best epoch. Monitoring ``val/loss`` for its *maximum* makes the first epoch the best.
+    """
+    from weightshare.results import read_metrics_csv
+
+    out = tmp_path / "run"
+    overrides = [*TINY, "trainer.max_epochs=3", "callbacks.early_stopping.enabled=false"]
+    overrides += ["callbacks.checkpoint.monitor=val/loss", "callbacks.checkpoint.mode=max"]
+    train(compose(overrides, output_dir=out))
+    losses = [row["val/loss"] for row in read_metrics_csv(out / "metrics.csv")]
+    best_epoch = max(range(len(losses)), key=losses.__getitem__)
+    assert len(losses) == 3 and best_epoch != 2, losses  # the last epoch did not improve
+    epoch_of = {name: load_checkpoint(out / "checkpoints" / name)["epoch"] for name in ("best.ckpt", "last.ckpt")}
+    assert epoch_of == {"best.ckpt": best_epoch, "last.ckpt": 2}
+    assert _files(out / "checkpoints") == ["best.ckpt", "last.ckpt"]
+
+
 def _truncate(path: Path) -> None:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])

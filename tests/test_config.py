@@ -60,13 +60,11 @@ def check_callbacks(cfg, callbacks: list, out: Path) -> None:
         assert stopping == []
     checkpoints = _of_type(callbacks, ModelCheckpoint)
     if c.checkpoint.enabled:
-        (ck,) = checkpoints
+        ck, *last = checkpoints  # best.ckpt by the monitor; last.ckpt of every epoch (no monitor) with save_last
         assert Path(ck.dirpath) == out / "checkpoints" and ck.filename == "best"
-        assert (ck.monitor, ck.mode, ck.save_last, ck.save_top_k) == (
-            c.checkpoint.monitor,
-            c.checkpoint.mode,
-            c.checkpoint.save_last,
-            1,
+        assert (ck.monitor, ck.mode, ck.save_last, ck.save_top_k) == (c.checkpoint.monitor, c.checkpoint.mode, None, 1)
+        assert [(Path(k.dirpath), k.filename, k.monitor, k.save_top_k) for k in last] == (
+            [(out / "checkpoints", "last", None, 1)] if c.checkpoint.save_last else []
         )
     else:
         assert checkpoints == []
@@ -188,8 +186,8 @@ def test_early_stopping_and_checkpoint_are_wired_with_the_data_configs_patience(
     callbacks = build_callbacks(cfg, tmp_path)
     (es,) = _of_type(callbacks, EarlyStopping)
     assert (es.monitor, es.mode, es.patience, es.min_delta) == ("val/acc", "max", patience, 0.0)
-    (ck,) = _of_type(callbacks, ModelCheckpoint)
-    assert (ck.monitor, ck.mode, ck.save_last, ck.save_top_k) == ("val/acc", "max", True, 1)
+    ck, last = _of_type(callbacks, ModelCheckpoint)
+    assert (ck.monitor, ck.mode, ck.save_top_k, last.monitor, last.filename) == ("val/acc", "max", 1, None, "last")
     assert Path(ck.dirpath) == tmp_path / "checkpoints"
     fds = _of_type(callbacks, FilterDistanceCallback)
     assert len(fds) == (1 if cfg.model.name == "fcn" else 0)  # filter metrics for an FCN only
@@ -218,7 +216,7 @@ def test_early_stopping_settings_and_switch_reach_the_callback(compose, tmp_path
     cfg = compose(["experiment=divergence"], output_dir=tmp_path)
     callbacks = build_callbacks(cfg, tmp_path)
     assert _of_type(callbacks, EarlyStopping) == []  # the divergence experiment runs its full length
-    assert len(_of_type(callbacks, ModelCheckpoint)) == 1
+    assert [c.filename for c in _of_type(callbacks, ModelCheckpoint)] == ["best", "last"]  # last: the unshared CNN
     cfg = compose(["callbacks.checkpoint.enabled=false"], output_dir=tmp_path)
     assert _of_type(build_callbacks(cfg, tmp_path), ModelCheckpoint) == []
 

@@ -185,9 +185,11 @@ def test_resume_of_finished_members_trains_nothing_and_keeps_the_record(tmp_path
     for i in range(2):
         after = read_json(tmp_path / f"m{i}" / "results.json")
         assert after["status"] == "completed" and after["resumed"] == 1
-        # Lightning writes last.ckpt in epochs that improved: the epochs after it are trained again
+        # last.ckpt is the final epoch: nothing is trained again, the test pass is rerun on the same weights.
+        # Its logged values are float32 and agree to one float32 step (the pack's edge-noise loss of member 1
+        # differs in the last bit between a test after training and one after loading: not found yet)
         timing = ("time/epoch_s", "train/images_per_s")
-        assert after["test"] == before[i]["test"]
+        assert after["test"] == pytest.approx(before[i]["test"], rel=2**-23, abs=0)
         assert {k: v for k, v in after["final"].items() if k not in timing} == {
             k: v for k, v in before[i]["final"].items() if k not in timing
         }

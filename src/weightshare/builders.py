@@ -264,19 +264,24 @@ def build_callbacks(cfg: DictConfig, out: Path) -> list[pl.Callback]:
         )
     if c.checkpoint.enabled:
         callbacks.append(FingerprintStamp(run_fingerprint(cfg)))  # a resume can tell another run's checkpoint
-        callbacks.append(
-            ModelCheckpoint(
-                dirpath=out / "checkpoints",
-                filename="best",
-                monitor=c.checkpoint.monitor,
-                mode=c.checkpoint.mode,
-                save_last=c.checkpoint.save_last,
-                save_top_k=1,
-                save_on_train_epoch_end=True,
-                enable_version_counter=False,
-            )
+        callbacks += checkpoint_callbacks(
+            out / "checkpoints", c.checkpoint.monitor, c.checkpoint.mode, c.checkpoint.save_last
         )
     return callbacks
+
+
+def checkpoint_callbacks(directory: Path, monitor: str, mode: str, save_last: bool) -> list[ModelCheckpoint]:
+    """``best.ckpt`` (the best epoch by ``monitor``) and, with ``save_last``, ``last.ckpt`` of every epoch.
+
+    Why two callbacks: Lightning's own ``save_last=True`` rewrites ``last.ckpt`` only on an
+    epoch where the best checkpoint was saved (pytorch-lightning 2.6), so after an epoch
+    without improvement ``last.ckpt`` held an older epoch: a preempted run resumed from there
+    (redoing epochs) and ``experiment=divergence`` freed the CNN's best, not its last, weights.
+    A checkpoint without a monitor and ``save_top_k=1`` is Lightning's way to keep the latest.
+    """
+    common = {"dirpath": directory, "save_top_k": 1, "save_on_train_epoch_end": True, "enable_version_counter": False}
+    best = ModelCheckpoint(filename="best", monitor=monitor, mode=mode, **common)
+    return [best, ModelCheckpoint(filename="last", monitor=None, **common)] if save_last else [best]
 
 
 # ---------------------------------------------------------------------------------- a run
