@@ -20,22 +20,14 @@ import pytest
 import torch
 
 import weightshare.checkpoints as checkpoints
+from tiny_runs import TINY_RUN
 from weightshare.checkpoints import AtomicCheckpointIO, atomic_torch_save, load_checkpoint
 from weightshare.errors import CheckpointError
 from weightshare.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 #: a run with 1.3 MB checkpoints in about two seconds
-TINY = [
-    "data=synthetic",
-    "data.options.size=256",
-    "model.hidden=8",
-    "callbacks=minimal",
-    "eval=clean",
-    "threads=1",
-    "test=false",
-    "logger=none",
-]
+TINY = TINY_RUN
 
 
 def _files(directory: Path) -> list[str]:

@@ -17,22 +17,13 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from tiny_runs import TINY_RUN
 from weightshare.hydra_callbacks import sweep_failure, sweep_rows
 from weightshare.job import Job
 
 REPO = Path(__file__).resolve().parents[1]
 #: 1.3 MB checkpoints: best.ckpt fits on a 2 MiB disk, last.ckpt beside it does not
-TINY = [
-    "data=synthetic",
-    "data.options.size=256",
-    "model.hidden=8",
-    "callbacks=minimal",
-    "eval=clean",
-    "threads=1",
-    "test=false",
-    "logger=none",
-    "trainer.max_epochs=2",
-]
+TINY = [*TINY_RUN, "trainer.max_epochs=2"]
 
 
 def _temporaries(root: Path) -> list[Path]:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
+from tiny_runs import TINY_RUN
 from weightshare.checkpoints import load_checkpoint
 from weightshare.errors import RunMismatchError
 from weightshare.fingerprint import CHECKPOINT_KEY, LIMIT_KEYS, run_fingerprint
@@ -22,17 +23,7 @@ from weightshare.results import read_metrics_csv
 from weightshare.train import train
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = [
-    "data=synthetic",
-    "data.options.size=256",
-    "model.hidden=8",
-    "callbacks=minimal",
-    "eval=clean",
-    "threads=1",
-    "test=false",
-    "logger=none",
-    "callbacks.early_stopping.enabled=false",
-]
+TINY = [*TINY_RUN, "callbacks.early_stopping.enabled=false"]
 
 
 def _snapshot(run: Path) -> dict[str, bytes]:

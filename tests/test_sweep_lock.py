@@ -16,20 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from tiny_runs import TINY_RUN
 from weightshare.sweep_lock import LOCK_NAME, SweepDirError, SweepLock, _pid_start
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = [
-    "data=synthetic",
-    "data.options.size=256",
-    "model.hidden=8",
-    "callbacks=minimal",
-    "eval=clean",
-    "threads=1",
-    "test=false",
-    "logger=none",
-    "trainer.max_epochs=1",
-]
+TINY = [*TINY_RUN, "trainer.max_epochs=1"]
 
 
 def _dead_pid() -> int:

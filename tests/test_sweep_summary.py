@@ -113,6 +113,31 @@ def test_multirun_with_failed_jobs_goes_on_and_exits_1(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
+def test_a_launcher_records_the_end_only_of_a_job_that_did_not(tmp_path: Path) -> None:
+    """``record_end`` (SLURM ended the job, a pack left a member): a running or missing record gets the
+    status, the error, merged sections and an identity; a final status the job wrote is kept."""
+    from weightshare.job import record_end
+
+    fs.write_job(tmp_path / "0", "cnn", 0.1, 0, "translate", status="running")
+    (tmp_path / "0" / "results.json").write_text(
+        json.dumps({**json.loads((tmp_path / "0" / "results.json").read_text()), "slurm": {"job_id": "7"}})
+    )
+    record = record_end(tmp_path / "0", "failed", "NODE_FAIL", extra={"slurm": {"state": "NODE_FAIL"}})
+    stored = json.loads((tmp_path / "0" / "results.json").read_text())
+    assert record == stored and (stored["status"], stored["error"]) == ("failed", "NODE_FAIL")
+    assert stored["slurm"] == {"job_id": "7", "state": "NODE_FAIL"} and stored["output_dir"] == str(tmp_path / "0")
+    assert record_end(tmp_path / "0", "interrupted", "later") is None  # final now: kept
+    assert json.loads((tmp_path / "0" / "results.json").read_text()) == stored
+
+    def broken() -> dict:
+        raise ValueError("no identity")
+
+    record = record_end(tmp_path / "1", "interrupted", "terminated (SIGTERM)", identity=broken)  # died unrecorded
+    assert record == {"identity": {}, "status": "interrupted", "error": "terminated (SIGTERM)",
+                      "output_dir": str(tmp_path / "1")}  # fmt: skip
+    assert json.loads((tmp_path / "1" / "results.json").read_text()) == record
+
+
 def test_an_interrupted_job_counts_as_done_only_when_its_retry_is(tmp_path: Path, capsys) -> None:
     """The Optuna sweeper re-runs a killed trial as a new job and names it in the killed job's
     record (``retried_as``): the sweep did that work once, so the sweep exits 0 when the retry did."""

@@ -258,6 +258,41 @@ def job_lifecycle(cfg: DictConfig, *, record_unopened: bool = True) -> Iterator[
 RETRIED_AS = "retried_as"
 
 
+def record_end(
+    job_dir: str | Path,
+    status: str,
+    error: str,
+    *,
+    extra: dict[str, dict[str, Any]] | None = None,
+    identity: Callable[[], dict[str, Any]] | None = None,
+) -> dict[str, Any] | None:
+    """Give a job that ended without finishing its record a final ``status`` and ``error``.
+
+    Its launcher calls this when the job cannot (a SLURM job SLURM ended, a pack member the
+    packed trainer left). A record with a final status (the job wrote it) is kept as it is:
+    returns None. ``extra`` sections are merged into the record's (``{"slurm": {...}}``);
+    ``identity`` computes the run's identity when the record has none (the job died before
+    writing one). Never raises on a write error (the directory may be the problem): logs it.
+    """
+    path = Path(job_dir) / "results.json"
+    record = read_json(path) or {}
+    if record.get("status") not in (None, "running"):
+        return None
+    if identity is not None and "identity" not in record:
+        try:
+            record["identity"] = identity()
+        except Exception:  # a config too broken to name: the record still gets its status
+            record["identity"] = {}
+    record.update(status=status, error=error, output_dir=str(job_dir))
+    for key, section in (extra or {}).items():
+        record[key] = {**(record.get(key) or {}), **section}
+    try:
+        atomic_write_json(path, record)
+    except OSError as exc:
+        log.error("could not record the end of %s: %s", job_dir, exc)
+    return record
+
+
 def record_killed(job_dir: str | Path, reason: str, *, retried_as: str | None = None) -> bool:
     """Record, on behalf of a job that died without a word (SIGKILL, the OOM killer, a lost
     node), that it was ``interrupted``; returns True when the record changed.

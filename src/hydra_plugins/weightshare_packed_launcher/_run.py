@@ -35,9 +35,6 @@ from ._plan import PACK, Member, check_devices, classify, compose, engine, group
 
 log = logging.getLogger(__name__)
 
-#: a member whose results.json ends in one of these was finished by the trainer
-TERMINAL = ("completed", "diverged", "failed", "pruned", "interrupted")
-
 
 def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
     """Compose, group and run the jobs; one ``JobReturn`` per job, in job order."""
@@ -216,24 +213,10 @@ def run_pack(launcher: Any, members: list[Member]) -> list[tuple[int, JobReturn]
 
 def ensure_recorded(member: Member, error: str | None, status: str) -> None:
     """A member the trainer left without a final status gets one (``status``, with the error)."""
-    from weightshare.results import atomic_write_json, read_json, run_identity
+    from weightshare.job import record_end
+    from weightshare.results import run_identity
 
-    path = member.output_dir / "results.json"
-    prev = read_json(path) or {}
-    if prev.get("status") in TERMINAL:
-        return
-    if "identity" not in prev:
-        try:
-            prev["identity"] = run_identity(member.resolved)
-        except Exception:
-            prev["identity"] = {}
-    prev.update(
-        status=status,
-        error=error or "the packed trainer returned without finishing this member",
-        output_dir=str(member.output_dir),
-    )
-    try:
-        atomic_write_json(path, prev)
-    except OSError as exc:
-        log.error("could not record the status of job #%d in %s: %s", member.idx, path, exc)
-    log.error("job #%d: %s (%s)", member.idx, prev["status"], prev["error"])
+    error = error or "the packed trainer returned without finishing this member"
+    record = record_end(member.output_dir, status, error, identity=lambda: run_identity(member.resolved))
+    if record is not None:
+        log.error("job #%d: %s (%s)", member.idx, record["status"], record["error"])

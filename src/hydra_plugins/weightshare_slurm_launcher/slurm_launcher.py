@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.singleton import Singleton
@@ -50,26 +49,6 @@ def outcome(overrides: Sequence[str], config: DictConfig | None) -> JobReturn:
     ret.status = JobStatus.COMPLETED
     ret.return_value = None
     return ret
-
-
-def mark_ended(out_dir: Path, status: str, error: str, slurm: dict[str, Any] | None = None) -> None:
-    """Give a job that ended without finishing its record a final status (``results.json``).
-
-    A record that already has a final status (the task wrote it) is kept as it is.
-    """
-    from weightshare.results import atomic_write_json, read_json
-
-    path = out_dir / "results.json"
-    prev = read_json(path) or {}
-    if prev.get("status") not in (None, "running"):
-        return
-    prev.update(status=status, error=error, output_dir=str(out_dir))
-    if slurm:
-        prev["slurm"] = {**(prev.get("slurm") or {}), **slurm}
-    try:
-        atomic_write_json(path, prev)
-    except OSError as exc:
-        log.error("could not record the end of %s: %s", out_dir, exc)
 
 
 class SlurmLauncher(BaseSubmititLauncher):
@@ -113,6 +92,7 @@ class SlurmLauncher(BaseSubmititLauncher):
         """Submit the jobs as one array, wait for SLURM to end them, one ``JobReturn`` per job."""
         import submitit
 
+        from weightshare.job import record_end
         from weightshare.slurm.wait import wait_for
 
         assert self.config is not None
@@ -148,7 +128,8 @@ class SlurmLauncher(BaseSubmititLauncher):
             if config is not None:
                 out_dir = Path(str(config.hydra.runtime.output_dir))
                 status = ended.status if ended.error else "failed"
-                mark_ended(out_dir, status, error, {"job_id": job.job_id, "state": ended.state, "log": ended.log})
+                slurm = {"job_id": job.job_id, "state": ended.state, "log": ended.log}
+                record_end(out_dir, status, error, extra={"slurm": slurm})
             log.error("job #%d (SLURM job %s, %s): %s", idx, job.job_id, ended.state, error)
             returns.append(outcome(overrides, config))
         return returns
