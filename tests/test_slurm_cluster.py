@@ -175,73 +175,83 @@ def test_settings_the_cluster_cannot_satisfy_stop_before_submission(tmp_path: Pa
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize("launcher", ["slurm", "packed"])
-def test_grid_failure_and_preemption_then_resume(launcher: str, tmp_path: Path) -> None:
+def test_grid_failure_and_preemption_then_resume(tmp_path: Path) -> None:
     """A grid where one job completes, one is preempted and two fail; resume=true finishes the preempted one.
 
-    Jobs: #0 (1 epoch) completes; #1 (12 epochs) gets SIGTERM after its first epoch; #2 and #3
+    Jobs: #0 (1 epoch) completes; #1 (6 epochs) gets SIGTERM after its first epoch; #2 and #3
     name a checkpoint file that does not exist (a bad value would be refused before submission;
     a missing file is each job's own start check), so they fail: the sweep ends with its table
-    and exit status 1.
+    and exit status 1. Both launchers at once, side by side.
     """
-    sweep = tmp_path / "s"
+    names = ("slurm", "packed")
     missing = tmp_path / "missing.ckpt"
-    grid = [f"ckpt_path=null,{missing}", "trainer.max_epochs=1,12", *TIMING]
-    proc = _start(_command(launcher, sweep, *grid))
-    job_id = _slurm_job_when(sweep / "1", 1, proc)
-    _signal(job_id, "TERM")
-    code, out, err = _finish(proc)
-    _assert_sweep_end(code, out, err, expected=1)
-    status = {k: _results(sweep / str(k))["status"] for k in range(4)}
-    assert status == {0: "completed", 1: "interrupted", 2: "failed", 3: "failed"}
-    assert _results(sweep / "1")["error"] == "SIGTERMException: terminated (SIGTERM)"
-    assert "3 of 4 jobs did not complete (2 failed, 1 interrupted)" in err
-    assert "missing.ckpt" in out  # the failed jobs' error is listed under the table
-    first = _results(sweep / "0")["slurm"]
-    assert first["job_id"] and Path(first["log"]).is_file() and first["restart_count"] == 0
-    if launcher == "slurm":  # one array element per job
-        assert [_results(sweep / str(k))["slurm"]["array_index"] for k in range(4)] == [0, 1, 2, 3]
-    done_before = len(_epochs(sweep / "1"))
-    assert 1 <= done_before < 12
+    grid = [f"ckpt_path=null,{missing}", "trainer.max_epochs=1,6", *TIMING]
+    procs = {name: _start(_command(name, tmp_path / name, *grid)) for name in names}
+    for name in names:
+        _signal(_slurm_job_when(tmp_path / name / "1", 1, procs[name]), "TERM")
+    for name in names:
+        sweep = tmp_path / name
+        code, out, err = _finish(procs[name])
+        _assert_sweep_end(code, out, err, expected=1)
+        status = {k: _results(sweep / str(k))["status"] for k in range(4)}
+        assert status == {0: "completed", 1: "interrupted", 2: "failed", 3: "failed"}, name
+        assert _results(sweep / "1")["error"] == "SIGTERMException: terminated (SIGTERM)"
+        assert "3 of 4 jobs did not complete (2 failed, 1 interrupted)" in err
+        assert "missing.ckpt" in out  # the failed jobs' error is listed under the table
+        first = _results(sweep / "0")["slurm"]
+        assert first["job_id"] and Path(first["log"]).is_file() and first["restart_count"] == 0
+        if name == "slurm":  # one array element per job
+            assert [_results(sweep / str(k))["slurm"]["array_index"] for k in range(4)] == [0, 1, 2, 3]
+        assert 1 <= len(_epochs(sweep / "1")) < 6
 
-    code, out, err = _finish(_start(_command(launcher, sweep, *grid, "resume=true")))
-    _assert_sweep_end(code, out, err, expected=1)  # #2 and #3 still fail: their checkpoint is still missing
-    res = _results(sweep / "1")
-    assert res["status"] == "completed" and res["resumed"] == 1
-    assert _epochs(sweep / "1") == list(range(12))  # each epoch once
-    # a start check that fails where a record exists keeps that record and marks it refused
-    assert "2 of 4 jobs did not complete (2 refused)" in err
+    procs = {name: _start(_command(name, tmp_path / name, *grid, "resume=true")) for name in names}
+    for name in names:
+        sweep = tmp_path / name
+        code, out, err = _finish(procs[name])
+        _assert_sweep_end(code, out, err, expected=1)  # #2 and #3 still fail: their checkpoint is still missing
+        res = _results(sweep / "1")
+        assert res["status"] == "completed" and res["resumed"] == 1, name
+        assert _epochs(sweep / "1") == list(range(6))  # each epoch once
+        # a start check that fails where a record exists keeps that record and marks it refused
+        assert "2 of 4 jobs did not complete (2 refused)" in err
 
 
-@pytest.mark.parametrize("launcher", ["slurm", "packed"])
-def test_requeue_resumes_by_itself_until_the_last_allowed_requeue(launcher: str, tmp_path: Path) -> None:
+def test_requeue_resumes_by_itself_until_the_last_allowed_requeue(tmp_path: Path) -> None:
     """``scontrol requeue`` resumes from last.ckpt by itself; the time-limit signal after the last allowed
     requeue (max_num_timeout=0) leaves the job ``interrupted``; resume=true finishes it.
-    """
-    sweep = tmp_path / "s"
-    cmd = [*TIMING, "trainer.max_epochs=20", "hydra.launcher.max_num_timeout=0"]
-    proc = _start(_command(launcher, sweep, *cmd))
-    job = sweep / "0"
-    job_id = _slurm_job_when(job, 1, proc)
-    _requeue_now(job_id)
-    _wait_restart(job, 1, proc)  # submitit has set up its signal handler before the job writes results.json
-    assert _results(job)["resumed"] == 1
-    _signal(job_id, "USR2")  # what SLURM sends signal_delay_s before a limit
-    code, out, err = _finish(proc)
-    _assert_sweep_end(code, out, err, expected=1)
-    res = _results(job)
-    assert res["status"] == "interrupted" and "timed-out too many times" in res["error"]
-    assert res["slurm"]["restart_count"] == 1
-    epochs = _epochs(job)
-    assert epochs == list(range(len(epochs))) and 1 <= len(epochs) < 20  # resumed, not restarted from 0
 
-    code, out, err = _finish(_start(_command(launcher, sweep, *cmd, "resume=true")))
-    _assert_sweep_end(code, out, err, expected=0)
-    res = _results(job)
-    assert res["status"] == "completed" and res["resumed"] == 2
-    assert _epochs(job) == list(range(20))
-    # the wall time counts every start: more than this last start alone
-    assert res["wall_time_s"] > res["finished_unix"] - res["started_unix"] + 1.0
+    Both launchers at once (one 1-CPU job each on the 2-CPU node), step by step side by side.
+    """
+    epochs_wanted = 8
+    cmd = [*TIMING, f"trainer.max_epochs={epochs_wanted}", "hydra.launcher.max_num_timeout=0"]
+    names = ("slurm", "packed")
+    procs = {name: _start(_command(name, tmp_path / name, *cmd)) for name in names}
+    jobs = {name: tmp_path / name / "0" for name in names}
+    ids = {name: _slurm_job_when(jobs[name], 1, procs[name]) for name in names}
+    for name in names:
+        _requeue_now(ids[name])
+    for name in names:
+        _wait_restart(jobs[name], 1, procs[name])  # submitit has set its signal handler before results.json
+        assert _results(jobs[name])["resumed"] == 1
+        _signal(ids[name], "USR2")  # what SLURM sends signal_delay_s before a limit
+    for name in names:
+        code, out, err = _finish(procs[name])
+        _assert_sweep_end(code, out, err, expected=1)
+        res = _results(jobs[name])
+        assert res["status"] == "interrupted" and "timed-out too many times" in res["error"], name
+        assert res["slurm"]["restart_count"] == 1
+        epochs = _epochs(jobs[name])
+        assert epochs == list(range(len(epochs))) and 1 <= len(epochs) < epochs_wanted  # resumed, not from 0
+
+    procs = {name: _start(_command(name, tmp_path / name, *cmd, "resume=true")) for name in names}
+    for name in names:
+        code, out, err = _finish(procs[name])
+        _assert_sweep_end(code, out, err, expected=0)
+        res = _results(jobs[name])
+        assert res["status"] == "completed" and res["resumed"] == 2, name
+        assert _epochs(jobs[name]) == list(range(epochs_wanted))
+        # the wall time counts every start: more than this last start alone
+        assert res["wall_time_s"] > res["finished_unix"] - res["started_unix"] + 1.0
 
 
 def test_real_time_limit_and_a_cancelled_job(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ already there (as torch is on a GPU node).
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 import sysconfig
@@ -61,11 +62,14 @@ def test_install_from_a_wheelhouse_with_no_index(tmp_path: Path) -> None:
             (have / entry.name).symlink_to(entry)
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "fresh")], check=True, timeout=120)
     py = tmp_path / "fresh" / "bin" / "python"
+    # the fresh venv sees only what it installed (a PYTHONPATH to a checkout would shadow the wheel)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     fresh_site = Path(subprocess.check_output([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                               text=True).strip())  # fmt: skip
     (fresh_site / "existing.pth").write_text(f"{have}\n")
     install = subprocess.run(
         [py, "-m", "pip", "install", "--no-index", "--find-links", str(house), "weightshare"],
+        env=env,
         capture_output=True,
         text=True,
         timeout=240,
@@ -76,5 +80,6 @@ def test_install_from_a_wheelhouse_with_no_index(tmp_path: Path) -> None:
         [py, "-c", "import weightshare, hydra_plugins.weightshare_slurm_launcher as s; print(weightshare.__file__)"],
         text=True,
         cwd=tmp_path,
+        env=env,
     ).strip()
     assert Path(where).is_relative_to(fresh_site)  # the wheel's copy, not this checkout
