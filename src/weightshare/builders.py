@@ -371,4 +371,17 @@ def build_run(
     kwargs = {**build_trainer_kwargs(cfg, out), **trainer_overrides}
     quiet_lightning(kwargs.get("devices", 1), kwargs.get("num_nodes", 1))
     trainer = pl.Trainer(**kwargs, callbacks=callbacks, logger=built_loggers or False)
+    to_precision(trainer, module)
     return Run(cfg, out, datamodule, module, callbacks, built_loggers, trainer)
+
+
+def to_precision(trainer: pl.Trainer, module: pl.LightningModule) -> None:
+    """Cast ``module`` to ``trainer``'s precision now, as Lightning does in ``strategy.setup``.
+
+    Why: ``trainer.fit(ckpt_path=...)`` restores a checkpoint's weights *before* it casts the
+    module, so under ``64-true`` a resumed run's float64 weights were loaded into float32
+    parameters and rounded (~1e-8 off after two epochs): a resume was not the uninterrupted run.
+    A ``train=false`` run loading weights by hand had the same loss. Mixed precisions keep the
+    module as it is; a second cast by Lightning is a no-op.
+    """
+    trainer.precision_plugin.convert_module(module)

@@ -129,7 +129,7 @@ def _fit(group: list[tuple[Member, Any, Any]]) -> None:
     """Train one sub-pack to the end and finish its members."""
     import pytorch_lightning as pl
 
-    from weightshare.builders import build_progress_bar, build_trainer_kwargs
+    from weightshare.builders import build_progress_bar, build_trainer_kwargs, to_precision
     from weightshare.pack_module import PackModule
     from weightshare.packed.data import PackData
 
@@ -150,6 +150,7 @@ def _fit(group: list[tuple[Member, Any, Any]]) -> None:
     bar = build_progress_bar(cfg0.callbacks.progress_bar)
     kwargs = {**build_trainer_kwargs(cfg0, members[0].out), "enable_checkpointing": False}
     trainer = pl.Trainer(**kwargs, callbacks=[control, *([bar] if bar else [])], logger=MemberLoggers(members))
+    to_precision(trainer, pack)  # before the resume loads the members' weights
     log.info("pack %s: %d members, %s", members[0].job.pack["id"], len(members), ", ".join(m.out.name for m in members))
     resume = _resume_checkpoint(members)
     try:
